@@ -136,3 +136,49 @@ class ProposalDropped(ConsensusError):
 
 class LocalProtocolError(ConsensusError):
     """The driver used the core wrongly (h11's split: our misuse vs a peer's)."""
+
+
+class RemoteProtocolError(ConsensusError):
+    """A peer sent something no correct peer would send."""
+
+
+class MsgType(IntEnum):
+    PROP = 1  # follower -> leader: forwarded proposal
+    APP = 2  # AppendEntries
+    APP_RESP = 3
+    VOTE = 4  # RequestVote
+    VOTE_RESP = 5
+    PRE_VOTE = 6  # would you vote for me at term+1? (changes no state)
+    PRE_VOTE_RESP = 7
+    HEARTBEAT = 8
+    HEARTBEAT_RESP = 9
+    SNAP = 10  # one chunk of InstallSnapshot
+    SNAP_RESP = 11
+    TIMEOUT_NOW = 12  # leadership transfer: campaign now
+    READ_INDEX = 13  # follower -> leader: forwarded linearizable read
+    READ_INDEX_RESP = 14
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """A Raft peer message (etcd's raftpb.Message, trimmed to what we use)."""
+
+    type: MsgType
+    src: NodeId
+    dst: NodeId
+    term: int = 0  # 0 only on forwarded PROP / READ_INDEX, which carry no term
+    log_term: int = 0  # APP: term of entry `index`; reject: term at the hint
+    index: int = 0  # APP: index before `entries`; APP_RESP: last match / rejected index
+    entries: tuple[Entry, ...] = ()
+    commit: int = 0
+    reject: bool = False
+    reject_hint: int = 0
+    context: bytes = b""  # READ_INDEX*: the caller's read context; VOTE: b"transfer"
+    read_round: int = 0  # HEARTBEAT*: ReadIndex round being confirmed
+    snapshot: SnapshotMeta | None = None  # SNAP / SNAP_RESP
+    offset: int = 0  # SNAP: where `chunk` starts; SNAP_RESP: bytes received so far
+    chunk: bytes = b""
+    done: bool = False  # SNAP: last chunk
+
+    def size(self) -> int:
+        return 64 + len(self.chunk) + len(self.context) + sum(e.size() for e in self.entries)
