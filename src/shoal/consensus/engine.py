@@ -9,7 +9,7 @@ import random
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from .messages import ConfState, Durable, NodeId, Ready
+from .messages import ConfState, Durable, NodeId, Ready, Snapshot
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,8 +46,9 @@ class Engine(Protocol):
     def transfer_leadership(self, to: NodeId) -> None:
         """Hand leadership to `to` (graceful shutdown)."""
 
-    def compact(self, index: int, data: bytes) -> None:
-        """The state machine as of applied `index` is `data`: drop the log up to it."""
+    def compact(self, index: int, data: bytes) -> Snapshot:
+        """The state machine as of applied `index` is `data`: drop the log up to it and
+        return the snapshot, which the driver persists atomically."""
 
     def has_ready(self) -> bool: ...
 

@@ -206,13 +206,15 @@ class Raft:
         else:
             self._send_append(to)
 
-    def compact(self, index: int, data: bytes) -> None:
+    def compact(self, index: int, data: bytes) -> Snapshot:
         self._not_mid_ready()
         if index != self.log.applied:
             raise LocalProtocolError(f"compact at {index} but applied is {self.log.applied}")
         term = self.log.term(index)
         assert term is not None
-        self.log.compact(Snapshot(SnapshotMeta(index, term, self.conf), data))
+        snap = Snapshot(SnapshotMeta(index, term, self.conf), data)
+        self.log.compact(snap)
+        return snap
 
     def has_ready(self) -> bool:
         if self.role is Role.LEADER and self.needs_bcast:
@@ -454,10 +456,13 @@ class Raft:
         elif t is MsgType.HEARTBEAT_RESP:
             pr.recent_active = True
             pr.paused = False
+            if pr.state is State.REPLICATE and pr.inflight and pr.is_paused():
+                pr.inflight.popleft()  # appends may have been lost: let one more through
             if pr.state is State.SNAPSHOT:
                 self._send_snapshot_chunk(m.src, pr)  # resume a stream whose chunk was lost
             elif pr.match < self.log.last_index():
-                self._send_append(m.src)
+                # Possibly lost appends: an (even empty) append makes the follower say where it is.
+                self._send_append(m.src, send_if_empty=True)
             if m.read_round > self.read_acked.get(m.src, 0):
                 self.read_acked[m.src] = m.read_round
                 self._release_reads()

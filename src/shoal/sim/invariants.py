@@ -1,0 +1,80 @@
+"""Safety properties checked while a simulation runs. Each failure raises `Violation`, which
+stops the run so the seed can be replayed."""
+
+from __future__ import annotations
+
+from ..consensus.messages import Entry, Message, MsgType, NodeId, Ready
+from .disk import Disk
+
+
+class Violation(Exception):
+    def __init__(self, invariant: str, detail: str):
+        super().__init__(f"{invariant}: {detail}")
+        self.invariant = invariant
+        self.detail = detail
+
+
+class Invariants:
+    def __init__(self, log_shaped: bool):
+        # Raft's log is the replicated log itself; Paxos acceptors hold values that may never
+        # be chosen, so log matching and leader completeness only apply to log-shaped engines.
+        self.log_shaped = log_shaped
+        self.leaders: dict[int, NodeId] = {}  # term -> the one leader of that term
+        self.applied: dict[int, tuple[int, int, bytes]] = {}  # index -> (term, kind, data)
+        self.commit: dict[NodeId, int] = {}  # per node life: last commit seen in a Ready
+
+    def node_restarted(self, node: NodeId, durable_commit: int) -> None:
+        self.commit[node] = durable_commit
+
+    def on_ready(self, node: NodeId, rd: Ready) -> None:
+        if rd.hard_state is not None:
+            prev = self.commit.get(node, 0)
+            if rd.hard_state.commit < prev:
+                raise Violation("monotonic commit", f"node {node} commit went from {prev} to {rd.hard_state.commit}")
+            self.commit[node] = rd.hard_state.commit
+
+    def on_leader(self, node: NodeId, term: int, disk: Disk) -> None:
+        other = self.leaders.setdefault(term, node)
+        if other != node:
+            raise Violation("election safety", f"nodes {other} and {node} are both leader in term {term}")
+        if not self.log_shaped:
+            return
+        for index, (t, _kind, _data) in self.applied.items():
+            if index <= disk.offset():
+                continue
+            e = disk.entry(index)
+            if e is None or e.term != t:
+                raise Violation("leader completeness", f"new leader {node} (term {term}) lacks committed entry {index} (term {t}); has {e}")
+
+    def on_apply(self, node: NodeId, e: Entry) -> None:
+        seen = self.applied.setdefault(e.index, (e.term, int(e.kind), e.data))
+        if seen != (e.term, int(e.kind), e.data):
+            raise Violation("state machine safety", f"node {node} applied {e} at {e.index}, another node applied term {seen[0]} data {seen[2][:80]!r}")
+
+    def on_send(self, node: NodeId, m: object, disk: Disk) -> None:
+        """The Ready contract: what a message promises must already be durable."""
+        if not isinstance(m, Message):
+            return
+        if m.term > disk.hard_state.term and m.type not in (MsgType.PRE_VOTE, MsgType.PRE_VOTE_RESP):
+            raise Violation("persist before send", f"node {node} sent term {m.term} but its disk holds term {disk.hard_state.term}: {m.type.name}")
+        if m.type is MsgType.APP_RESP and not m.reject and m.index > disk.last_index():
+            raise Violation("persist before send", f"node {node} acknowledged index {m.index} but its disk ends at {disk.last_index()}")
+
+    def check_log_matching(self, disks: dict[NodeId, Disk]) -> None:
+        """If two logs hold an entry with the same index and term, they agree on everything up to it."""
+        if not self.log_shaped:
+            return
+        ids = sorted(disks)
+        for x, a in enumerate(ids):
+            for b in ids[x + 1 :]:
+                da, db = disks[a], disks[b]
+                lo = max(da.offset(), db.offset()) + 1
+                hi = min(da.last_index(), db.last_index())
+                match = False
+                for i in range(hi, lo - 1, -1):
+                    ea, eb = da.entry(i), db.entry(i)
+                    assert ea is not None and eb is not None
+                    if not match and ea.term == eb.term:
+                        match = True
+                    if match and ea != eb:
+                        raise Violation("log matching", f"nodes {a} and {b} share a later entry but differ at {i}: {ea} vs {eb}")
