@@ -1,0 +1,97 @@
+"""`shoal check`: read a history file, check it, print the verdict."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from .history import Event, HistoryError, Operation, cas_args, load_history, operations
+from .linearizability import CheckResult, check_history
+
+EXIT_CODES = {"linearizable": 0, "not linearizable": 1, "undecided": 2}
+EXIT_MALFORMED = 3
+_TIMELINE_WIDTH = 40
+
+
+def run_check(path: Path, time_limit: float, console: Console | None = None) -> int:
+    """Check the history at `path`; returns the exit code (0, 1, 2, or 3 if malformed)."""
+    console = console or Console()
+    try:
+        events = load_history(path)
+    except HistoryError as e:
+        console.print(f"[bold red]malformed history[/] {path}: {e}", highlight=False)
+        return EXIT_MALFORMED
+    except OSError as e:
+        console.print(f"[bold red]cannot read history[/] {path}: {e.strerror}", highlight=False)
+        return EXIT_MALFORMED
+    result = check_history(events, time_limit=time_limit)
+    _print(console, path, len(events), result)
+    return EXIT_CODES[result.verdict]
+
+
+def _print(console: Console, path: Path, n_events: int, result: CheckResult) -> None:
+    colour = {True: "green", False: "red", None: "yellow"}[result.ok]
+    console.print(
+        f"[bold {colour}]{result.verdict.upper()}[/] {path} "
+        f"({n_events} events, {result.ops_checked} operations checked)",
+        highlight=False,
+    )
+    console.print(result.explanation, highlight=False, markup=False)
+    if result.window:
+        console.print(_table(result.window, result.key or ""))
+
+
+def _table(window: list[Event], key: str) -> Table:
+    """One row per operation of the window, with a timeline of invokes and completions."""
+    ops = operations(window)
+    last = len(window) - 1
+    table = Table(title=f"smallest failing window found for key {key!r}", title_justify="left")
+    for column in ("process", "op", "args", "result", "invoked", "completed", "timeline"):
+        table.add_column(column, no_wrap=column == "timeline")
+    for op in ops:
+        culprit = op.ret == last
+        table.add_row(
+            str(op.process),
+            op.f,
+            escape(_args(op)),
+            escape(_result(op)),
+            str(op.invoke.time),
+            str(op.complete.time) if op.complete is not None else "-",
+            _timeline(op, last),
+            style="bold red" if culprit else None,
+        )
+    return table
+
+
+def _args(op: Operation) -> str:
+    if op.f == "write":
+        return json.dumps(op.value)
+    if op.f == "cas":
+        expected, new = cas_args(op.value)
+        return f"{json.dumps(expected)} -> {json.dumps(new)}"
+    return ""
+
+
+def _result(op: Operation) -> str:
+    if op.complete is None:
+        return "no reply yet"
+    if op.status == "info":
+        return "info (unknown)"
+    return json.dumps(op.result) if op.f == "read" and op.status == "ok" else op.status
+
+
+def _timeline(op: Operation, last: int) -> str:
+    """`[───]` from invoke to completion, in event order; `[───…` if the outcome is unknown."""
+
+    def column(position: int) -> int:
+        return position * (_TIMELINE_WIDTH - 1) // max(last, 1)
+
+    start = column(op.call)
+    if op.status == "info" or op.ret is None:
+        return " " * start + "[" + "─" * (_TIMELINE_WIDTH - start - 2) + "…"
+    end = max(column(op.ret), start + 1)
+    return " " * start + "[" + "─" * (end - start - 1) + "]"
