@@ -340,6 +340,8 @@ class Raft:
         if self._promotable() and self.election_elapsed >= self.randomized_timeout:
             self.election_elapsed = 0
             self._campaign(pre_vote=self.cfg.pre_vote)
+        elif self.role in (Role.CANDIDATE, Role.PRE_CANDIDATE):
+            self._request_votes(transfer=False)  # retry voters that have not answered (§5.1)
 
     def _tick_heartbeat(self) -> None:
         self.heartbeat_elapsed += 1
@@ -362,15 +364,17 @@ class Raft:
     def _campaign(self, pre_vote: bool, transfer: bool = False) -> None:
         if pre_vote:
             self._become_pre_candidate()
-            term, kind = self.term + 1, MsgType.PRE_VOTE
         else:
             self._become_candidate()
-            term, kind = self.term, MsgType.VOTE
         self.votes[self.id] = True
-        if self._poll():
-            return
+        if not self._poll():
+            self._request_votes(transfer)
+
+    def _request_votes(self, transfer: bool) -> None:
+        pre = self.role is Role.PRE_CANDIDATE
+        kind, term = (MsgType.PRE_VOTE, self.term + 1) if pre else (MsgType.VOTE, self.term)
         for n in sorted(self.conf.voters | self.conf.outgoing):
-            if n != self.id:
+            if n != self.id and n not in self.votes:
                 self._send(Message(kind, self.id, n, term=term, index=self.log.last_index(),
                                    log_term=self.log.last_term(),
                                    context=TRANSFER if transfer else b""))

@@ -22,6 +22,9 @@ class Invariants:
         self.leaders: dict[int, NodeId] = {}  # term -> the one leader of that term
         self.applied: dict[int, tuple[int, int, bytes]] = {}  # index -> (term, kind, data)
         self.commit: dict[NodeId, int] = {}  # per node life: last commit seen in a Ready
+        self.commit_term: dict[int, int] = {}  # index -> term of the leader that first committed it
+        self.committed_upto = 0
+        self.votes: dict[tuple[NodeId, int], NodeId] = {}  # (voter, term) -> candidate, across restarts
 
     def node_restarted(self, node: NodeId, durable_commit: int) -> None:
         self.commit[node] = durable_commit
@@ -33,18 +36,27 @@ class Invariants:
                 raise Violation("monotonic commit", f"node {node} commit went from {prev} to {rd.hard_state.commit}")
             self.commit[node] = rd.hard_state.commit
 
+    def on_commit(self, upto: int, term: int) -> None:
+        """A leader of `term` has committed everything up to `upto`."""
+        for i in range(self.committed_upto + 1, upto + 1):
+            self.commit_term[i] = term
+        self.committed_upto = max(self.committed_upto, upto)
+
     def on_leader(self, node: NodeId, term: int, disk: Disk) -> None:
         other = self.leaders.setdefault(term, node)
         if other != node:
             raise Violation("election safety", f"nodes {other} and {node} are both leader in term {term}")
         if not self.log_shaped:
             return
-        for index, (t, _kind, _data) in self.applied.items():
-            if index <= disk.offset():
+        # Only entries committed in earlier terms are owed: a candidate may legally win an old
+        # term late (delayed votes) and then can commit nothing.
+        for index, committed_in in self.commit_term.items():
+            if index <= disk.offset() or committed_in >= term:
                 continue
+            t = self.applied[index][0] if index in self.applied else None
             e = disk.entry(index)
-            if e is None or e.term != t:
-                raise Violation("leader completeness", f"new leader {node} (term {term}) lacks committed entry {index} (term {t}); has {e}")
+            if e is None or (t is not None and e.term != t):
+                raise Violation("leader completeness", f"new leader {node} (term {term}) lacks entry {index} (term {t}) committed in term {committed_in}; has {e}")
 
     def on_apply(self, node: NodeId, e: Entry) -> None:
         seen = self.applied.setdefault(e.index, (e.term, int(e.kind), e.data))
@@ -55,6 +67,10 @@ class Invariants:
         """The Ready contract: what a message promises must already be durable."""
         if not isinstance(m, Message):
             return
+        if m.type is MsgType.VOTE_RESP and not m.reject:
+            granted = self.votes.setdefault((node, m.term), m.dst)
+            if granted != m.dst:
+                raise Violation("one vote per term", f"node {node} voted for {granted} and then {m.dst} in term {m.term}")
         if m.term > disk.hard_state.term and m.type not in (MsgType.PRE_VOTE, MsgType.PRE_VOTE_RESP):
             raise Violation("persist before send", f"node {node} sent term {m.term} but its disk holds term {disk.hard_state.term}: {m.type.name}")
         if m.type is MsgType.APP_RESP and not m.reject and m.index > disk.last_index():

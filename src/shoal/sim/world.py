@@ -42,15 +42,18 @@ class SimConfig:
     steps: int = 20_000
     engine: str = "raft"
     bugs: frozenset[str] = frozenset()
-    clients: int = 5
+    clients: int = 8
     keys: int = 3
     faults: bool = True
     tick_us: int = 10 * MS
     election_tick: int = 10
+    pre_vote: bool = True
+    mean_latency_us: int = 1500
+    max_msg_bytes: int = 4096  # entries per append, in bytes (small = many appends)
     client_timeout_us: int = 800 * MS
     snapshot_every: int = 150  # applied entries between snapshots
     snapshot_chunk_bytes: int = 256  # small, so installs take several chunks
-    nemesis_mean_us: int = 400 * MS
+    nemesis_mean_us: int = 250 * MS
     settle_us: int = 30_000 * MS  # how long the healed cluster has to converge
     trace_len: int = 60  # events kept for a violation report
     full_trace: bool = False  # record every event (for byte-identical replay checks)
@@ -65,8 +68,8 @@ def make_engine(cfg: SimConfig, id: NodeId, conf: ConfState, rng: random.Random,
                 durable: Durable | None) -> Engine:
     if cfg.engine == "raft":
         return Raft(id, conf, rng, durable, RaftConfig(
-            election_tick=cfg.election_tick, bugs=cfg.bugs,
-            snapshot_chunk_bytes=cfg.snapshot_chunk_bytes, max_size_per_msg=4096))
+            election_tick=cfg.election_tick, pre_vote=cfg.pre_vote, bugs=cfg.bugs,
+            snapshot_chunk_bytes=cfg.snapshot_chunk_bytes, max_size_per_msg=cfg.max_msg_bytes))
     raise ValueError(f"unknown engine {cfg.engine!r}; known: raft")
 
 
@@ -121,6 +124,7 @@ class World:
         ids = list(range(1, cfg.nodes + 1))
         self.conf = ConfState(voters=frozenset(ids))
         self.net = Network(ids, self.rng)
+        self.net.faults.mean_latency_us = cfg.mean_latency_us
         self.inv = Invariants(log_shaped=cfg.engine == "raft")
         self.hosts: dict[NodeId, Host] = {}
         for i in ids:
@@ -167,13 +171,43 @@ class World:
             self._step_once()
             if self.steps % 1000 == 0:
                 self.inv.check_log_matching(self._disks())
-        self._heal_all()
-        deadline = self.now + self.cfg.settle_us
-        while self._queue and self.now < deadline:
+        self.finish()
+
+    # ------------------------------------------------------------------ scripting (tests)
+    def run_for(self, us: int) -> None:
+        """Advance virtual time by `us`, processing every event due."""
+        end = self.now + us
+        while self._queue and self._queue[0][0] <= end:
             self._step_once()
-            if self.steps % 200 == 0 and self._converged():
-                break
-        if not self._converged():
+        self.now = max(self.now, end)
+
+    def run_until(self, done: Callable[[], bool], limit_us: int, check_every: int = 20) -> bool:
+        end = self.now + limit_us
+        while not done():
+            if not self._queue or self._queue[0][0] > end:
+                return False
+            for _ in range(check_every):
+                if self._queue and self._queue[0][0] <= end:
+                    self._step_once()
+        return True
+
+    def leader(self) -> Host | None:
+        return self._leader()
+
+    def propose(self, h: Host, data: bytes) -> None:
+        """Hand a raw command to a node's core as its driver would."""
+        self._input(h, lambda: h.engine.propose(data))
+
+    def crash(self, node: NodeId) -> None:
+        self._crash(self.hosts[node])
+
+    def restart(self, node: NodeId) -> None:
+        self._restart(self.hosts[node])
+
+    def finish(self) -> None:
+        """Heal, converge, and check the end-of-run properties (as `run` does)."""
+        self._heal_all()
+        if not self.run_until(self._converged, self.cfg.settle_us, check_every=200):
             raise Violation("liveness", f"cluster did not converge within {self.cfg.settle_us / 1e6:.0f}s after healing: "
                             + ", ".join(f"n{h.id} {h.engine.status().role} commit={h.engine.status().commit} applied={h.applied}"
                                         for h in self.hosts.values()))
@@ -273,6 +307,8 @@ class World:
         if rd.must_sync:
             h.disk.sync()
         st = h.engine.status()
+        if st.role == "leader" and rd.hard_state is not None:
+            self.inv.on_commit(rd.hard_state.commit, st.term)
         if rd.soft_state and rd.soft_state.role == "leader":
             self.stats["elections"] += 1
             self.inv.on_leader(h.id, st.term, h.disk)
@@ -371,8 +407,19 @@ class World:
             return
         self.at(self._nemesis_gap(), self._nemesis)
         hosts = list(self.hosts.values())
-        action = self.rng.choice(["partition", "heal", "crash", "pause", "lossy", "calm", "drift", "transfer"])
-        if action == "partition":
+        action = self.rng.choice(["partition", "isolate-leader", "heal", "crash", "pause", "lossy",
+                                  "calm", "drift", "transfer"])
+        leader = self._leader()
+        if action == "isolate-leader" and leader is not None:
+            # The leader and at most a minority of others on one side, the rest on the other.
+            others = [i for i in self.hosts if i != leader.id]
+            self.rng.shuffle(others)
+            extra = self.rng.randint(0, max(0, (len(self.hosts) - 1) // 2 - 1))
+            minority = {leader.id, *others[:extra]}
+            self.net.partition([minority, set(self.hosts) - minority], f"leader side {sorted(minority)}")
+            self.stats["partitions"] += 1
+            self.log(f"nemesis: partition {self.net.partition_name}")
+        elif action == "partition":
             self.net.random_partition()
             self.stats["partitions"] += 1
             self.log(f"nemesis: partition {self.net.partition_name}")
@@ -380,10 +427,11 @@ class World:
             self.net.heal()
             self.log("nemesis: heal partition")
         elif action == "crash":
-            h = self.rng.choice(hosts)
+            h = leader if leader is not None and self.rng.random() < 0.5 else self.rng.choice(hosts)
             if h.up:
                 self._crash(h)
-                self.at(self.rng.randint(100 * MS, 2000 * MS), lambda: self._restart(h))
+                self.at(self.rng.choice([self.rng.randint(1 * MS, 50 * MS), self.rng.randint(100 * MS, 2000 * MS)]),
+                        lambda: self._restart(h))
         elif action == "pause":
             h = self.rng.choice(hosts)
             if h.up and not h.paused:
@@ -401,12 +449,20 @@ class World:
             h = self.rng.choice(hosts)
             h.drift = self.rng.uniform(0.7, 1.3)
             self.log(f"nemesis: n{h.id} clock runs at {h.drift:.2f}x")
-        else:
-            for h in hosts:
-                if h.up and not h.busy and not h.paused and h.engine.status().role == "leader":
-                    to = self.rng.choice([x.id for x in hosts if x.id != h.id])
-                    self.log(f"nemesis: ask n{h.id} to transfer leadership to n{to}")
-                    self._input(h, lambda h=h, to=to: _ignore(h.engine.transfer_leadership, to))
+        elif action == "transfer" and leader is not None:
+            to = self.rng.choice([x.id for x in hosts if x.id != leader.id])
+            self.log(f"nemesis: ask n{leader.id} to transfer leadership to n{to}")
+            self._input(leader, lambda: _ignore(leader.engine.transfer_leadership, to))
+
+    def _leader(self) -> Host | None:
+        """The live node that believes it leads in the highest term, if any."""
+        best = None
+        for h in self.hosts.values():
+            if h.up and not h.busy and not h.paused:
+                st = h.engine.status()
+                if st.role == "leader" and (best is None or st.term > best[0]):
+                    best = (st.term, h)
+        return best[1] if best else None
 
     # ------------------------------------------------------------------ clients
     def _client_next(self, c: Client) -> None:
