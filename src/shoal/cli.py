@@ -48,6 +48,14 @@ def demo() -> None:
                              engine="raft", bugs=[], trace=None, workers=None, demo=True))
 
 
+@app.command()
+def bench(repeat: int = typer.Option(3, "--repeat", min=1)) -> None:
+    """Measure the consensus core in the simulator and the checker (medians of repeats)."""
+    from .bench import run_bench
+
+    run_bench(repeat)
+
+
 @app.command("lb-report")
 def lb_report(
     out: Path = typer.Option(Path("lb-report.png"), "--out", help="where to write the chart"),
