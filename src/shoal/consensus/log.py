@@ -27,7 +27,9 @@ class RaftLog:
         return self.offset + len(self.entries)
 
     def last_term(self) -> int:
-        return self.term(self.last_index())
+        t = self.term(self.last_index())
+        assert t is not None
+        return t
 
     def term(self, index: int) -> int | None:
         """Term of the entry at `index`; None when compacted away or beyond the end."""

@@ -39,7 +39,8 @@ class KVStateMachine:
             self.data[cmd.key] = cmd.value
             ok = True
         else:
-            expected, new = cmd.value  # type: ignore[misc]
+            assert isinstance(cmd.value, list) and len(cmd.value) == 2
+            expected, new = cmd.value
             ok = self.data.get(cmd.key) == expected
             if ok:
                 self.data[cmd.key] = new

@@ -11,6 +11,7 @@ import random
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 
 from ..check.history import Event
 from ..consensus.engine import Engine
@@ -140,7 +141,7 @@ class World:
         self.clients = [Client(s, s, self.rng.choice(ids)) for s in range(cfg.clients)]
         self.clients_on = True
         for c in self.clients:
-            self.at(self.rng.randrange(50 * MS), lambda c=c: self._client_next(c))
+            self.at(self.rng.randrange(50 * MS), partial(self._client_next, c))
         if cfg.faults:
             self.at(self._nemesis_gap(), self._nemesis)
         self.trace: deque[tuple[int, object]] | list[tuple[int, object]] = (
@@ -360,7 +361,7 @@ class World:
     def _send(self, m: object) -> None:
         src, dst = m.src, m.dst  # type: ignore[attr-defined]
         for lat in self.net.latencies(src, dst):
-            self.at(lat, lambda m=m: self._deliver(m))
+            self.at(lat, partial(self._deliver, m))
 
     def _deliver(self, m: object) -> None:
         h = self.hosts[m.dst]  # type: ignore[attr-defined]
@@ -471,6 +472,7 @@ class World:
         key = f"k{self.rng.randrange(self.cfg.keys)}"
         roll = self.rng.random()
         c.seq += 1
+        value: object
         if roll < 0.5:
             f, value = "read", None
         elif roll < 0.8:
