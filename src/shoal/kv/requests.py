@@ -1,0 +1,471 @@
+"""The requests a KVStore applies, their responses, and their encoding in log entries.
+
+Names and fields follow etcd's etcdserverpb, so an etcd-compatible gRPC API is a thin mapping.
+What we add: lease requests carry `now_ms`, the proposing leader's clock (the state machine
+reads no clock), LeaseExpire/LeasePromote are proposed by the leader itself, and a Command may
+carry a client Session for exactly-once application. See docs/kv.md."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import IntEnum
+
+from .codec import from_wire, pack, to_wire, unpack
+from .errors import ErrDuplicateKey, ErrRequestTooLarge, ErrTooManyOps, MalformedRequest
+from .keyvalue import ALL_KEYS, KeyValue, in_range
+from .limits import KVLimits
+
+MAX_LEASE_TTL = 9_000_000_000  # seconds; etcd's MaxLeaseTTL
+
+
+class SortOrder(IntEnum):
+    NONE = 0
+    ASCEND = 1
+    DESCEND = 2
+
+
+class SortTarget(IntEnum):
+    KEY = 0
+    VERSION = 1
+    CREATE = 2
+    MOD = 3
+    VALUE = 4
+
+
+class CompareResult(IntEnum):
+    EQUAL = 0
+    GREATER = 1
+    LESS = 2
+    NOT_EQUAL = 3
+
+
+class CompareTarget(IntEnum):
+    VERSION = 0
+    CREATE = 1
+    MOD = 2
+    VALUE = 3
+    LEASE = 4
+
+
+# --- requests ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class RangeRequest:
+    key: bytes
+    range_end: bytes = b""
+    limit: int = 0  # 0 = no limit
+    revision: int = 0  # 0 = current
+    sort_order: SortOrder = SortOrder.NONE
+    sort_target: SortTarget = SortTarget.KEY
+    keys_only: bool = False
+    count_only: bool = False
+    min_mod_revision: int = 0
+    max_mod_revision: int = 0
+    min_create_revision: int = 0
+    max_create_revision: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class PutRequest:
+    key: bytes
+    value: bytes = b""
+    lease: int = 0  # 0 = no lease (and detaches the key from any)
+    prev_kv: bool = False
+    ignore_value: bool = False
+    ignore_lease: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class DeleteRangeRequest:
+    key: bytes
+    range_end: bytes = b""
+    prev_kv: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Compare:
+    """Holds when every key in [key, range_end) satisfies `target result operand`; a missing
+    key compares as version/create/mod/lease 0, and never satisfies a VALUE compare (etcd)."""
+
+    key: bytes
+    target: CompareTarget
+    result: CompareResult
+    operand: int | bytes  # bytes for VALUE, an int for the others
+    range_end: bytes = b""
+
+
+@dataclass(frozen=True, slots=True)
+class TxnRequest:
+    compare: tuple[Compare, ...] = ()
+    success: tuple[Op, ...] = ()
+    failure: tuple[Op, ...] = ()
+
+
+Op = RangeRequest | PutRequest | DeleteRangeRequest | TxnRequest
+
+
+@dataclass(frozen=True, slots=True)
+class CompactionRequest:
+    revision: int
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseGrantRequest:
+    ttl: int  # seconds
+    id: int = 0  # 0 = the store picks the next free id
+    now_ms: int = 0  # the proposing leader's clock
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseRevokeRequest:
+    id: int
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseKeepAliveRequest:
+    id: int
+    now_ms: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseExpireRequest:
+    """Proposed by the leader for a lease its `expired(now_ms)` returned. Skipped if a
+    keep-alive applied since has moved the expiry past `now_ms`, so an acknowledged
+    keep-alive is never overridden by an older expiry decision."""
+
+    id: int
+    now_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class LeasePromoteRequest:
+    """Proposed by a new leader: every lease expires `ttl` after `now_ms`, in its clock."""
+
+    now_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseTimeToLiveRequest:
+    id: int
+    now_ms: int = 0
+    keys: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseLeasesRequest:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class OpenSessionRequest:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class CloseSessionRequest:
+    client_id: int
+
+
+Request = (
+    RangeRequest
+    | PutRequest
+    | DeleteRangeRequest
+    | TxnRequest
+    | CompactionRequest
+    | LeaseGrantRequest
+    | LeaseRevokeRequest
+    | LeaseKeepAliveRequest
+    | LeaseExpireRequest
+    | LeasePromoteRequest
+    | LeaseTimeToLiveRequest
+    | LeaseLeasesRequest
+    | OpenSessionRequest
+    | CloseSessionRequest
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Session:
+    """Exactly-once identity: `client_id` from OpenSessionResponse, `seq` increasing per
+    request (one outstanding request per client, as in the Raft dissertation, §6.3)."""
+
+    client_id: int
+    seq: int
+
+
+@dataclass(frozen=True, slots=True)
+class Command:
+    """What one log entry holds."""
+
+    request: Request
+    session: Session | None = None
+
+
+# --- responses --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ResponseHeader:
+    revision: int  # the store's revision when the response was made
+
+
+@dataclass(frozen=True, slots=True)
+class RangeResponse:
+    header: ResponseHeader
+    kvs: tuple[KeyValue, ...] = ()
+    more: bool = False  # the limit cut the result short
+    count: int = 0  # keys in the range (before limit and revision filters, as in etcd)
+
+
+@dataclass(frozen=True, slots=True)
+class PutResponse:
+    header: ResponseHeader
+    prev_kv: KeyValue | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DeleteRangeResponse:
+    header: ResponseHeader
+    deleted: int = 0
+    prev_kvs: tuple[KeyValue, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class TxnResponse:
+    header: ResponseHeader
+    succeeded: bool
+    responses: tuple[OpResponse, ...] = ()
+
+
+OpResponse = RangeResponse | PutResponse | DeleteRangeResponse | TxnResponse
+
+
+@dataclass(frozen=True, slots=True)
+class CompactionResponse:
+    header: ResponseHeader
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseGrantResponse:
+    header: ResponseHeader
+    id: int
+    ttl: int
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseRevokeResponse:
+    header: ResponseHeader
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseKeepAliveResponse:
+    header: ResponseHeader
+    id: int
+    ttl: int
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseExpireResponse:
+    header: ResponseHeader
+    revoked: bool
+
+
+@dataclass(frozen=True, slots=True)
+class LeasePromoteResponse:
+    header: ResponseHeader
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseTimeToLiveResponse:
+    header: ResponseHeader
+    id: int
+    ttl: int  # remaining seconds; -1 if the lease does not exist (etcd)
+    granted_ttl: int = 0
+    keys: tuple[bytes, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseLeasesResponse:
+    header: ResponseHeader
+    leases: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class OpenSessionResponse:
+    header: ResponseHeader
+    client_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class CloseSessionResponse:
+    header: ResponseHeader
+
+
+Response = (
+    RangeResponse
+    | PutResponse
+    | DeleteRangeResponse
+    | TxnResponse
+    | CompactionResponse
+    | LeaseGrantResponse
+    | LeaseRevokeResponse
+    | LeaseKeepAliveResponse
+    | LeaseExpireResponse
+    | LeasePromoteResponse
+    | LeaseTimeToLiveResponse
+    | LeaseLeasesResponse
+    | OpenSessionResponse
+    | CloseSessionResponse
+)
+
+
+# --- encoding ---------------------------------------------------------------------------
+
+
+def encode_command(request: Request, session: Session | None = None) -> bytes:
+    return pack(to_wire(Command(request, session), Command))
+
+
+def decode_command(data: bytes, limits: KVLimits) -> Command:
+    """The Command in a log entry, validated. Raises a MalformedRequest naming the problem."""
+    command: Command = from_wire(unpack(data, "command"), Command, "Command")
+    validate(command.request, limits)
+    if command.session is not None:
+        _positive(command.session.client_id, "Session.client_id")
+        _positive(command.session.seq, "Session.seq")
+    return command
+
+
+def encode_response(response: Response) -> bytes:
+    return pack(to_wire(response, Response))
+
+
+def decode_response(data: bytes) -> Response:
+    response: Response = from_wire(unpack(data, "response"), Response, "Response")
+    return response
+
+
+# --- validation (what etcd checks before proposing; we check again when applying) --------
+
+
+def validate(request: Request, limits: KVLimits) -> None:
+    name = type(request).__name__
+    match request:
+        case RangeRequest():
+            _key(request.key, name, limits)
+            for field in ("limit", "revision", "min_mod_revision", "max_mod_revision",
+                          "min_create_revision", "max_create_revision"):  # fmt: skip
+                _non_negative(getattr(request, field), f"{name}.{field}")
+        case PutRequest():
+            _key(request.key, name, limits)
+            if len(request.value) > limits.max_value_bytes:
+                raise ErrRequestTooLarge(
+                    f"{name}.value: {len(request.value)} bytes, limit {limits.max_value_bytes}"
+                )
+            _non_negative(request.lease, f"{name}.lease")
+            if request.ignore_value and request.value:
+                raise MalformedRequest(f"{name}: value is provided with ignore_value")
+            if request.ignore_lease and request.lease:
+                raise MalformedRequest(f"{name}: lease is provided with ignore_lease")
+        case DeleteRangeRequest():
+            _key(request.key, name, limits)
+        case TxnRequest():
+            _validate_txn(request, limits)
+        case CompactionRequest():
+            _non_negative(request.revision, f"{name}.revision")
+        case LeaseGrantRequest():
+            if not 0 < request.ttl <= MAX_LEASE_TTL:
+                raise MalformedRequest(f"{name}.ttl: {request.ttl} not in 1..{MAX_LEASE_TTL}")
+            _non_negative(request.id, f"{name}.id")
+            _non_negative(request.now_ms, f"{name}.now_ms")
+        case LeaseRevokeRequest() | LeaseKeepAliveRequest() | LeaseExpireRequest():
+            _positive(request.id, f"{name}.id")
+        case LeaseTimeToLiveRequest():
+            _positive(request.id, f"{name}.id")
+        case CloseSessionRequest():
+            _positive(request.client_id, f"{name}.client_id")
+        case LeasePromoteRequest() | LeaseLeasesRequest() | OpenSessionRequest():
+            pass
+        case _:
+            raise MalformedRequest(f"not a request: {type(request).__name__}")
+    now_ms = getattr(request, "now_ms", 0)
+    _non_negative(now_ms, f"{name}.now_ms")
+
+
+def _validate_txn(txn: TxnRequest, limits: KVLimits) -> None:
+    for part in ("compare", "success", "failure"):
+        n = len(getattr(txn, part))
+        if n > limits.max_txn_ops:
+            raise ErrTooManyOps(f"TxnRequest.{part}: {n} entries, limit {limits.max_txn_ops}")
+    for c in txn.compare:
+        _key(c.key, "Compare", limits)
+        wants = bytes if c.target == CompareTarget.VALUE else int
+        if type(c.operand) is not wants:
+            raise MalformedRequest(
+                f"Compare.operand: target {c.target.name} needs {wants.__name__}, "
+                f"got {type(c.operand).__name__}"
+            )
+    for op in (*txn.success, *txn.failure):
+        if not isinstance(op, RangeRequest | PutRequest | DeleteRangeRequest | TxnRequest):
+            raise MalformedRequest(f"TxnRequest: {type(op).__name__} is not a txn operation")
+        validate(op, limits)
+    _check_intervals(txn.success)
+    _check_intervals(txn.failure)
+
+
+Interval = tuple[bytes, bytes]
+
+
+def _check_intervals(ops: tuple[Op, ...]) -> tuple[set[bytes], list[Interval]]:
+    """etcd's checkIntervals: within one branch (nested txns included) no key is put twice or
+    both put and deleted, because all of a txn's writes share one revision and a key has at
+    most one version per revision. Returns (puts, deletes) of the branch."""
+    dels: list[Interval] = [
+        (op.key, op.range_end) for op in ops if isinstance(op, DeleteRangeRequest)
+    ]
+    puts: set[bytes] = set()
+    for op in ops:
+        if not isinstance(op, TxnRequest):
+            continue
+        puts_then, dels_then = _check_intervals(op.success)
+        puts_else, dels_else = _check_intervals(op.failure)
+        for key in sorted(puts_then):
+            _no_duplicate(key, puts, dels)
+            puts.add(key)
+        for key in sorted(puts_else):
+            if key not in puts_then:  # then and else are exclusive, so a shared key is fine
+                _no_duplicate(key, puts, dels)
+            elif any(in_range(key, s, e) for s, e in dels):
+                raise ErrDuplicateKey(f"TxnRequest: key {key!r} is both put and deleted")
+            puts.add(key)
+        dels += dels_then + dels_else
+    for op in ops:
+        if isinstance(op, PutRequest):
+            _no_duplicate(op.key, puts, dels)
+            puts.add(op.key)
+    return puts, dels
+
+
+def _no_duplicate(key: bytes, puts: set[bytes], dels: list[Interval]) -> None:
+    if key in puts:
+        raise ErrDuplicateKey(f"TxnRequest: key {key!r} is put twice")
+    if any(in_range(key, s, e) for s, e in dels):
+        raise ErrDuplicateKey(f"TxnRequest: key {key!r} is both put and deleted")
+
+
+def _key(key: bytes, where: str, limits: KVLimits) -> None:
+    if not key:
+        raise MalformedRequest(f"{where}.key: key is not provided (use {ALL_KEYS!r} for all)")
+    if len(key) > limits.max_key_bytes:
+        raise ErrRequestTooLarge(f"{where}.key: {len(key)} bytes, limit {limits.max_key_bytes}")
+
+
+def _non_negative(value: int, where: str) -> None:
+    if value < 0:
+        raise MalformedRequest(f"{where}: {value} is negative")
+
+
+def _positive(value: int, where: str) -> None:
+    if value <= 0:
+        raise MalformedRequest(f"{where}: {value} must be > 0")

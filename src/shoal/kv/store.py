@@ -1,0 +1,404 @@
+"""KVStore: the replicated state machine. Committed entries go in, in log order; responses come
+out. Deterministic: no clock, no randomness, no iteration over salted hashes, so replicas that
+apply the same entries hold byte-identical snapshots.
+
+Every request is checked in full before anything is written (etcd's checkRequests), so an error
+leaves the state untouched on every replica alike."""
+
+from __future__ import annotations
+
+import zlib
+from typing import Any
+
+from .codec import pack, unpack
+from .errors import (
+    CorruptSnapshot,
+    ErrKeyNotFound,
+    ErrNoSpace,
+    MalformedRequest,
+)
+from .keyvalue import KeyValue
+from .lease import Lessor
+from .limits import KVLimits
+from .mvcc import MVCC, RECORD_OVERHEAD, KVHash
+from .requests import (
+    CloseSessionRequest,
+    CloseSessionResponse,
+    CompactionRequest,
+    CompactionResponse,
+    Compare,
+    CompareResult,
+    CompareTarget,
+    DeleteRangeRequest,
+    DeleteRangeResponse,
+    LeaseExpireRequest,
+    LeaseExpireResponse,
+    LeaseGrantRequest,
+    LeaseGrantResponse,
+    LeaseKeepAliveRequest,
+    LeaseKeepAliveResponse,
+    LeaseLeasesRequest,
+    LeaseLeasesResponse,
+    LeasePromoteRequest,
+    LeasePromoteResponse,
+    LeaseRevokeRequest,
+    LeaseRevokeResponse,
+    LeaseTimeToLiveRequest,
+    LeaseTimeToLiveResponse,
+    Op,
+    OpenSessionRequest,
+    OpenSessionResponse,
+    OpResponse,
+    PutRequest,
+    PutResponse,
+    RangeRequest,
+    RangeResponse,
+    Request,
+    Response,
+    ResponseHeader,
+    Session,
+    SortOrder,
+    SortTarget,
+    TxnRequest,
+    TxnResponse,
+    decode_command,
+    decode_response,
+    encode_response,
+    validate,
+)
+from .session import SessionTable
+
+SNAPSHOT_FORMAT = 1
+
+_SORT_KEYS = {
+    SortTarget.KEY: lambda kv: kv.key,
+    SortTarget.VERSION: lambda kv: kv.version,
+    SortTarget.CREATE: lambda kv: kv.create_revision,
+    SortTarget.MOD: lambda kv: kv.mod_revision,
+    SortTarget.VALUE: lambda kv: kv.value,
+}
+
+
+class KVStore:
+    def __init__(self, limits: KVLimits | None = None) -> None:
+        self.limits = limits or KVLimits()
+        self.mvcc = MVCC()
+        self.lessor = Lessor(self.limits.max_leases)
+        self.sessions = SessionTable(self.limits.max_sessions)
+        self.applied_index = 0
+
+    @property
+    def revision(self) -> int:
+        return self.mvcc.revision
+
+    @property
+    def compact_revision(self) -> int:
+        return self.mvcc.compact_revision
+
+    @property
+    def size_bytes(self) -> int:
+        return self.mvcc.size_bytes
+
+    # --- the apply path ---
+
+    def apply_entry(self, data: bytes, index: int) -> Response:
+        """Decode and apply one committed log entry. A malformed entry raises MalformedRequest
+        on every replica alike, and still counts as applied."""
+        self._advance(index)
+        command = decode_command(data, self.limits)
+        return self._apply(command.request, index, command.session)
+
+    def apply(self, request: Request, index: int, session: Session | None = None) -> Response:
+        self._advance(index)
+        validate(request, self.limits)
+        return self._apply(request, index, session)
+
+    def _advance(self, index: int) -> None:
+        assert index > self.applied_index, f"index {index} after {self.applied_index}"
+        self.applied_index = index
+
+    def _apply(self, request: Request, index: int, session: Session | None) -> Response:
+        if session is None:
+            return self._dispatch(request, index)
+        cached = self.sessions.cached(session.client_id, session.seq)
+        if cached is not None:
+            return decode_response(cached)
+        response = self._dispatch(request, index)
+        self.sessions.record(session.client_id, session.seq, index, encode_response(response))
+        return response
+
+    def _dispatch(self, request: Request, index: int) -> Response:
+        match request:
+            case RangeRequest():
+                return self.range(request)
+            case PutRequest() | DeleteRangeRequest() | TxnRequest():
+                return self._write(request)
+            case CompactionRequest():
+                self.mvcc.compact(request.revision)
+                return CompactionResponse(self._header())
+            case LeaseGrantRequest():
+                self._check_quota(RECORD_OVERHEAD)
+                self.lessor.check_grant(request.id)
+                lease = self.lessor.grant(request.id, request.ttl, request.now_ms)
+                return LeaseGrantResponse(self._header(), lease.id, lease.ttl)
+            case LeaseRevokeRequest():
+                self._revoke(request.id)
+                return LeaseRevokeResponse(self._header())
+            case LeaseKeepAliveRequest():
+                lease = self.lessor.keep_alive(request.id, request.now_ms)
+                return LeaseKeepAliveResponse(self._header(), lease.id, lease.ttl)
+            case LeaseExpireRequest():
+                due = request.id in self.lessor and (
+                    self.lessor.get(request.id).expiry_ms <= request.now_ms
+                )
+                if due:
+                    self._revoke(request.id)
+                return LeaseExpireResponse(self._header(), due)
+            case LeasePromoteRequest():
+                self.lessor.promote(request.now_ms)
+                return LeasePromoteResponse(self._header())
+            case LeaseTimeToLiveRequest():
+                return self.time_to_live(request)
+            case LeaseLeasesRequest():
+                return LeaseLeasesResponse(self._header(), tuple(self.lessor.ids()))
+            case OpenSessionRequest():
+                return OpenSessionResponse(self._header(), self.sessions.open(index))
+            case CloseSessionRequest():
+                self.sessions.close(request.client_id)
+                return CloseSessionResponse(self._header())
+        raise MalformedRequest(f"not a request: {type(request).__name__}")
+
+    def _header(self) -> ResponseHeader:
+        return ResponseHeader(self.mvcc.read_revision)
+
+    # --- reads (also served directly after a ReadIndex, without the log) ---
+
+    def range(self, r: RangeRequest) -> RangeResponse:
+        """etcd's applierV3.Range: sort and revision filters need every key in the range;
+        otherwise fetch one past the limit to know `more`."""
+        order = r.sort_order
+        if r.sort_target != SortTarget.KEY and order == SortOrder.NONE:
+            order = SortOrder.ASCEND
+        elif r.sort_target == SortTarget.KEY and order == SortOrder.ASCEND:
+            order = SortOrder.NONE  # the index is already in ascending key order
+        filtered = (
+            r.min_mod_revision or r.max_mod_revision or r.min_create_revision
+            or r.max_create_revision
+        )  # fmt: skip
+        fetch = 0 if order != SortOrder.NONE or filtered else r.limit + 1 if r.limit else 0
+        kvs, count, revision = self.mvcc.range(r.key, r.range_end, r.revision, fetch)
+        header = ResponseHeader(revision)
+        if r.count_only:
+            return RangeResponse(header, (), False, count)
+        if filtered:
+            kvs = [kv for kv in kvs if _passes(r, kv)]
+        if order != SortOrder.NONE:  # stable: ties stay in key order
+            kvs.sort(key=_SORT_KEYS[r.sort_target], reverse=order == SortOrder.DESCEND)
+        more = 0 < r.limit < len(kvs)
+        if more:
+            kvs = kvs[: r.limit]
+        if r.keys_only:
+            kvs = [_without_value(kv) for kv in kvs]
+        return RangeResponse(header, tuple(kvs), more, count)
+
+    def time_to_live(self, r: LeaseTimeToLiveRequest) -> LeaseTimeToLiveResponse:
+        if r.id not in self.lessor:
+            return LeaseTimeToLiveResponse(self._header(), r.id, -1)
+        lease = self.lessor.get(r.id)
+        keys = tuple(sorted(lease.keys)) if r.keys else ()
+        return LeaseTimeToLiveResponse(
+            self._header(), r.id, lease.remaining(r.now_ms), lease.ttl, keys
+        )
+
+    def hash_kv(self, revision: int = 0) -> KVHash:
+        return self.mvcc.hash_kv(revision)
+
+    def hash(self) -> int:
+        """A digest of the whole replicated state, for comparing replicas."""
+        return zlib.crc32(self.snapshot())
+
+    # --- writes ---
+
+    def _write(self, request: PutRequest | DeleteRangeRequest | TxnRequest) -> OpResponse:
+        path: list[bool] = []  # the branch each txn takes, decided on the state before it
+        if isinstance(request, TxnRequest):
+            self._txn_path(request, path)
+        self._check(request, iter(path))
+        self.mvcc.begin()
+        response = self._execute(request, iter(path))
+        self.mvcc.end()
+        return response
+
+    def _txn_path(self, txn: TxnRequest, path: list[bool]) -> None:
+        """etcd's compareToPath: nested compares see the state before the outer txn's writes."""
+        succeeded = all(self._compare(c) for c in txn.compare)
+        path.append(succeeded)
+        for op in txn.success if succeeded else txn.failure:
+            if isinstance(op, TxnRequest):
+                self._txn_path(op, path)
+
+    def _check(self, request: Op, path: Any) -> None:
+        """Everything that could fail, before the first write. The quota is checked on the
+        bytes the whole request adds."""
+        self._check_quota(self._check_op(request, path))
+
+    def _check_op(self, op: Op, path: Any) -> int:
+        match op:
+            case RangeRequest():
+                self.mvcc.check_revision(op.revision)
+            case PutRequest():
+                if op.lease and not op.ignore_lease:
+                    self.lessor.get(op.lease)
+                if (op.ignore_value or op.ignore_lease) and self.mvcc.get(op.key) is None:
+                    raise ErrKeyNotFound(f"key {op.key!r} not found (ignore_value/ignore_lease)")
+                return len(op.key) + len(op.value) + RECORD_OVERHEAD
+            case TxnRequest():
+                ops = op.success if next(path) else op.failure
+                return sum(self._check_op(o, path) for o in ops)
+        return 0
+
+    def _check_quota(self, adding: int) -> None:
+        quota = self.limits.quota_bytes
+        if quota and adding and self.mvcc.size_bytes + adding > quota:
+            raise ErrNoSpace(f"{self.mvcc.size_bytes} + {adding} bytes exceeds quota {quota}")
+
+    def _execute(self, op: Op, path: Any) -> OpResponse:
+        match op:
+            case RangeRequest():
+                return self.range(op)
+            case PutRequest():
+                prev = self._put(op)
+                return PutResponse(self._header(), prev if op.prev_kv else None)
+            case DeleteRangeRequest():
+                deleted = self._delete(op.key, op.range_end)
+                prevs = tuple(deleted) if op.prev_kv else ()
+                return DeleteRangeResponse(self._header(), len(deleted), prevs)
+            case TxnRequest():
+                succeeded = next(path)
+                responses = tuple(
+                    self._execute(o, path) for o in (op.success if succeeded else op.failure)
+                )
+                return TxnResponse(self._header(), succeeded, responses)
+        raise AssertionError(op)
+
+    def _put(self, r: PutRequest) -> KeyValue | None:
+        current = self.mvcc.get(r.key)
+        value, lease = r.value, r.lease
+        if current is not None:  # checked to exist when ignore_value/ignore_lease are set
+            value = current.value if r.ignore_value else value
+            lease = current.lease if r.ignore_lease else lease
+        _, prev = self.mvcc.put(r.key, value, lease)
+        if prev is not None and prev.lease and prev.lease != lease:
+            self.lessor.detach(prev.lease, r.key)
+        if lease:
+            self.lessor.attach(lease, r.key)
+        return prev
+
+    def _delete(self, key: bytes, range_end: bytes) -> list[KeyValue]:
+        deleted = self.mvcc.delete_range(key, range_end)
+        for kv in deleted:
+            if kv.lease:
+                self.lessor.detach(kv.lease, kv.key)
+        return deleted
+
+    def _revoke(self, lease_id: int) -> None:
+        """The lease's keys go in one revision, in key order."""
+        keys = self.lessor.revoke(lease_id)
+        self.mvcc.begin()
+        for key in keys:
+            deleted = self.mvcc.delete_range(key, b"")
+            assert len(deleted) == 1 and deleted[0].lease == lease_id, (key, lease_id)
+        self.mvcc.end()
+
+    def _compare(self, c: Compare) -> bool:
+        kvs, _, _ = self.mvcc.range(c.key, c.range_end)
+        if not kvs:
+            # A missing key has no value to compare, and version/revisions/lease of 0 (etcd).
+            return False if c.target == CompareTarget.VALUE else _holds(c, KeyValue(c.key))
+        return all(_holds(c, kv) for kv in kvs)
+
+    # --- snapshot ---
+
+    def snapshot(self) -> bytes:
+        """The replicated state (not watchers), msgpack in a fixed order, then a crc32."""
+        body = pack([
+            SNAPSHOT_FORMAT,
+            self.applied_index,
+            self.mvcc.dump(),
+            self.lessor.dump(),
+            self.sessions.dump(),
+        ])  # fmt: skip
+        return body + zlib.crc32(body).to_bytes(4, "big")
+
+    @classmethod
+    def restore(cls, data: bytes, limits: KVLimits | None = None) -> KVStore:
+        if not isinstance(data, bytes) or len(data) < 5:
+            raise CorruptSnapshot("snapshot: too short")
+        body, crc = data[:-4], int.from_bytes(data[-4:], "big")
+        if zlib.crc32(body) != crc:
+            raise CorruptSnapshot("snapshot: checksum mismatch")
+        try:
+            raw = unpack(body, "snapshot")
+        except MalformedRequest as e:
+            raise CorruptSnapshot(str(e)) from None
+        if not (isinstance(raw, list) and len(raw) == 5 and raw[0] == SNAPSHOT_FORMAT):
+            raise CorruptSnapshot(f"snapshot: not format {SNAPSHOT_FORMAT}")
+        _, applied_index, mvcc, leases, sessions = raw
+        if type(applied_index) is not int or applied_index < 0:
+            raise CorruptSnapshot(f"snapshot: bad applied index {applied_index!r}")
+        store = cls(limits)
+        store.applied_index = applied_index
+        store.mvcc = MVCC.load(mvcc)
+        store.lessor = Lessor.load(leases, store.limits.max_leases)
+        store.sessions = SessionTable.load(sessions, store.limits.max_sessions)
+        store._check_leases()
+        return store
+
+    def _check_leases(self) -> None:
+        """Every key with a lease is on that lease's key list, and the other way round."""
+        attached = {}
+        for kv in self.mvcc.range(b"\0", b"\0")[0]:
+            if kv.lease:
+                attached[kv.key] = kv.lease
+        listed = {key: i for i in self.lessor.ids() for key in self.lessor.get(i).keys}
+        if attached != listed:
+            raise CorruptSnapshot("snapshot: lease key lists disagree with the keys")
+
+
+def _passes(r: RangeRequest, kv: KeyValue) -> bool:
+    return not (
+        (r.max_mod_revision and kv.mod_revision > r.max_mod_revision)
+        or (r.min_mod_revision and kv.mod_revision < r.min_mod_revision)
+        or (r.max_create_revision and kv.create_revision > r.max_create_revision)
+        or (r.min_create_revision and kv.create_revision < r.min_create_revision)
+    )
+
+
+def _without_value(kv: KeyValue) -> KeyValue:
+    return KeyValue(kv.key, kv.create_revision, kv.mod_revision, kv.version, b"", kv.lease)
+
+
+def _holds(c: Compare, kv: KeyValue) -> bool:
+    actual: int | bytes
+    match c.target:
+        case CompareTarget.VERSION:
+            actual = kv.version
+        case CompareTarget.CREATE:
+            actual = kv.create_revision
+        case CompareTarget.MOD:
+            actual = kv.mod_revision
+        case CompareTarget.VALUE:
+            actual = kv.value
+        case CompareTarget.LEASE:
+            actual = kv.lease
+    operand = c.operand
+    match c.result:
+        case CompareResult.EQUAL:
+            return actual == operand
+        case CompareResult.NOT_EQUAL:
+            return actual != operand
+        case CompareResult.GREATER:
+            return actual > operand  # type: ignore[operator]
+        case CompareResult.LESS:
+            return actual < operand  # type: ignore[operator]
+    raise AssertionError(c.result)
