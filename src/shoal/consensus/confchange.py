@@ -22,21 +22,24 @@ class ConfChangeError(ValueError):
 @dataclass(frozen=True, slots=True)
 class ConfChange:
     changes: tuple[tuple[str, NodeId], ...] = ()  # empty: leave the joint configuration
+    context: str = ""  # opaque to the core; the node runtime puts member addresses here
 
     def encode(self) -> bytes:
-        return json.dumps([[op, n] for op, n in self.changes]).encode()
+        return json.dumps({"changes": [[op, n] for op, n in self.changes],
+                           "context": self.context}).encode()
 
     @classmethod
     def decode(cls, data: bytes) -> ConfChange:
         try:
             raw = json.loads(data)
-            changes = tuple((str(op), int(n)) for op, n in raw)
-        except (ValueError, TypeError) as exc:
+            changes = tuple((str(op), int(n)) for op, n in raw["changes"])
+            context = str(raw.get("context", ""))
+        except (ValueError, TypeError, KeyError, AttributeError) as exc:
             raise ConfChangeError(f"malformed membership change {data[:60]!r}: {exc}") from None
         for op, n in changes:
             if op not in OPS or n <= 0:
                 raise ConfChangeError(f"bad membership change ({op!r}, {n}); ops are {OPS}")
-        return cls(changes)
+        return cls(changes, context)
 
     def __str__(self) -> str:
         return ", ".join(f"{op} {n}" for op, n in self.changes) or "leave joint"

@@ -1,0 +1,335 @@
+"""The asyncio client: many endpoints, leader discovery and redirect, retries with backoff under
+a deadline, exactly-once writes through sessions, and watch streams that resume after a
+reconnect from the last revision they delivered."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import random
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+from .. import kv
+from ..kv.codec import from_wire, unpack
+from ..kv.requests import (
+    CompactionRequest,
+    Compare,
+    DeleteRangeRequest,
+    LeaseGrantRequest,
+    LeaseKeepAliveRequest,
+    LeaseLeasesRequest,
+    LeaseRevokeRequest,
+    LeaseTimeToLiveRequest,
+    Op,
+    OpenSessionRequest,
+    PutRequest,
+    RangeRequest,
+    Request,
+    Session,
+    SortOrder,
+    SortTarget,
+    TxnRequest,
+    decode_response,
+    encode_command,
+)
+from ..kv.watch import WatchResponse
+from ..server.protocol import NOT_LEADER, RETRYABLE, TIMEOUT, ProtocolError, frame, read_frame
+from .errors import ClientError, Unavailable, compacted, error_from
+
+RESPONSE_LIMIT = 256 * 1024 * 1024  # snapshots come back in one frame
+
+
+class _Conn:
+    """One TCP connection to one node, with responses matched to requests by id."""
+
+    def __init__(self, endpoint: str, reader: asyncio.StreamReader, writer: asyncio.StreamWriter):
+        self.endpoint, self.reader, self.writer = endpoint, reader, writer
+        self.ids = itertools.count(1)
+        self.pending: dict[int, asyncio.Future[tuple[str, Any]]] = {}
+        self.streams: dict[int, asyncio.Queue[Any]] = {}
+        self.task = asyncio.create_task(self._read_loop())
+
+    async def _read_loop(self) -> None:
+        error: BaseException = Unavailable(f"connection to {self.endpoint} closed")
+        try:
+            while True:
+                msg = await read_frame(self.reader, RESPONSE_LIMIT)
+                if msg is None:
+                    break
+                rid, code, body = msg
+                if code == "event" and rid in self.streams:
+                    self.streams[rid].put_nowait(body)
+                    continue
+                fut = self.pending.pop(rid, None)
+                if fut is not None and not fut.done():
+                    fut.set_result((code, body))
+        except (ProtocolError, ConnectionError, ValueError) as exc:
+            error = Unavailable(f"connection to {self.endpoint} failed: {exc}")
+        finally:
+            for fut in self.pending.values():
+                if not fut.done():
+                    fut.set_exception(error)
+            for q in self.streams.values():
+                q.put_nowait(error)
+            self.writer.close()
+
+    @property
+    def alive(self) -> bool:
+        return not self.task.done()
+
+    async def call(self, op: str, body: Any, stream: asyncio.Queue[Any] | None = None) -> tuple[str, Any]:
+        rid = next(self.ids)
+        fut: asyncio.Future[tuple[str, Any]] = asyncio.get_running_loop().create_future()
+        self.pending[rid] = fut
+        if stream is not None:
+            self.streams[rid] = stream
+        self.writer.write(frame([rid, op, body]))
+        await self.writer.drain()
+        return await fut
+
+    def close(self) -> None:
+        self.task.cancel()
+        self.writer.close()
+
+
+@dataclass
+class _SessionSlot:
+    client_id: int
+    seq: int = 0
+
+
+class Client:
+    """`async with Client(["127.0.0.1:2379", ...]) as c: await c.put(b"k", b"v")`"""
+
+    def __init__(self, endpoints: list[str] | str, timeout: float = 10.0, connect_timeout: float = 2.0):
+        self.endpoints = [endpoints] if isinstance(endpoints, str) else list(endpoints)
+        if not self.endpoints:
+            raise ValueError("a client needs at least one endpoint")
+        self.timeout, self.connect_timeout = timeout, connect_timeout
+        self._conns: dict[str, _Conn] = {}
+        self._leader: str | None = None
+        self._next = 0
+        self._sessions: list[_SessionSlot] = []  # idle sessions, one per concurrent write
+        self._rng = random.Random()
+
+    async def __aenter__(self) -> Client:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        for c in self._conns.values():
+            c.close()
+        self._conns.clear()
+
+    # ------------------------------------------------------------------ plumbing
+    async def _conn(self, endpoint: str) -> _Conn:
+        c = self._conns.get(endpoint)
+        if c is not None and c.alive:
+            return c
+        host, _, port = endpoint.rpartition(":")
+        try:
+            reader, writer = await asyncio.wait_for(
+                asyncio.open_connection(host, int(port), limit=1 << 20), self.connect_timeout)
+        except (OSError, TimeoutError) as exc:
+            raise Unavailable(f"cannot connect to {endpoint}: {exc}") from None
+        c = _Conn(endpoint, reader, writer)
+        self._conns[endpoint] = c
+        return c
+
+    def _pick(self, leader: bool) -> str:
+        if leader and self._leader:
+            return self._leader
+        ep = self.endpoints[self._next % len(self.endpoints)]
+        self._next += 1
+        return ep
+
+    async def call(self, op: str, body: Any, *, leader: bool = True, retry: bool = True,
+                   deadline: float | None = None) -> Any:
+        """Send one request, following redirects and retrying what is safe to retry until
+        `deadline` (seconds from now, default the client's timeout)."""
+        loop = asyncio.get_running_loop()
+        end = loop.time() + (deadline if deadline is not None else self.timeout)
+        delay = 0.02
+        last: Exception = Unavailable("no endpoint answered")
+        while True:
+            ep = self._pick(leader)
+            try:
+                conn = await self._conn(ep)
+                code, body_out = await asyncio.wait_for(conn.call(op, body), max(0.05, end - loop.time()))
+                if code == "ok":
+                    return body_out
+                err = error_from(code, body_out)
+                if code == NOT_LEADER and body_out.get("endpoint"):
+                    self._leader = body_out["endpoint"]
+                    if body_out["endpoint"] not in self.endpoints:
+                        self.endpoints.append(body_out["endpoint"])
+                    last = err
+                    if retry and loop.time() < end:
+                        continue
+                if not retry or (code not in RETRYABLE and code != TIMEOUT):
+                    raise err
+                last = err
+            except (Unavailable, TimeoutError) as exc:
+                last = exc if isinstance(exc, Unavailable) else Unavailable(f"{ep} did not answer in time")
+                if self._leader == ep:
+                    self._leader = None
+                if not retry:
+                    raise last from None
+            if loop.time() + delay >= end:
+                raise last
+            await asyncio.sleep(delay * (0.5 + self._rng.random()))
+            delay = min(delay * 2, 0.5)
+
+    async def _read(self, request: Request, serializable: bool = False) -> Any:
+        body = {"cmd": encode_command(request), "serializable": serializable}
+        return decode_response(await self.call("kv", body, leader=not serializable))
+
+    async def _write(self, request: Request) -> Any:
+        """Exactly once: the request carries (session, seq), and every retry reuses them, so a
+        write whose acknowledgement was lost is answered from the dedup table, not re-applied."""
+        slot = self._sessions.pop() if self._sessions else await self._open_session()
+        slot.seq += 1
+        cmd = encode_command(request, Session(slot.client_id, slot.seq))
+        try:
+            resp = decode_response(await self.call("kv", {"cmd": cmd}))
+        except kv.ErrSessionExpired:
+            raise
+        except ClientError:
+            self._sessions.append(slot)
+            raise
+        self._sessions.append(slot)
+        return resp
+
+    async def _open_session(self) -> _SessionSlot:
+        resp = decode_response(await self.call("kv", {"cmd": encode_command(OpenSessionRequest())}))
+        return _SessionSlot(resp.client_id)
+
+    # ------------------------------------------------------------------ key-value
+    async def put(self, key: bytes, value: bytes, *, lease: int = 0, prev_kv: bool = False) -> Any:
+        return await self._write(PutRequest(key, value, lease=lease, prev_kv=prev_kv))
+
+    async def get(self, key: bytes, *, range_end: bytes = b"", prefix: bool = False,
+                  revision: int = 0, limit: int = 0, serializable: bool = False,
+                  keys_only: bool = False, count_only: bool = False,
+                  sort_order: SortOrder = SortOrder.NONE,
+                  sort_target: SortTarget = SortTarget.KEY, max_create_revision: int = 0) -> Any:
+        if prefix:
+            range_end = kv.prefix_end(key)
+        return await self._read(RangeRequest(
+            key, range_end, limit, revision, sort_order, sort_target, keys_only, count_only,
+            max_create_revision=max_create_revision), serializable)
+
+    async def get_value(self, key: bytes) -> bytes | None:
+        resp = await self.get(key)
+        return resp.kvs[0].value if resp.kvs else None
+
+    async def delete(self, key: bytes, *, range_end: bytes = b"", prefix: bool = False,
+                     prev_kv: bool = False) -> Any:
+        if prefix:
+            range_end = kv.prefix_end(key)
+        return await self._write(DeleteRangeRequest(key, range_end, prev_kv))
+
+    async def txn(self, compare: list[Compare], success: list[Op], failure: list[Op] = ()) -> Any:  # type: ignore[assignment]
+        return await self._write(TxnRequest(tuple(compare), tuple(success), tuple(failure)))
+
+    async def compact(self, revision: int) -> Any:
+        return await self._write(CompactionRequest(revision))
+
+    # ------------------------------------------------------------------ leases
+    async def lease_grant(self, ttl: int, id: int = 0) -> Any:
+        return await self._write(LeaseGrantRequest(ttl, id))
+
+    async def lease_revoke(self, id: int) -> Any:
+        return await self._write(LeaseRevokeRequest(id))
+
+    async def lease_keepalive(self, id: int) -> Any:
+        return await self._write(LeaseKeepAliveRequest(id))
+
+    async def lease_ttl(self, id: int, keys: bool = False) -> Any:
+        return await self._read(LeaseTimeToLiveRequest(id, keys=keys))
+
+    async def leases(self) -> Any:
+        return await self._read(LeaseLeasesRequest())
+
+    def keep_alive(self, lease_id: int, ttl: int) -> asyncio.Task[None]:
+        """Refresh a lease every ttl/3 seconds until the task is cancelled."""
+        async def loop() -> None:
+            while True:
+                await asyncio.sleep(max(ttl / 3, 0.1))
+                await self.lease_keepalive(lease_id)
+
+        return asyncio.create_task(loop())
+
+    # ------------------------------------------------------------------ watches
+    async def watch(self, key: bytes, *, range_end: bytes = b"", prefix: bool = False,
+                    start_revision: int = 0, prev_kv: bool = False,
+                    progress_notify: bool = False) -> AsyncIterator[WatchResponse]:
+        """Yield watch responses forever. After a lost connection the watch is re-created on
+        any live node from the revision after the last one delivered, so no event is missed
+        or repeated (unless history was compacted, which ends the stream with ErrCompacted)."""
+        if prefix:
+            range_end = kv.prefix_end(key)
+        next_rev = start_revision
+        while True:
+            queue: asyncio.Queue[Any] = asyncio.Queue()
+            body = {"key": key, "range_end": range_end, "start_revision": next_rev,
+                    "prev_kv": prev_kv, "progress_notify": progress_notify}
+            try:
+                conn = await self._conn(self._pick(leader=False))
+                code, created = await asyncio.wait_for(conn.call("watch", body, stream=queue), self.timeout)
+            except (Unavailable, TimeoutError):
+                await asyncio.sleep(0.1)
+                continue
+            if code != "ok":
+                raise error_from(code, created)
+            first = _watch_response(created)
+            if first.canceled:
+                raise compacted(first.compact_revision) if first.compact_revision else ClientError(first.cancel_reason)
+            while True:
+                item = await queue.get()
+                if isinstance(item, Exception):
+                    break  # reconnect and resume
+                resp = _watch_response(item)
+                if resp.canceled:
+                    if resp.compact_revision:
+                        raise compacted(resp.compact_revision)
+                    break
+                if resp.events:
+                    next_rev = resp.events[-1].kv.mod_revision + 1
+                elif resp.revision:
+                    next_rev = max(next_rev, resp.revision + 1)
+                yield resp
+
+    # ------------------------------------------------------------------ cluster
+    async def status(self, endpoint: str | None = None) -> dict[str, Any]:
+        if endpoint is not None:
+            code, body = await (await self._conn(endpoint)).call("status", None)
+            if code != "ok":
+                raise error_from(code, body)
+            return body  # type: ignore[no-any-return]
+        return await self.call("status", None, leader=False)  # type: ignore[no-any-return]
+
+    async def member_add(self, id: int, peer: str, client: str, learner: bool = False) -> Any:
+        return await self.call("member_add", {"id": id, "peer": peer, "client": client, "learner": learner})
+
+    async def member_remove(self, id: int) -> Any:
+        return await self.call("member_remove", {"id": id})
+
+    async def member_promote(self, id: int) -> Any:
+        return await self.call("member_promote", {"id": id})
+
+    async def transfer_leadership(self, to: int) -> None:
+        await self.call("transfer", {"to": to})
+
+    async def snapshot(self) -> tuple[int, bytes]:
+        body = await self.call("snapshot", None)
+        return body["index"], body["data"]
+
+
+def _watch_response(data: bytes) -> WatchResponse:
+    resp: WatchResponse = from_wire(unpack(data, "watch response"), WatchResponse, "WatchResponse")
+    return resp

@@ -1,0 +1,40 @@
+"""Errors a client sees. Store errors keep their shoal.kv classes (ErrCompacted with its
+compact_revision, ErrLeaseNotFound, ...) so callers can catch them by type."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..kv import errors as kv_errors
+
+
+class ClientError(Exception):
+    """The cluster answered, but not with success. `code` is the protocol's error code."""
+
+    def __init__(self, message: str, code: str = "error", **details: Any):
+        super().__init__(message)
+        self.code, self.details = code, details
+
+
+class Unavailable(ClientError):
+    """No node could be reached or none answered in time; the request may not have run."""
+
+    def __init__(self, message: str):
+        super().__init__(message, "unavailable")
+
+
+def error_from(code: str, body: Any) -> Exception:
+    message = body.get("message", code) if isinstance(body, dict) else str(body)
+    cls = getattr(kv_errors, code, None)
+    if isinstance(cls, type) and issubclass(cls, kv_errors.KVError):
+        exc = cls.__new__(cls)  # rebuilt from its message: constructors differ per class
+        Exception.__init__(exc, message)
+        if isinstance(body, dict) and body.get("compact_revision"):
+            exc.compact_revision = body["compact_revision"]  # type: ignore[attr-defined]
+        return exc
+    details = {k: v for k, v in body.items() if k != "message"} if isinstance(body, dict) else {}
+    return ClientError(message, code, **details)
+
+
+def compacted(compact_revision: int) -> kv_errors.ErrCompacted:
+    return kv_errors.ErrCompacted(compact_revision - 1, compact_revision)

@@ -1,0 +1,147 @@
+"""Node configuration from a TOML file and command-line flags (flags win). Every mistake is
+reported by name: an unknown key, a malformed address, a missing peer, a port in use."""
+
+from __future__ import annotations
+
+import socket
+import tomllib
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+DEFAULT_MAX_REQUEST_BYTES = 1536 * 1024  # 1.5 MiB, as etcd
+
+
+class ConfigError(ValueError):
+    """The configuration cannot be used; the message says which setting and why."""
+
+
+@dataclass(frozen=True)
+class Member:
+    id: int
+    peer: tuple[str, int]
+    client: tuple[str, int]
+
+    def describe(self) -> str:
+        return f"{self.id}={self.peer[0]}:{self.peer[1]}/{self.client[0]}:{self.client[1]}"
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    id: int
+    data_dir: Path
+    members: tuple[Member, ...]  # the initial cluster (bootstrap), including this node
+    cluster_id: str = "shoal"
+    http: tuple[str, int] = ("127.0.0.1", 0)
+    engine: str = "raft"
+    join: bool = False  # start as a new member of a running cluster (no bootstrap)
+    tick_ms: int = 50
+    election_ticks: int = 10
+    snapshot_entries: int = 10_000  # applied entries between snapshots
+    max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
+    max_pending_requests: int = 10_000  # per node, proposals + reads in flight
+    max_connections: int = 1_000
+    fsync: bool = True
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    tls_ca: Path | None = None
+    repair: bool = False
+
+    @property
+    def me(self) -> Member:
+        return next(m for m in self.members if m.id == self.id)
+
+    def validate(self) -> NodeConfig:
+        if self.id <= 0:
+            raise ConfigError(f"id must be a positive integer, not {self.id}")
+        ids = [m.id for m in self.members]
+        if len(set(ids)) != len(ids):
+            raise ConfigError(f"duplicate member ids in members: {ids}")
+        if self.id not in ids:
+            raise ConfigError(f"this node's id {self.id} is not among the members {sorted(ids)}")
+        if self.engine not in ("raft", "paxos"):
+            raise ConfigError(f"engine must be 'raft' or 'paxos', not {self.engine!r}")
+        for name in ("tick_ms", "election_ticks", "snapshot_entries", "max_request_bytes",
+                     "max_pending_requests", "max_connections"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{name} must be positive, not {getattr(self, name)}")
+        if self.election_ticks < 3:
+            raise ConfigError("election_ticks must be at least 3 (heartbeats are one tick)")
+        tls = [self.tls_cert, self.tls_key, self.tls_ca]
+        if any(tls) and not all(tls):
+            raise ConfigError("TLS needs all of tls_cert, tls_key and tls_ca")
+        for p in filter(None, tls):
+            if not p.is_file():
+                raise ConfigError(f"TLS file {p} does not exist")
+        return self
+
+
+def parse_addr(text: str, what: str) -> tuple[str, int]:
+    host, sep, port = text.strip().rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) < 65536:
+        raise ConfigError(f"{what}: {text!r} is not host:port")
+    return host or "127.0.0.1", int(port)
+
+
+def parse_member(text: str) -> Member:
+    """`ID=HOST:PEER_PORT/HOST:CLIENT_PORT`, e.g. `1=127.0.0.1:7001/127.0.0.1:2379`."""
+    ident, sep, rest = text.strip().partition("=")
+    peer, sep2, client = rest.partition("/")
+    if not sep or not sep2 or not ident.isdigit():
+        raise ConfigError(f"member {text!r} is not ID=HOST:PEER_PORT/HOST:CLIENT_PORT")
+    return Member(int(ident), parse_addr(peer, f"member {ident} peer address"),
+                  parse_addr(client, f"member {ident} client address"))
+
+
+def parse_members(text: str) -> tuple[Member, ...]:
+    return tuple(parse_member(t) for t in text.split(",") if t.strip())
+
+
+_SIMPLE = {f.name for f in fields(NodeConfig)} - {"members"}
+
+
+def load(toml_path: Path | None, overrides: dict[str, Any]) -> NodeConfig:
+    """Merge a TOML file and flag overrides (None = not given) into a validated config."""
+    raw: dict[str, Any] = {}
+    if toml_path is not None:
+        try:
+            raw = tomllib.loads(toml_path.read_text())
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError(f"cannot read config file {toml_path}: {exc}") from None
+    raw.update({k: v for k, v in overrides.items() if v is not None})
+    known = _SIMPLE | {"members"}
+    if unknown := sorted(set(raw) - known):
+        raise ConfigError(f"unknown config keys {unknown}; known keys: {sorted(known)}")
+    for req in ("id", "data_dir", "members"):
+        if req not in raw:
+            raise ConfigError(f"missing required setting {req!r}")
+    members = raw.pop("members")
+    if isinstance(members, str):
+        members = parse_members(members)
+    elif isinstance(members, list):
+        members = tuple(parse_member(m) for m in members)
+    kw: dict[str, Any] = {}
+    for k, v in raw.items():
+        if k == "http":
+            v = parse_addr(v, "http") if isinstance(v, str) else v
+        elif k in ("data_dir", "tls_cert", "tls_key", "tls_ca"):
+            v = Path(v)
+        kw[k] = v
+    try:
+        cfg = NodeConfig(members=members, **kw)
+    except TypeError as exc:
+        raise ConfigError(str(exc)) from None
+    return cfg.validate()
+
+
+def check_port_free(addr: tuple[str, int], what: str) -> None:
+    """Fail early with a clear message rather than deep inside asyncio."""
+    if addr[1] == 0:
+        return
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(addr)
+        except OSError as exc:
+            raise ConfigError(f"{what} address {addr[0]}:{addr[1]} is not available: {exc.strerror}") from None
+

@@ -1,0 +1,61 @@
+"""Running a node as a process: start everything, stop gracefully on SIGTERM/SIGINT."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+
+from aiohttp import web
+
+from ..net import install_event_loop
+from .client_api import ClientServer
+from .config import NodeConfig, check_port_free
+from .http import make_app
+from .node import Node
+
+log = logging.getLogger("shoal.node")
+
+
+class Server:
+    """A node with its client and HTTP ports: what `shoal node` runs, and what tests start."""
+
+    def __init__(self, cfg: NodeConfig):
+        self.cfg = cfg
+        self.node = Node(cfg)
+        self.clients = ClientServer(self.node, cfg.me.client)
+        self._runner: web.AppRunner | None = None
+
+    async def start(self) -> None:
+        await self.node.start()
+        await self.clients.start()
+        self._runner = web.AppRunner(make_app(self.node), access_log=None)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, *self.cfg.http).start()
+
+    async def stop(self) -> None:
+        await self.clients.stop()
+        await self.node.stop()
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+
+def run(cfg: NodeConfig) -> None:
+    for addr, what in ((cfg.me.peer, "peer"), (cfg.me.client, "client"), (cfg.http, "http")):
+        check_port_free(addr, what)
+    install_event_loop()
+    asyncio.run(_serve(cfg))
+
+
+async def _serve(cfg: NodeConfig) -> None:
+    server = Server(cfg)
+    await server.start()
+    log.info("node %d serving clients on %s:%d, peers on %s:%d, http on %s:%d", cfg.id,
+             *cfg.me.client, *cfg.me.peer, *cfg.http)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("node %d stopping", cfg.id)
+    await server.stop()

@@ -1,0 +1,71 @@
+"""The client protocol: length-prefixed msgpack frames, pipelined by request id.
+
+Request  `[id, op, body]`; response `[id, code, body]` where code is "ok" or an error code.
+Watch streams push `[id, "event", body]` frames after their "ok". Shared by server and client."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import msgpack
+
+HEADER = 4
+FRAME_OVERHEAD = 64 * 1024  # room for the envelope around a maximal request
+
+# Error codes. The retryable ones mean "nothing happened here, try again (maybe elsewhere)".
+NOT_LEADER = "not_leader"  # body: {"leader": id, "endpoint": "host:port"}
+NO_LEADER = "no_leader"
+TOO_MANY_REQUESTS = "too_many_requests"
+TIMEOUT = "timeout"  # the outcome is unknown: a write may still be applied
+REQUEST_TOO_LARGE = "request_too_large"
+BAD_REQUEST = "bad_request"
+UNAVAILABLE = "unavailable"
+RETRYABLE = frozenset({NOT_LEADER, NO_LEADER, TOO_MANY_REQUESTS, UNAVAILABLE})
+
+
+class ProtocolError(Exception):
+    """The other side sent something that is not a valid frame."""
+
+
+class FrameTooLarge(ProtocolError):
+    def __init__(self, size: int, limit: int):
+        super().__init__(f"frame of {size} bytes exceeds the limit of {limit} bytes")
+        self.size, self.limit = size, limit
+
+
+def frame(obj: Any) -> bytes:
+    payload = msgpack.packb(obj, use_bin_type=True)
+    return len(payload).to_bytes(HEADER, "big") + payload
+
+
+async def read_frame(reader: asyncio.StreamReader, limit: int) -> Any:
+    """The next frame, or None at a clean end of stream. An oversized frame is read and
+    discarded (so the stream stays in sync) and reported as FrameTooLarge."""
+    try:
+        head = await reader.readexactly(HEADER)
+    except asyncio.IncompleteReadError as exc:
+        if exc.partial:
+            raise ProtocolError("connection closed in the middle of a frame header") from None
+        return None
+    size = int.from_bytes(head, "big")
+    if size > limit:
+        left = size
+        while left:
+            chunk = await reader.read(min(left, 1 << 16))
+            if not chunk:
+                raise ProtocolError("connection closed inside an oversized frame")
+            left -= len(chunk)
+        raise FrameTooLarge(size, limit)
+    try:
+        payload = await reader.readexactly(size)
+    except asyncio.IncompleteReadError:
+        raise ProtocolError("connection closed in the middle of a frame") from None
+    try:
+        return msgpack.unpackb(payload, raw=False, strict_map_key=False)
+    except (ValueError, msgpack.UnpackException) as exc:
+        raise ProtocolError(f"frame is not valid msgpack: {exc}") from None
+
+
+def endpoint(addr: tuple[str, int]) -> str:
+    return f"{addr[0]}:{addr[1]}"
