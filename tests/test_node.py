@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
-import pytest
-
 from cluster import LocalCluster
-from shoal.client import Client, Election, Lock
+from shoal.client import Client
 
 
 def run(coro):
