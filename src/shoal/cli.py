@@ -6,7 +6,10 @@ from pathlib import Path
 
 import typer
 
+from .cli_cluster import app as cluster_commands
+
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Shoal: consensus you can see and verify.")
+app.add_typer(cluster_commands)  # node, cluster up, and the client commands, at the top level
 
 
 @app.command()
@@ -40,18 +43,21 @@ def sim(
 
 
 @app.command()
-def demo() -> None:
-    """Shoal's main job on an embedded default: a simulated 5-node cluster under faults."""
-    from .sim.report import run_sim
+def demo(
+    history: Path = typer.Option(None, "--history", help="where to write the recorded history"),
+) -> None:
+    """Three real node processes under a client workload; the leader is killed with -9 mid-run;
+    then every acknowledged write is looked for and the history is checked. (`shoal sim` runs
+    the simulated cluster.)"""
+    from .demo import run_demo
 
-    raise typer.Exit(run_sim(nodes=5, seeds=20, first_seed=0, seed=None, steps=20_000,
-                             engine="raft", bugs=[], trace=None, workers=None, demo=True))
+    raise typer.Exit(run_demo(history))
 
 
 @app.command()
 def bench(repeat: int = typer.Option(3, "--repeat", min=1)) -> None:
     """Measure the consensus core in the simulator and the checker (medians of repeats)."""
-    from .bench import run_bench
+    from .bench.core import run_bench
 
     run_bench(repeat)
 

@@ -9,9 +9,9 @@ import time
 from rich.console import Console
 from rich.table import Table
 
-from .check.bench import bench_checker
-from .sim import SimConfig, World
-from .sim.kvsm import Command
+from ..check.bench import bench_checker
+from ..sim import SimConfig, World
+from ..sim.kvsm import Command
 
 console = Console()
 
