@@ -121,9 +121,11 @@ class Client:
         await self.close()
 
     async def close(self) -> None:
-        for c in self._conns.values():
-            c.close()
+        conns = list(self._conns.values())
         self._conns.clear()
+        for c in conns:
+            c.close()
+        await asyncio.gather(*(c.task for c in conns), return_exceptions=True)
 
     # ------------------------------------------------------------------ plumbing
     async def _conn(self, endpoint: str) -> _Conn:
