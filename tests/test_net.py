@@ -1,0 +1,399 @@
+"""shoal.net over real loopback sockets: ordering, coalescing, bounds, reconnects, hostile
+peers, mutual TLS and fault injection. Every wait is on a received message or a condition,
+with a timeout; nothing sleeps in place of synchronisation."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import ipaddress
+import logging
+import socket
+import ssl
+from collections.abc import Callable, Coroutine
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import msgpack
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from shoal.consensus.messages import LocalProtocolError, Message, MsgType
+from shoal.net import Handshake, NetConfig, TLSConfig, Transport, frame, install_event_loop
+from shoal.net.codec import encode_message
+
+FAST = NetConfig(backoff_base=0.01, backoff_max=0.1, connect_timeout=2, handshake_timeout=2)
+LOCAL = ("127.0.0.1", 0)
+
+
+Run = Callable[[Coroutine[Any, Any, Any]], Any]
+
+
+@pytest.fixture(params=["asyncio", "uvloop"])
+def run(request: pytest.FixtureRequest) -> Run:
+    """Each test runs on both event loops: production prefers uvloop when installed."""
+    factory = asyncio.new_event_loop
+    if request.param == "uvloop":
+        factory = pytest.importorskip("uvloop").new_event_loop
+
+    def go(coro: Coroutine[Any, Any, Any]) -> Any:
+        with asyncio.Runner(loop_factory=factory) as runner:
+            return runner.run(asyncio.wait_for(coro, 20))
+
+    return go
+
+
+class Inbox:
+    def __init__(self) -> None:
+        self.q: asyncio.Queue[Message] = asyncio.Queue()
+
+    def __call__(self, msg: Message) -> None:
+        self.q.put_nowait(msg)
+
+    async def get(self, timeout: float = 5) -> Message:
+        return await asyncio.wait_for(self.q.get(), timeout)
+
+    async def take(self, n: int) -> list[Message]:
+        return [await self.get() for _ in range(n)]
+
+
+async def eventually(cond: Callable[[], bool], timeout: float = 5) -> None:
+    """Wait for a condition the transport exposes no event for (a counter, a log line)."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not cond():
+        assert asyncio.get_running_loop().time() < deadline, "condition not reached in time"
+        await asyncio.sleep(0.005)
+
+
+def msg(src: int, dst: int, index: int, data: bytes = b"") -> Message:
+    return Message(MsgType.APP, src, dst, term=1, index=index, context=data)
+
+
+async def cluster(n: int, **kw: Any) -> list[tuple[Transport, Inbox]]:
+    """n started transports on ephemeral ports, each a peer of all the others."""
+    kw.setdefault("config", FAST)
+    nodes = []
+    for i in range(1, n + 1):
+        inbox = Inbox()
+        t = Transport(i, LOCAL, {}, "test", inbox, **kw)
+        await t.start()
+        nodes.append((t, inbox))
+    for t, _ in nodes:
+        for u, _ in nodes:
+            if u is not t:
+                t.add_peer(u.node_id, u.address)
+    return nodes
+
+
+async def stop_all(nodes: list[tuple[Transport, Inbox]]) -> None:
+    for t, _ in nodes:
+        await t.stop()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(LOCAL)
+        return s.getsockname()[1]
+
+
+# ---- delivery --------------------------------------------------------------------------------
+
+
+def test_three_nodes_exchange_messages_in_order(run: Run) -> None:
+    async def main() -> None:
+        nodes = await cluster(3)
+        for t, _ in nodes:
+            for u, _ in nodes:
+                if u is not t:
+                    for i in range(100):
+                        t.send(msg(t.node_id, u.node_id, i))
+        for t, inbox in nodes:
+            got = await inbox.take(200)
+            for src in {1, 2, 3} - {t.node_id}:
+                assert [m.index for m in got if m.src == src] == list(range(100))
+            assert all(m.dst == t.node_id for m in got)
+        s = nodes[0][0].stats().peers[2]
+        assert (s.sent_frames, s.received_frames, s.dropped_frames) == (100, 100, 0)
+        await stop_all(nodes)
+
+    run(main())
+
+
+def test_a_burst_of_sends_is_coalesced_into_few_writes(run: Run) -> None:
+    async def main() -> None:
+        (a, _), (_, inbox) = nodes = await cluster(2)
+        a.send(msg(1, 2, 0))
+        await inbox.get()  # connected
+        before = a.stats().peers[2].writes
+        for i in range(1, 1001):
+            a.send(msg(1, 2, i))
+        assert [m.index for m in await inbox.take(1000)] == list(range(1, 1001))
+        writes = a.stats().peers[2].writes - before
+        assert writes <= 5, f"1000 sends took {writes} writes"
+        await stop_all(nodes)
+
+    run(main())
+
+
+def test_queue_is_bounded_while_peer_is_down_and_reconnect_delivers(run: Run) -> None:
+    async def main() -> None:
+        port = free_port()  # nothing listens here yet
+        inbox_a = Inbox()
+        a = Transport(1, LOCAL, {2: ("127.0.0.1", port)}, "test", inbox_a,
+                      config=replace(FAST, max_queue_msgs=10))
+        await a.start()
+        for i in range(50):
+            a.send(msg(1, 2, i))
+        s = a.stats().peers[2]
+        assert (s.queue_depth, s.dropped_frames, s.connects) == (10, 40, 0)
+
+        inbox_b = Inbox()
+        b = Transport(2, ("127.0.0.1", port), {1: a.address}, "test", inbox_b, config=FAST)
+        await b.start()
+        assert [m.index for m in await inbox_b.take(10)] == list(range(10))  # those that fit
+        a.send(msg(1, 2, 50))
+        assert (await inbox_b.get()).index == 50
+
+        await b.stop()  # the peer goes away: the link is noticed dead, then redialed
+        await eventually(lambda: not a.stats().peers[2].connected)
+        b = Transport(2, ("127.0.0.1", port), {1: a.address}, "test", inbox_b, config=FAST)
+        await b.start()
+        a.send(msg(1, 2, 51))
+        assert (await inbox_b.get()).index == 51
+        assert a.stats().peers[2].reconnects == 1
+        await a.stop()
+        await b.stop()
+
+    run(main())
+
+
+def test_membership_changes_and_unroutable_sends(run: Run) -> None:
+    async def main() -> None:
+        (a, _), (b, inbox_b) = nodes = await cluster(2)
+        await a.remove_peer(2)
+        a.send(msg(1, 2, 0))
+        assert a.stats().unroutable == 1 and 2 not in a.stats().peers
+        a.add_peer(2, b.address)
+        a.send(msg(1, 2, 1))
+        assert (await inbox_b.get()).index == 1
+        await stop_all(nodes)
+
+    run(main())
+
+
+# ---- hostile and confused peers --------------------------------------------------------------
+
+GOOD_HELLO = Handshake("test", 3, "raft").encode()
+BAD_INPUT = [
+    (b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", "not a Shoal peer"),
+    (frame(msgpack.packb([b"HELLO", 1, "test", 3, "raft"])), "bad magic"),
+    (Handshake("other", 3, "raft").encode(), "belongs to cluster 'other', not 'test'"),
+    (Handshake("test", 3, "paxos").encode(), "speaks codec 'paxos'"),
+    (Handshake("test", 9, "raft").encode(), "node 9 is not a peer"),
+    (GOOD_HELLO + frame(b"\xc1"), "not valid msgpack"),
+    (GOOD_HELLO + frame(msgpack.packb([99] * 16)), "'type': unknown message type"),
+    (GOOD_HELLO + frame(encode_message(msg(1, 2, 0))), "message from 1 to 2 on the connection"),
+    (GOOD_HELLO + (FAST.max_frame + 1).to_bytes(4, "big"), "exceeds max_frame"),
+]
+
+
+@pytest.mark.parametrize("data,why", BAD_INPUT, ids=[w for _, w in BAD_INPUT])
+def test_bad_peers_are_disconnected_and_logged(run: Run,
+    data: bytes, why: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="shoal.net")
+
+    async def main() -> None:
+        (a, _), (b, inbox_b) = nodes = await cluster(2)
+        b.add_peer(3, ("127.0.0.1", free_port()))  # node 3 is known but down; we play it
+        reader, writer = await asyncio.open_connection(*b.address)
+        writer.write(data)
+        assert await asyncio.wait_for(_read_to_eof(reader), 5)  # b hung up on us
+        writer.close()
+        assert why in caplog.text and "closing connection from" in caplog.text
+        assert b.stats().rejected_connections == 1
+        a.send(msg(1, 2, 7))  # and b goes on serving its good peers
+        assert (await inbox_b.get()).index == 7
+        await stop_all(nodes)
+
+    run(main())
+
+
+async def _read_to_eof(reader: asyncio.StreamReader) -> bool:
+    while await reader.read(4096):
+        pass  # b may have sent its own handshake before it refused what followed
+    return True
+
+
+def test_a_failing_receiver_does_not_cost_the_connection(run: Run,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async def main() -> None:
+        got: list[int] = []
+        done = asyncio.Event()
+
+        def fussy(m: Message) -> None:
+            if m.index == 0:
+                raise ValueError("receiver bug")
+            got.append(m.index)
+            done.set()
+
+        (a, _), (b, _) = nodes = await cluster(2)
+        b.on_message = fussy
+        a.send(msg(1, 2, 0))
+        a.send(msg(1, 2, 1))
+        await asyncio.wait_for(done.wait(), 5)
+        assert got == [1] and "on_message failed" in caplog.text
+        assert a.stats().peers[2].connects == 1
+        await stop_all(nodes)
+
+    run(main())
+
+
+# ---- mutual TLS ------------------------------------------------------------------------------
+
+
+def _name(cn: str) -> x509.Name:
+    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+
+
+def _cert(
+    subject: str, key: ec.EllipticCurvePrivateKey, issuer: str,
+    issuer_key: ec.EllipticCurvePrivateKey, ca: bool,
+) -> x509.Certificate:
+    now = datetime.datetime.now(datetime.UTC)
+    b = (
+        x509.CertificateBuilder().subject_name(_name(subject)).issuer_name(_name(issuer))
+        .public_key(key.public_key()).serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+    )
+    if not ca:
+        san = [x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost")]
+        b = b.add_extension(x509.SubjectAlternativeName(san), critical=False)
+    return b.sign(issuer_key, hashes.SHA256())
+
+
+def _pem_key(key: ec.EllipticCurvePrivateKey) -> bytes:
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+
+
+def make_pki(tmp: Path, ca_name: str, nodes: list[str]) -> dict[str, TLSConfig]:
+    """A CA and one certificate per node name, as files: what an operator would hand us."""
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_file = tmp / f"{ca_name}.pem"
+    ca_file.write_bytes(
+        _cert(ca_name, ca_key, ca_name, ca_key, True).public_bytes(serialization.Encoding.PEM)
+    )
+    out = {}
+    for node in nodes:
+        key = ec.generate_private_key(ec.SECP256R1())
+        cert = _cert(node, key, ca_name, ca_key, False)
+        (tmp / f"{node}.crt").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        (tmp / f"{node}.key").write_bytes(_pem_key(key))
+        out[node] = TLSConfig(tmp / f"{node}.crt", tmp / f"{node}.key", ca_file)
+    return out
+
+
+def test_mutual_tls(run: Run, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, logger="shoal.net")
+    pki = make_pki(tmp_path, "cluster-ca", ["n1", "n2"])
+    rogue_pki = make_pki(tmp_path, "rogue-ca", ["n3"])
+
+    async def main() -> None:
+        nodes = []
+        for i in (1, 2):
+            inbox = Inbox()
+            t = Transport(i, LOCAL, {}, "test", inbox, tls=pki[f"n{i}"], config=FAST)
+            await t.start()
+            nodes.append((t, inbox))
+        (a, inbox_a), (b, inbox_b) = nodes
+        a.add_peer(2, b.address)
+        b.add_peer(1, a.address)
+        a.send(msg(1, 2, 1))
+        b.send(msg(2, 1, 2))
+        assert (await inbox_b.get()).index == 1 and (await inbox_a.get()).index == 2
+
+        # A client with no certificate at all: refused during the TLS handshake.
+        ctx = ssl.create_default_context(cafile=str(pki["n1"].ca_file))
+        reader, writer = await asyncio.open_connection(*b.address, ssl=ctx)
+        writer.write(Handshake("test", 1, "raft").encode())
+        with pytest.raises((ssl.SSLError, ConnectionError, asyncio.IncompleteReadError)):
+            await asyncio.wait_for(reader.readexactly(1), 5)
+        writer.close()
+
+        # A node whose certificate another CA signed (though it trusts ours): refused too.
+        rogue_tls = replace(rogue_pki["n3"], ca_file=pki["n1"].ca_file)
+        b.add_peer(3, ("127.0.0.1", free_port()))
+        rogue = Transport(3, LOCAL, {2: b.address}, "test", Inbox(), tls=rogue_tls, config=FAST)
+        await rogue.start()
+        rogue.send(msg(3, 2, 3))
+        await eventually(lambda: "node 2 at" in caplog.text)  # the rogue's failed dial
+        assert rogue.stats().peers[2].connects == 0 and inbox_b.q.empty()
+        await rogue.stop()
+        await stop_all(nodes)
+
+    run(main())
+
+
+# ---- fault injection -------------------------------------------------------------------------
+
+
+def test_fault_plan_drops_and_partitions(run: Run) -> None:
+    async def main() -> None:
+        (a, _), (b, inbox_b) = nodes = await cluster(2)
+        a.faults.update(drop=1.0)
+        for i in range(10):
+            a.send(msg(1, 2, i))
+        a.faults.heal()
+        a.send(msg(1, 2, 10))
+        assert (await inbox_b.get()).index == 10  # the ten before it never left
+        assert a.stats().peers[2].fault_dropped == 10
+
+        a.faults.partition([2])
+        a.send(msg(1, 2, 11))
+        a.faults.heal()
+        b.faults.update(block_from={1})  # now the receiving side cuts the link
+        for i in range(12, 17):
+            a.send(msg(1, 2, i))
+        await eventually(lambda: b.stats().peers[1].fault_dropped == 5)
+        b.faults.heal()
+        a.send(msg(1, 2, 17))
+        assert (await inbox_b.get()).index == 17
+        assert a.stats().peers[2].fault_dropped == 11
+
+        a.faults.update(delay=0.05)
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        a.send(msg(1, 2, 18))
+        a.send(msg(1, 2, 19))
+        assert [m.index for m in await inbox_b.take(2)] == [18, 19]
+        assert loop.time() - start >= 0.049  # uvloop clocks tick in milliseconds
+        await stop_all(nodes)
+
+    run(main())
+
+
+def test_install_event_loop_prefers_uvloop() -> None:
+    uvloop = pytest.importorskip("uvloop")
+    try:
+        assert install_event_loop() == "uvloop"
+        loop = asyncio.new_event_loop()
+        assert isinstance(loop, uvloop.Loop)
+        loop.close()
+    finally:
+        asyncio.set_event_loop_policy(None)
+
+
+def test_send_before_start_is_a_local_error() -> None:
+    t = Transport(1, LOCAL, {2: ("127.0.0.1", 1)}, "test", Inbox())
+    with pytest.raises(LocalProtocolError, match="not started"):
+        t.send(msg(1, 2, 0))
