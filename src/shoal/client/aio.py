@@ -109,6 +109,7 @@ class Client:
             raise ValueError("a client needs at least one endpoint")
         self.timeout, self.connect_timeout = timeout, connect_timeout
         self._conns: dict[str, _Conn] = {}
+        self._connecting: dict[str, asyncio.Future[_Conn]] = {}
         self._leader: str | None = None
         self._next = 0
         self._sessions: list[_SessionSlot] = []  # idle sessions, one per concurrent write
@@ -132,6 +133,15 @@ class Client:
         c = self._conns.get(endpoint)
         if c is not None and c.alive:
             return c
+        # Calls that start together share one connection attempt instead of racing.
+        pending = self._connecting.get(endpoint)
+        if pending is None:
+            pending = asyncio.ensure_future(self._connect(endpoint))
+            self._connecting[endpoint] = pending
+            pending.add_done_callback(lambda _: self._connecting.pop(endpoint, None))
+        return await asyncio.shield(pending)
+
+    async def _connect(self, endpoint: str) -> _Conn:
         host, _, port = endpoint.rpartition(":")
         try:
             reader, writer = await asyncio.wait_for(

@@ -43,11 +43,13 @@ from ..kv.requests import (
     LeaseGrantRequest,
     LeaseKeepAliveRequest,
     LeaseLeasesRequest,
+    LeaseLeasesResponse,
     LeasePromoteRequest,
     LeasePromoteResponse,
     LeaseTimeToLiveRequest,
     RangeRequest,
     Request,
+    ResponseHeader,
     decode_command,
     encode_command,
 )
@@ -382,7 +384,7 @@ class Node:
             return self.kv.range(request)
         if isinstance(request, LeaseTimeToLiveRequest):
             return self.kv.time_to_live(replace(request, now_ms=now_ms()))
-        return self.kv.apply(request, self.applied)
+        return LeaseLeasesResponse(ResponseHeader(self.kv.revision), tuple(sorted(self.kv.lessor.ids())))
 
     async def read_barrier(self, timeout: float) -> None:
         """ReadIndex: wait until this node has applied everything committed when we asked."""
@@ -436,12 +438,19 @@ class Node:
             self.hub.cancel(watch_id)
 
     def _push_watch_events(self) -> None:
-        for resp in self.hub.poll_all():
-            sink = self._watch_sinks.get(resp.watch_id)
-            if sink is not None:
-                sink(resp)
-                if resp.canceled:
-                    self._watch_sinks.pop(resp.watch_id, None)
+        # A watcher catching up from history gets a bounded batch per poll: keep polling a
+        # while, then yield to the loop and carry on, so catch-up never waits for a new write.
+        for _ in range(32):
+            responses = self.hub.poll_all()
+            if not responses:
+                return
+            for resp in responses:
+                sink = self._watch_sinks.get(resp.watch_id)
+                if sink is not None:
+                    sink(resp)
+                    if resp.canceled:
+                        self._watch_sinks.pop(resp.watch_id, None)
+        asyncio.get_running_loop().call_soon(self._push_watch_events)
 
     def progress_notify(self) -> None:
         for resp in self.hub.progress():

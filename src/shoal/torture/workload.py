@@ -44,6 +44,16 @@ class Workload:
             self._stop.set()
             await asyncio.gather(*tasks)
 
+    async def read_all(self, client: Client) -> dict[str, int | None]:
+        """Read every key once more, into the history: what the healed cluster serves must be
+        consistent with everything acknowledged before (a lost write shows up here)."""
+        out: dict[str, int | None] = {}
+        for k in range(self.keys):
+            key = f"k{k}"
+            if await self._read(client, next(self._processes), key) == "ok":
+                out[key] = self._last.get(key)
+        return out
+
     async def _worker(self, client: Client) -> None:
         process = next(self._processes)
         while not self._stop.is_set():

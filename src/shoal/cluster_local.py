@@ -1,0 +1,247 @@
+"""A cluster of real `shoal node` processes on this machine: what `shoal cluster up`, `shoal demo`
+and the torture test run. Each node gets its own data dir and log file under one root:
+
+    ROOT/n1/        data dir of node 1       ROOT/n1.log   its stderr (INFO logging)
+
+Everything here is synchronous and talks to nodes only the way an operator would: signals to
+the processes and GET /status on their HTTP ports."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from .server.config import Member, check_port_free
+
+HOST = "127.0.0.1"
+
+
+def free_ports(n: int) -> list[int]:
+    """n ports the kernel says are free now (held open together, so they are distinct)."""
+    import socket
+
+    socks = [socket.socket() for _ in range(n)]
+    try:
+        for s in socks:
+            s.bind((HOST, 0))
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def plan_ports(n: int, base_port: int | None) -> list[tuple[int, int, int]]:
+    """(client, peer, http) port of each node. From base B: clients B+i, peers B+100+i, http
+    B+200+i, for node i = 1..n, so the numbers say which node they belong to. None = any free."""
+    if base_port is None or base_port == 0:
+        ports = free_ports(3 * n)
+        return [(ports[3 * i], ports[3 * i + 1], ports[3 * i + 2]) for i in range(n)]
+    return [(base_port + i, base_port + 100 + i, base_port + 200 + i) for i in range(1, n + 1)]
+
+
+class LocalProcessCluster:
+    """`with LocalProcessCluster(3) as c: c.start(); ...` — n node processes (ids 1..n).
+
+    `root` defaults to a fresh temporary directory, removed on exit; a given root is kept.
+    `node_args` are appended to every node's command line (e.g. ["--tick-ms", "20"])."""
+
+    def __init__(self, n: int = 3, root: Path | None = None, base_port: int | None = None,
+                 cluster_id: str = "shoal-local", node_args: Sequence[str] = ()):
+        if not 1 <= n <= 9:
+            raise ValueError(f"a local cluster has 1 to 9 nodes, not {n}")
+        self.n, self.cluster_id, self.node_args = n, cluster_id, list(node_args)
+        self._own_root = root is None
+        self.root = Path(tempfile.mkdtemp(prefix="shoal-cluster-")) if root is None else root
+        self.root.mkdir(parents=True, exist_ok=True)
+        ports = plan_ports(n, base_port)
+        self.members = tuple(Member(i, (HOST, peer), (HOST, client))
+                             for i, (client, peer, _) in enumerate(ports, 1))
+        self.http_ports = {i: http for i, (_, _, http) in enumerate(ports, 1)}
+        self.procs: dict[int, subprocess.Popen[bytes]] = {}
+
+    # ------------------------------------------------------------------ addresses
+    @property
+    def ids(self) -> list[int]:
+        return [m.id for m in self.members]
+
+    @property
+    def endpoints(self) -> list[str]:
+        """Client addresses, for `Client(...)` and `--endpoints`."""
+        return [f"{m.client[0]}:{m.client[1]}" for m in self.members]
+
+    @property
+    def peer_endpoints(self) -> list[str]:
+        return [f"{m.peer[0]}:{m.peer[1]}" for m in self.members]
+
+    @property
+    def http_endpoints(self) -> list[str]:
+        return [f"{HOST}:{self.http_ports[i]}" for i in self.ids]
+
+    def member(self, i: int) -> Member:
+        return self.members[i - 1]
+
+    def data_dir(self, i: int) -> Path:
+        return self.root / f"n{i}"
+
+    def log_path(self, i: int) -> Path:
+        return self.root / f"n{i}.log"
+
+    def pid(self, i: int) -> int | None:
+        p = self.procs.get(i)
+        return p.pid if p is not None else None
+
+    # ------------------------------------------------------------------ lifecycle
+    def start(self, timeout: float = 20.0) -> int:
+        """Start every node and return the leader's id once one is elected."""
+        for i in self.ids:  # all ports first: fail before any process starts
+            self._check_ports(i)
+        for i in self.ids:
+            self.start_node(i)
+        return self.wait_leader(timeout)
+
+    def start_node(self, i: int, *, join: bool = False) -> None:
+        """Start node i (its ports must be free). `join` starts it as a new member of a
+        running cluster instead of bootstrapping, e.g. after wipe(i) and a member add."""
+        if self.alive(i):
+            raise RuntimeError(f"node {i} is already running (pid {self.pid(i)})")
+        self._check_ports(i)
+        spec = ",".join(m.describe() for m in self.members)
+        cmd = [sys.executable, "-m", "shoal", "node", "--id", str(i),
+               "--data-dir", str(self.data_dir(i)), "--members", spec,
+               "--http", f"{HOST}:{self.http_ports[i]}", "--cluster-id", self.cluster_id,
+               *(["--join"] if join else []), *self.node_args]
+        with open(self.log_path(i), "ab") as log:
+            # A session of its own: a Ctrl-C at the terminal reaches only us, and we stop
+            # the nodes in order rather than all at once.
+            self.procs[i] = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log,
+                                             stderr=subprocess.STDOUT, start_new_session=True)
+
+    def alive(self, i: int) -> bool:
+        p = self.procs.get(i)
+        return p is not None and p.poll() is None
+
+    def kill(self, i: int, sig: int = signal.SIGKILL) -> None:
+        """Send a signal to node i. SIGKILL waits until the process is gone; SIGSTOP/SIGCONT
+        pause and resume it; SIGTERM asks for a graceful stop (see stop_node to wait)."""
+        p = self.procs.get(i)
+        if p is None or p.poll() is not None:
+            raise RuntimeError(f"node {i} is not running")
+        p.send_signal(sig)
+        if sig == signal.SIGKILL:
+            p.wait()
+
+    def stop_node(self, i: int, timeout: float = 5.0) -> int | None:
+        """SIGTERM (graceful: leadership is handed over), then SIGKILL after `timeout`.
+        Returns the exit code, or None if the node was not running."""
+        p = self.procs.get(i)
+        if p is None:
+            return None
+        if p.poll() is None:
+            p.send_signal(signal.SIGCONT)  # a paused node cannot act on SIGTERM
+            p.terminate()
+            try:
+                p.wait(timeout)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+        return p.returncode
+
+    def restart(self, i: int, *, join: bool = False, timeout: float = 5.0) -> None:
+        self.stop_node(i, timeout)
+        self.start_node(i, join=join)
+
+    def wipe(self, i: int) -> None:
+        """Delete node i's data dir (the node must be stopped): a disk replaced."""
+        if self.alive(i):
+            raise RuntimeError(f"node {i} is running; stop or kill it before wiping its data")
+        shutil.rmtree(self.data_dir(i), ignore_errors=True)
+
+    def stop(self, timeout: float = 5.0) -> dict[int, int | None]:
+        """Stop every node: SIGTERM to all at once, then wait (SIGKILL after `timeout`).
+        Returns each node's exit code (0 = clean; -9 = had to be killed)."""
+        running = [i for i in self.ids if self.alive(i)]
+        for i in running:
+            self.procs[i].send_signal(signal.SIGCONT)
+            self.procs[i].terminate()
+        deadline = time.monotonic() + timeout
+        for i in running:
+            try:
+                self.procs[i].wait(max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                self.procs[i].kill()
+                self.procs[i].wait()
+        return {i: p.returncode for i, p in self.procs.items()}
+
+    def close(self) -> None:
+        """Stop everything; remove the root if we created it."""
+        self.stop()
+        if self._own_root:
+            shutil.rmtree(self.root, ignore_errors=True)
+
+    def __enter__(self) -> LocalProcessCluster:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ observing
+    def status(self, i: int, timeout: float = 1.0) -> dict[str, Any] | None:
+        """Node i's GET /status, or None if it does not answer."""
+        if not self.alive(i):
+            return None
+        url = f"http://{HOST}:{self.http_ports[i]}/status"
+        try:
+            with urllib.request.urlopen(url, timeout=timeout) as resp:
+                body: dict[str, Any] = json.loads(resp.read())
+                return body
+        except (OSError, urllib.error.URLError, ValueError):
+            return None
+
+    def statuses(self, timeout: float = 1.0) -> dict[int, dict[str, Any] | None]:
+        return {i: self.status(i, timeout) for i in self.ids}
+
+    def leader(self) -> int | None:
+        """The node that says it leads, at the highest term any answering node reports."""
+        leaders = [(st["term"], i) for i, st in self.statuses().items()
+                   if st is not None and st["role"] == "leader"]
+        return max(leaders)[1] if leaders else None
+
+    def wait_leader(self, timeout: float = 20.0, not_: int | None = None) -> int:
+        """Wait until some node (other than `not_`) leads; its id. A node that exits early
+        (a bad flag, a port taken) fails this at once, pointing at its log."""
+        deadline = time.monotonic() + timeout
+        while True:
+            for i, p in self.procs.items():
+                if p.poll() is not None and p.returncode not in (0, -signal.SIGKILL):
+                    raise RuntimeError(f"node {i} exited with code {p.returncode}: "
+                                       f"{_last_line(self.log_path(i))} (log {self.log_path(i)})")
+            leader = self.leader()
+            if leader is not None and leader != not_:
+                return leader
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"no leader elected within {timeout:.0f}s; logs in {self.root}")
+            time.sleep(0.05)
+
+    def _check_ports(self, i: int) -> None:
+        m = self.member(i)
+        for addr, what in ((m.client, f"node {i} client"), (m.peer, f"node {i} peer"),
+                           ((HOST, self.http_ports[i]), f"node {i} http")):
+            check_port_free(addr, what)
+
+
+def _last_line(path: Path) -> str:
+    try:
+        lines = path.read_text(errors="replace").strip().splitlines()
+    except OSError:
+        return "(no log)"
+    return lines[-1] if lines else "(empty log)"

@@ -1,0 +1,225 @@
+"""The `shoal` command against real node processes: node configuration errors, `cluster up`,
+the client commands, and the demo's verdict."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from shoal.cli import app
+from shoal.cluster_local import LocalProcessCluster, free_ports
+from shoal.server.node import cluster_number
+from shoal.storage import Storage
+
+runner = CliRunner()
+
+
+def shoal(*args: str, input: str | None = None) -> tuple[int, str, str]:
+    result = runner.invoke(app, list(args), input=input, env={"COLUMNS": "200"})
+    return result.exit_code, result.stdout, result.stderr
+
+
+# ---------------------------------------------------------------------- shoal node errors
+def test_node_rejects_an_unknown_toml_key(tmp_path: Path) -> None:
+    toml = tmp_path / "node.toml"
+    toml.write_text('id = 1\ndata_dir = "d"\nmembers = "1=127.0.0.1:1/127.0.0.1:2"\nbogus = 3\n')
+    code, _, err = shoal("node", "--config", str(toml))
+    assert code == 2
+    assert err.strip().splitlines() == [err.strip()]  # one line, no traceback
+    assert "unknown config keys ['bogus']" in err
+
+
+def test_node_rejects_a_bad_member_spec(tmp_path: Path) -> None:
+    code, _, err = shoal("node", "--id", "1", "--data-dir", str(tmp_path),
+                         "--members", "1=127.0.0.1:7001")
+    assert code == 2
+    assert "is not ID=HOST:PEER_PORT/HOST:CLIENT_PORT" in err
+
+
+def test_node_rejects_a_port_in_use(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        client, http = free_ports(2)
+        code, _, err = shoal("node", "--id", "1", "--data-dir", str(tmp_path / "d"),
+                             "--members", f"1=127.0.0.1:{port}/127.0.0.1:{client}",
+                             "--http", f"127.0.0.1:{http}")
+    assert code == 2
+    assert f"peer address 127.0.0.1:{port} is not available" in err
+
+
+def test_node_refuses_a_data_dir_of_another_cluster(tmp_path: Path) -> None:
+    storage, _ = Storage.open(tmp_path / "d", cluster_id=cluster_number("other"), node_id=1)
+    storage.close()
+    peer, client, http = free_ports(3)
+    code, _, err = shoal("node", "--id", "1", "--data-dir", str(tmp_path / "d"),
+                         "--members", f"1=127.0.0.1:{peer}/127.0.0.1:{client}",
+                         "--http", f"127.0.0.1:{http}", "--cluster-id", "mine")
+    assert code == 2
+    assert "error: data dir:" in err and "belongs to cluster" in err
+
+
+# ---------------------------------------------------------------------- client commands
+@pytest.fixture(scope="module")
+def endpoints(tmp_path_factory: pytest.TempPathFactory) -> str:
+    with LocalProcessCluster(3, tmp_path_factory.mktemp("cluster")) as cluster:
+        cluster.start()
+        yield ",".join(cluster.endpoints)
+        assert all(code == 0 for code in cluster.stop().values())
+
+
+def test_put_get_delete(endpoints: str) -> None:
+    ep = ("--endpoints", endpoints)
+    assert shoal("put", "fruit/a", "apple", *ep)[:2] == (0, "OK\n")
+    assert shoal("put", "fruit/b", "banana", *ep)[0] == 0
+    assert shoal("get", "fruit/a", *ep)[1] == "fruit/a\napple\n"
+    assert shoal("get", "fruit/", "--prefix", "--keys-only", *ep)[1] == "fruit/a\nfruit/b\n"
+    assert shoal("get", "fruit/", "--prefix", "--count-only", *ep)[1] == "2\n"
+    assert shoal("get", "fruit/", "--prefix", "--limit", "1", "--serializable", *ep)[1] \
+        == "fruit/a\napple\n"
+    assert shoal("del", "fruit/", "--prefix", *ep)[1] == "2\n"
+    assert shoal("get", "fruit/a", *ep)[:2] == (0, "")
+
+
+def test_get_at_a_past_revision(endpoints: str) -> None:
+    ep = ("--endpoints", endpoints)
+    shoal("put", "rev", "one", *ep)
+    first = _revision(endpoints)
+    shoal("put", "rev", "two", *ep)
+    assert shoal("get", "rev", "--rev", str(first), *ep)[1] == "rev\none\n"
+    assert shoal("get", "rev", *ep)[1] == "rev\ntwo\n"
+
+
+def _revision(endpoints: str) -> int:
+    from shoal.client import SyncClient
+
+    with SyncClient(endpoints.split(",")) as c:
+        return int(c.get(b"rev").header.revision)
+
+
+def test_txn_compare_and_swap(endpoints: str) -> None:
+    ep = ("--endpoints", endpoints)
+    shoal("put", "cas", "v1", *ep)
+    script = 'value("cas") = "v1"\n\nput cas v2\n\nget cas\n'
+    assert shoal("txn", *ep, input=script)[:2] == (0, "SUCCESS\nOK\n")
+    assert shoal("txn", *ep, input=script)[:2] == (0, "FAILURE\ncas\nv2\n")
+    assert shoal("txn", *ep, input='version("cas") > 1\n\ndel cas\n\n')[1] == "SUCCESS\n1\n"
+
+
+def test_txn_reports_a_bad_line(endpoints: str) -> None:
+    code, _, err = shoal("txn", "--endpoints", endpoints, input='value(cas) == 1\n\n\n')
+    assert code == 1
+    assert err.startswith("error: txn: bad compare") and err.count("\n") == 1
+
+
+def test_leases(endpoints: str) -> None:
+    ep = ("--endpoints", endpoints)
+    code, out, _ = shoal("lease", "grant", "30", *ep)
+    assert code == 0 and out.startswith("lease ") and "granted with TTL(30s)" in out
+    lease = out.split()[1]
+    assert shoal("put", "leased", "x", "--lease", lease, *ep)[0] == 0
+    ttl = shoal("lease", "ttl", lease, "--keys", *ep)[1]
+    assert "granted with TTL(30s)" in ttl and "leased" in ttl
+    assert shoal("lease", "revoke", lease, *ep)[:2] == (0, f"lease {lease} revoked\n")
+    assert shoal("get", "leased", *ep)[1] == ""  # went with its lease
+    code, _, err = shoal("lease", "revoke", lease, *ep)
+    assert code == 1 and err.startswith("error: ") and err.count("\n") == 1
+
+
+def test_lease_list(endpoints: str) -> None:
+    ep = ("--endpoints", endpoints)
+    lease = shoal("lease", "grant", "30", *ep)[1].split()[1]
+    code, out, _ = shoal("lease", "list", *ep)
+    assert code == 0 and lease in out.split()
+
+
+def test_lock_runs_a_command_with_the_fencing_token(endpoints: str, tmp_path: Path) -> None:
+    out_file = tmp_path / "token"
+    code, out, _ = shoal("lock", "--endpoints", endpoints, "job", "--",
+                         "sh", "-c", f'echo "$SHOAL_LOCK_TOKEN" > {out_file}')
+    assert code == 0
+    token = out.split("fencing token ")[1].strip()
+    assert out_file.read_text().strip() == token
+
+
+def test_member_list_and_status(endpoints: str) -> None:
+    code, out, _ = shoal("member", "list", "--endpoints", endpoints)
+    assert code == 0
+    for ep in endpoints.split(","):
+        assert ep in out
+    assert out.count("voter") == 3 and "yes" in out
+    code, out, _ = shoal("status", "--endpoints", endpoints)
+    assert code == 0
+    assert out.count("leader") >= 1 and out.count("follower") == 2
+    for col in ("term", "commit", "applied", "revision", "db size"):
+        assert col in out
+
+
+def test_snapshot_save(endpoints: str, tmp_path: Path) -> None:
+    file = tmp_path / "snap.bin"
+    code, out, _ = shoal("snapshot", "save", str(file), "--endpoints", endpoints)
+    assert code == 0 and "saved to" in out and file.stat().st_size > 0
+
+
+# ---------------------------------------------------------------------- cluster up, demo
+def _processes_mentioning(text: str) -> list[int]:
+    pids = []
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and text in (proc / "cmdline").read_bytes().decode(errors="replace"):
+                pids.append(int(proc.name))
+        except OSError:
+            continue
+    return pids
+
+
+def test_cluster_up_runs_and_stops_three_processes(tmp_path: Path) -> None:
+    proc = subprocess.Popen([sys.executable, "-m", "shoal", "cluster", "up", "--nodes", "3",
+                             "--dir", str(tmp_path), "--base-port", "0"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "COLUMNS": "200"})
+    try:
+        lines = []
+        deadline = time.monotonic() + 30
+        assert proc.stdout is not None
+        while time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            assert line, f"cluster up ended early: {''.join(lines)} {proc.stderr.read()}"  # type: ignore[union-attr]
+            lines.append(line)
+            if line.startswith("SHOAL_ENDPOINTS="):
+                break
+        output = "".join(lines)
+        assert "leader" in output and output.count("127.0.0.1:") == 9 + 3
+        assert len(_processes_mentioning(str(tmp_path / "n"))) == 3
+        endpoints = lines[-1].split("=", 1)[1].strip()
+        assert shoal("put", "up", "yes", "--endpoints", endpoints)[0] == 0
+        proc.send_signal(signal.SIGINT)
+        rest, _ = proc.communicate(timeout=20)
+        left = _processes_mentioning(str(tmp_path / "n"))
+    finally:  # on a failure, leave no node behind (they run in sessions of their own)
+        proc.kill()
+        for pid in _processes_mentioning(str(tmp_path / "n")):
+            os.kill(pid, signal.SIGKILL)
+    assert proc.returncode == 0, rest
+    assert "stopped cleanly" in rest
+    assert left == []
+
+
+def test_demo_loses_no_acknowledged_write(tmp_path: Path) -> None:
+    history = tmp_path / "history.jsonl"
+    done = subprocess.run([sys.executable, "-m", "shoal", "demo", "--history", str(history)],
+                          capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "COLUMNS": "200"})
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "no acknowledged write lost" in done.stdout
+    assert "LINEARIZABLE" in done.stdout and "failover took" in done.stdout
+    assert history.stat().st_size > 0
