@@ -37,7 +37,7 @@ def _union(hint: Any) -> tuple[tuple[Any, ...], bool] | None:
     return rest, len(rest) < len(members)
 
 
-def to_wire(value: Any, hint: Any) -> Any:
+def _slow_to_wire(value: Any, hint: Any) -> Any:
     union = _union(hint)
     if union is not None:
         members, _ = union
@@ -45,10 +45,10 @@ def to_wire(value: Any, hint: Any) -> Any:
             return None
         if len(members) > 1 and all(is_dataclass(m) for m in members):
             return [type(value).__name__, *_fields_to_wire(value)]
-        return to_wire(value, type(value) if len(members) > 1 else members[0])
+        return _slow_to_wire(value, type(value) if len(members) > 1 else members[0])
     if typing.get_origin(hint) is tuple:
         item = typing.get_args(hint)[0]
-        return [to_wire(v, item) for v in value]
+        return [_slow_to_wire(v, item) for v in value]
     if is_dataclass(hint):
         return _fields_to_wire(value)
     if isinstance(value, IntEnum):
@@ -58,10 +58,10 @@ def to_wire(value: Any, hint: Any) -> Any:
 
 def _fields_to_wire(obj: Any) -> list[Any]:
     cls: Any = type(obj)
-    return [to_wire(getattr(obj, name), hint) for name, hint in _fields(cls)]
+    return [_slow_to_wire(getattr(obj, name), hint) for name, hint in _fields(cls)]
 
 
-def from_wire(raw: Any, hint: Any, path: str, depth: int = 0) -> Any:
+def _slow_from_wire(raw: Any, hint: Any, path: str, depth: int = 0) -> Any:
     if depth > MAX_DEPTH:
         raise MalformedRequest(f"{path}: nested deeper than {MAX_DEPTH}")
     union = _union(hint)
@@ -72,7 +72,7 @@ def from_wire(raw: Any, hint: Any, path: str, depth: int = 0) -> Any:
                 return None
             raise MalformedRequest(f"{path}: missing")
         if len(members) == 1:
-            return from_wire(raw, members[0], path, depth)
+            return _slow_from_wire(raw, members[0], path, depth)
         if all(is_dataclass(m) for m in members):
             return _tagged_from_wire(raw, members, path, depth)
         for m in members:  # a union of scalars: the first type that fits
@@ -83,7 +83,7 @@ def from_wire(raw: Any, hint: Any, path: str, depth: int = 0) -> Any:
     if typing.get_origin(hint) is tuple:
         item = typing.get_args(hint)[0]
         _expect_list(raw, path)
-        return tuple(from_wire(x, item, f"{path}[{i}]", depth + 1) for i, x in enumerate(raw))
+        return tuple(_slow_from_wire(x, item, f"{path}[{i}]", depth + 1) for i, x in enumerate(raw))
     if is_dataclass(hint):
         assert isinstance(hint, type)
         _expect_list(raw, path)
@@ -124,10 +124,152 @@ def _fields_from_wire(cls: type, raw: list[Any], path: str, depth: int) -> Any:
     if len(raw) != len(spec):
         raise MalformedRequest(f"{path}: {cls.__name__} has {len(spec)} fields, got {len(raw)}")
     values = {
-        name: from_wire(r, hint, f"{path}.{name}", depth + 1)
+        name: _slow_from_wire(r, hint, f"{path}.{name}", depth + 1)
         for (name, hint), r in zip(spec, raw, strict=True)
     }
     return cls(**values)
+
+
+# --- the fast path ----------------------------------------------------------------------
+# Encoders and decoders compiled once per type hint. The decoder is at least as strict as the
+# reflective one above; when it refuses anything, the reflective one runs to either produce
+# the precise error with its path, or (if it accepts) the value — so both agree exactly.
+
+
+class _Bad(Exception):
+    """The fast decoder refused; the reflective decoder explains why."""
+
+
+def to_wire(value: Any, hint: Any) -> Any:
+    return _encoder(hint)(value)
+
+
+def from_wire(raw: Any, hint: Any, path: str, depth: int = 0) -> Any:
+    try:
+        return _decoder(hint)(raw, depth)
+    except (_Bad, TypeError, ValueError, RecursionError):
+        return _slow_from_wire(raw, hint, path, depth)
+
+
+@cache
+def _encoder(hint: Any) -> Any:
+    union = _union(hint)
+    if union is not None:
+        members, _ = union
+        if len(members) == 1:
+            inner = _encoder(members[0])
+            return lambda v: None if v is None else inner(v)
+        if all(is_dataclass(m) for m in members):
+            return lambda v: None if v is None else [type(v).__name__, *_fields_encoder(type(v))(v)]
+        return lambda v: None if v is None else (int(v) if isinstance(v, IntEnum) else v)
+    if typing.get_origin(hint) is tuple:
+        item = _encoder(typing.get_args(hint)[0])
+        return lambda v: [item(x) for x in v]
+    if is_dataclass(hint):
+        return _fields_encoder(hint)
+    return lambda v: int(v) if isinstance(v, IntEnum) else v
+
+
+@cache
+def _fields_encoder(cls: Any) -> Any:
+    spec: list[tuple[str, Any]] = []
+
+    def enc(obj: Any) -> list[Any]:
+        if not spec:  # resolved on first use: dataclasses may refer to themselves (txn ops)
+            spec.extend((name, _encoder(hint)) for name, hint in _fields(cls))
+        return [e(getattr(obj, name)) for name, e in spec]
+
+    return enc
+
+
+@cache
+def _decoder(hint: Any) -> Any:
+    union = _union(hint)
+    if union is not None:
+        members, optional = union
+        if len(members) > 1 and all(is_dataclass(m) for m in members):
+            table = {m.__name__: _fields_decoder(m) for m in members}
+
+            def inner(raw: Any, depth: int) -> Any:
+                if type(raw) is not list or not raw or type(raw[0]) is not str:
+                    raise _Bad
+                f = table.get(raw[0])
+                if f is None:
+                    raise _Bad
+                return f(raw, 1, depth)
+        elif len(members) == 1:
+            inner = _decoder(members[0])
+        else:
+            def inner(raw: Any, depth: int) -> Any:
+                if any(_scalar_fits(raw, m) for m in members):
+                    return raw
+                raise _Bad
+
+        def dec(raw: Any, depth: int) -> Any:
+            if raw is None:
+                if optional:
+                    return None
+                raise _Bad
+            return inner(raw, depth)
+
+        return dec
+    if typing.get_origin(hint) is tuple:
+        item = _decoder(typing.get_args(hint)[0])
+
+        def dec_tuple(raw: Any, depth: int) -> Any:
+            if type(raw) is not list or depth >= MAX_DEPTH:
+                raise _Bad
+            return tuple([item(x, depth + 1) for x in raw])
+
+        return dec_tuple
+    if is_dataclass(hint):
+        fields_dec = _fields_decoder(hint)
+
+        def dec_obj(raw: Any, depth: int) -> Any:
+            if type(raw) is not list:
+                raise _Bad
+            return fields_dec(raw, 0, depth)
+
+        return dec_obj
+    if isinstance(hint, type) and issubclass(hint, IntEnum):
+        members_by_value = hint._value2member_map_
+
+        def dec_enum(raw: Any, depth: int) -> Any:
+            if type(raw) is not int or raw not in members_by_value:
+                raise _Bad
+            return members_by_value[raw]
+
+        return dec_enum
+    if hint is int:
+        def dec_int(raw: Any, depth: int) -> Any:
+            if type(raw) is not int or not INT64_MIN <= raw <= INT64_MAX:
+                raise _Bad
+            return raw
+
+        return dec_int
+    assert hint in (bytes, bool, str), f"unsupported type hint {hint!r}"
+
+    def dec_scalar(raw: Any, depth: int) -> Any:
+        if type(raw) is not hint:
+            raise _Bad
+        return raw
+
+    return dec_scalar
+
+
+@cache
+def _fields_decoder(cls: Any) -> Any:
+    decs: list[Any] = []
+    n = len(fields(cls))
+
+    def dec(raw: list[Any], start: int, depth: int) -> Any:
+        if not decs:
+            decs.extend(_decoder(hint) for _, hint in _fields(cls))
+        if len(raw) - start != n or depth >= MAX_DEPTH:
+            raise _Bad
+        return cls(*[d(r, depth + 1) for d, r in zip(decs, raw[start:], strict=True)])
+
+    return dec
 
 
 def pack(obj: Any) -> bytes:

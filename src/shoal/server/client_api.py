@@ -144,7 +144,7 @@ class _Connection:
             if isinstance(cmd.request, READS):
                 resp = await node.read(cmd.request, bool(body.get("serializable")), timeout)
             else:
-                resp = await node.write(data, timeout)
+                resp = await node.write(data, timeout, decoded=cmd)
             return encode_response(resp)
         if op == "watch":
             created = node.watch(

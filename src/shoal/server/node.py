@@ -326,12 +326,13 @@ class Node:
         return NodeError("not_leader", f"not leader, leader is {self.leader}", leader=self.leader,
                          endpoint=f"{leader.client[0]}:{leader.client[1]}")
 
-    async def write(self, command: bytes, timeout: float) -> Any:
-        """Propose an encoded kv Command and wait until it is applied here."""
+    async def write(self, command: bytes, timeout: float, decoded: Command | None = None) -> Any:
+        """Propose an encoded kv Command and wait until it is applied here. `decoded` saves a
+        second decode when the caller has already looked inside."""
         self._check_capacity()
         if self.role != "leader":
             raise self._not_leader()
-        cmd = decode_command(command, self.kv.limits)
+        cmd = decoded if decoded is not None else decode_command(command, self.kv.limits)
         stamped = _stamp(cmd.request)
         if stamped is not cmd.request:
             command = encode_command(stamped, cmd.session)
