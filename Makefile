@@ -19,7 +19,8 @@ test: $(STAMP)
 	$(BIN)/pytest -n 2
 
 bench: $(STAMP)
-	$(BIN)/shoal bench
+	$(BIN)/shoal bench --core
+	$(BIN)/shoal bench --compare-etcd --mix put,get --clients 1,16,64,256 --time 10s --repeat 3 --failover
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests

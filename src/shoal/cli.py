@@ -58,11 +58,29 @@ def demo(
 
 
 @app.command()
-def bench(repeat: int = typer.Option(3, "--repeat", min=1)) -> None:
-    """Measure the consensus core in the simulator and the checker (medians of repeats)."""
-    from .bench.core import run_bench
+def bench(
+    core: bool = typer.Option(False, "--core", help="the consensus core in the simulator and the checker"),
+    clients: str = typer.Option("64", "--clients", help="concurrent clients; a list like 1,16,64 runs each"),
+    value_size: int = typer.Option(256, "--value-size", min=1),
+    mix: str = typer.Option("put", "--mix", help="put, get, or P:G like 50:50; a list like put,get runs each"),
+    time_: str = typer.Option("10s", "--time", help="length of each measured run"),
+    repeat: int = typer.Option(3, "--repeat", min=1, help="runs per figure; the median is quoted"),
+    compare_etcd: bool = typer.Option(False, "--compare-etcd", help="run a 3-member etcd side by side"),
+    failover: bool = typer.Option(False, "--failover", help="also time kill -9 of the leader to the next write"),
+    endpoints: str | None = typer.Option(None, "--endpoints", help="an existing Shoal cluster instead of a local one"),
+) -> None:
+    """Throughput and latency of a 3-node cluster (with --compare-etcd: beside etcd), or --core."""
+    if core:
+        from .bench.core import run_bench
 
-    run_bench(repeat)
+        run_bench(repeat)
+        return
+    from .bench.kv import BenchPlan, run_kv_bench
+
+    plan = BenchPlan(clients=[int(c) for c in clients.split(",")], value_size=value_size,
+                     mixes=mix.split(","), seconds=_duration(time_), repeat=repeat,
+                     compare_etcd=compare_etcd, failover=failover)
+    run_kv_bench(plan, endpoints.split(",") if endpoints else None)
 
 
 @app.command()

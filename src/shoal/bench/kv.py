@@ -1,0 +1,133 @@
+"""`shoal bench`: a 3-node Shoal cluster and (with --compare-etcd) a 3-member etcd on the same
+machine, driven in the same run by the same load generator, runs interleaved so both see the
+same noise; medians of repeats, printed as one table with ratios. Also the failover time: kill
+-9 of the leader to the first acknowledged write."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+from contextlib import ExitStack
+from dataclasses import dataclass
+
+from rich.console import Console
+from rich.table import Table
+
+from ..cluster_local import LocalProcessCluster, free_ports
+from ..server.config import Member
+from .etcd import EtcdCluster, EtcdDriver
+from .loadgen import Driver, LoadResult, median_result, run_load
+from .shoal_driver import ShoalDriver
+
+console = Console()
+
+
+@dataclass
+class BenchPlan:
+    clients: list[int]
+    value_size: int
+    mixes: list[str]
+    seconds: float
+    repeat: int
+    compare_etcd: bool
+    failover: bool
+
+
+def run_kv_bench(plan: BenchPlan, endpoints: list[str] | None = None) -> None:
+    with ExitStack() as stack:
+        systems: dict[str, list[str]] = {}
+        shoal_cluster: LocalProcessCluster | None = None
+        if endpoints:
+            systems["shoal"] = endpoints
+        else:
+            shoal_cluster = stack.enter_context(LocalProcessCluster(3))
+            with console.status("starting a 3-node Shoal cluster..."):
+                shoal_cluster.start()
+            systems["shoal"] = shoal_cluster.endpoints
+        etcd: EtcdCluster | None = None
+        if plan.compare_etcd:
+            ports = free_ports(6)
+            etcd = EtcdCluster(tuple(Member(i + 1, ("127.0.0.1", ports[2 * i]), ("127.0.0.1", ports[2 * i + 1]))
+                                     for i in range(3)))
+            stack.callback(etcd.stop)
+            with console.status("starting a 3-member etcd cluster..."):
+                etcd.start()
+                systems["etcd"] = [asyncio.run(etcd.wait_leader())]
+        results = asyncio.run(_load_runs(plan, systems))
+        _print_table(plan, results)
+        if plan.failover and shoal_cluster is not None:
+            with console.status("measuring failover: kill -9 of the leader..."):
+                times = [_shoal_failover(shoal_cluster) for _ in range(plan.repeat)]
+            times.sort()
+            console.print(f"Shoal failover, kill -9 of the leader to the first acknowledged write: "
+                          f"median {times[len(times) // 2]:.2f} s (runs: "
+                          + ", ".join(f"{t:.2f}" for t in times) + ")")
+
+
+async def _load_runs(plan: BenchPlan, systems: dict[str, list[str]]) -> dict[tuple[str, str, int], LoadResult]:
+    out: dict[tuple[str, str, int], LoadResult] = {}
+    total = len(plan.mixes) * len(plan.clients) * plan.repeat * len(systems)
+    done = 0
+    for mix in plan.mixes:
+        for clients in plan.clients:
+            runs: dict[str, list[LoadResult]] = {name: [] for name in systems}
+            for _ in range(plan.repeat):
+                for name, eps in systems.items():  # interleaved: both see the same noise
+                    done += 1
+                    console.print(f"[dim]run {done}/{total}: {name} {mix} x{clients}[/]")
+                    driver: Driver = ShoalDriver(eps) if name == "shoal" else EtcdDriver(eps[0])
+                    try:
+                        runs[name].append(await run_load(driver, clients=clients, seconds=plan.seconds,
+                                                         value_size=plan.value_size, mix=mix))
+                    finally:
+                        await driver.close()
+            for name, rs in runs.items():
+                out[(name, mix, clients)] = median_result(rs)
+    return out
+
+
+def _print_table(plan: BenchPlan, results: dict[tuple[str, str, int], LoadResult]) -> None:
+    t = Table(title=f"{plan.value_size}-byte values, {plan.seconds:.0f}s runs, median of "
+                    f"{plan.repeat}, fsync on, 3 nodes on one machine")
+    for col in ("mix", "clients", "shoal ops/s", "shoal p50 ms", "shoal p99 ms"):
+        t.add_column(col, justify="right")
+    if plan.compare_etcd:
+        for col in ("etcd ops/s", "etcd p50 ms", "etcd p99 ms", "throughput ratio", "p99 ratio"):
+            t.add_column(col, justify="right")
+    for mix in plan.mixes:
+        for clients in plan.clients:
+            s = results[("shoal", mix, clients)]
+            row = [mix, str(clients), f"{s.throughput:,.0f}", f"{s.p50_ms:.1f}", f"{s.p99_ms:.1f}"]
+            if plan.compare_etcd:
+                e = results[("etcd", mix, clients)]
+                row += [f"{e.throughput:,.0f}", f"{e.p50_ms:.1f}", f"{e.p99_ms:.1f}",
+                        f"{s.throughput / e.throughput:.2f}x" if e.throughput else "-",
+                        f"{s.p99_ms / e.p99_ms:.2f}x" if e.p99_ms else "-"]
+            t.add_row(*row)
+    console.print(t)
+
+
+def _shoal_failover(cluster: LocalProcessCluster) -> float:
+    """Seconds from SIGKILL of the leader to the first acknowledged write afterwards."""
+    leader = cluster.wait_leader()
+
+    async def measure() -> float:
+        driver = ShoalDriver([e for i, e in zip(cluster.ids, cluster.endpoints, strict=True) if i != leader])
+        try:
+            await driver.put(b"failover", b"before")
+            cluster.kill(leader, signal.SIGKILL)
+            killed = time.monotonic()
+            while True:
+                try:
+                    await asyncio.wait_for(driver.put(b"failover", b"after"), 5)
+                    return time.monotonic() - killed
+                except Exception:  # noqa: BLE001 - keep trying until a write lands
+                    await asyncio.sleep(0.01)
+        finally:
+            await driver.close()
+
+    took = asyncio.run(measure())
+    cluster.start_node(leader)
+    cluster.wait_leader()
+    return took
