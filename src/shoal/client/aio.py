@@ -35,7 +35,15 @@ from ..kv.requests import (
     encode_command,
 )
 from ..kv.watch import WatchResponse
-from ..server.protocol import NOT_LEADER, RETRYABLE, TIMEOUT, ProtocolError, frame, read_frame
+from ..server.protocol import (
+    NOT_LEADER,
+    RETRYABLE,
+    TIMEOUT,
+    TOO_MANY_REQUESTS,
+    ProtocolError,
+    frame,
+    read_frame,
+)
 from .errors import ClientError, Unavailable, compacted, error_from
 
 RESPONSE_LIMIT = 256 * 1024 * 1024  # snapshots come back in one frame
@@ -184,6 +192,8 @@ class Client:
                         continue
                 if not retry or (code not in RETRYABLE and code != TIMEOUT):
                     raise err
+                if code != TOO_MANY_REQUESTS:
+                    self._leader = None  # that node could not serve us: ask around again
                 last = err
             except (Unavailable, TimeoutError) as exc:
                 last = exc if isinstance(exc, Unavailable) else Unavailable(f"{ep} did not answer in time")

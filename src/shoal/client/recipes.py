@@ -106,13 +106,17 @@ class Election:
         self.client = client
         self.prefix = b"/shoal/election/" + name.encode()
         self._q = _Queue(client, self.prefix, ttl)
+        self._leading = False
 
     async def campaign(self, value: bytes) -> int:
         await self._q.enqueue(value)
         await self._q.wait_turn()
+        self._leading = True
         return self._q.revision
 
     async def proclaim(self, value: bytes) -> None:
+        if not self._leading:
+            raise RuntimeError("election: not leader (campaign first)")
         resp = await self.client.txn(
             [Compare(self._q.key, CompareTarget.CREATE, CompareResult.EQUAL, self._q.revision)],
             [PutRequest(self._q.key, value, lease=self._q.lease)])
@@ -135,4 +139,5 @@ class Election:
                 yield now
 
     async def resign(self) -> None:
+        self._leading = False
         await self._q.leave()

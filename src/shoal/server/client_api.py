@@ -47,30 +47,33 @@ class ClientServer:
         self.node, self.addr, self.timeout = node, addr, request_timeout
         self.limit = node.cfg.max_request_bytes + FRAME_OVERHEAD
         self._server: asyncio.Server | None = None
-        self._connections = 0
+        self._conns: set[_Connection] = set()
 
     async def start(self) -> None:
         self._server = await asyncio.start_server(self._serve, *self.addr, limit=1 << 20)
 
     async def stop(self) -> None:
+        """Stop listening and drop every open connection, so clients move to another node."""
         if self._server is not None:
             self._server.close()
+            for conn in list(self._conns):
+                conn.writer.transport.abort()
             await self._server.wait_closed()
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         peer = writer.get_extra_info("peername")
-        if self._connections >= self.node.cfg.max_connections:
+        if len(self._conns) >= self.node.cfg.max_connections:
             writer.write(frame([None, "too_many_requests", {"message": "too many client connections"}]))
             writer.close()
             return
-        self._connections += 1
         conn = _Connection(self, writer)
+        self._conns.add(conn)
         try:
             while True:
                 try:
                     msg = await read_frame(reader, self.limit)
                 except FrameTooLarge as exc:
-                    conn.send([None, REQUEST_TOO_LARGE, {"message": f"request too large: {exc}"}])
+                    conn.send([exc.request_id, REQUEST_TOO_LARGE, {"message": f"request too large: {exc}"}])
                     continue
                 if msg is None:
                     break
@@ -86,7 +89,7 @@ class ClientServer:
         except ConnectionError:
             pass
         finally:
-            self._connections -= 1
+            self._conns.discard(conn)
             conn.close()
 
 

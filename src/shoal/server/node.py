@@ -53,7 +53,7 @@ from ..kv.requests import (
     decode_command,
     encode_command,
 )
-from ..kv.watch import WatchHub
+from ..kv.watch import WatchHub, WatchResponse
 from ..net import FaultPlan, TLSConfig, Transport
 from ..storage import Storage
 from .config import Member, NodeConfig, parse_member
@@ -155,6 +155,7 @@ class Node:
         if transfer and self.role == "leader":
             await self._transfer_before_stop()
         self._stopping = True
+        self.role, self.leader = "follower", 0  # answer "no leader" from now on
         self._wake.set()
         for t in self._tasks:
             t.cancel()
@@ -309,13 +310,19 @@ class Node:
     def _restore(self, data: bytes) -> None:
         kv_bytes, members = msgpack.unpackb(data, strict_map_key=False)
         self.kv = KVStore.restore(kv_bytes)
-        self.hub = WatchHub(self.kv.mvcc)  # watchers resume from their revisions via clients
+        self.hub = WatchHub(self.kv.mvcc)
+        # The old hub's watchers cannot follow a store replaced wholesale: end their streams
+        # (canceled, no compaction), and clients re-create them from their last revision.
+        for watch_id, sink in self._watch_sinks.items():
+            sink(WatchResponse(watch_id, 0, canceled=True, cancel_reason="store replaced by a snapshot"))
         self._watch_sinks.clear()
         self.members = {int(n): parse_member(spec) for n, spec in members.items()}
         self.members.setdefault(self.id, self.cfg.me)
 
     # ================================================================ client-facing operations
     def _check_capacity(self) -> None:
+        if self._stopping:
+            raise NodeError("unavailable", "node is shutting down")
         if len(self._proposals) + len(self._reads) >= self.cfg.max_pending_requests:
             raise NodeError("too_many_requests", "too many requests in flight; retry later")
 

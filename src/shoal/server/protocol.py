@@ -29,9 +29,9 @@ class ProtocolError(Exception):
 
 
 class FrameTooLarge(ProtocolError):
-    def __init__(self, size: int, limit: int):
+    def __init__(self, size: int, limit: int, request_id: Any = None):
         super().__init__(f"frame of {size} bytes exceeds the limit of {limit} bytes")
-        self.size, self.limit = size, limit
+        self.size, self.limit, self.request_id = size, limit, request_id
 
 
 def frame(obj: Any) -> bytes:
@@ -50,13 +50,15 @@ async def read_frame(reader: asyncio.StreamReader, limit: int) -> Any:
         return None
     size = int.from_bytes(head, "big")
     if size > limit:
-        left = size
+        left, request_id = size, None
         while left:
             chunk = await reader.read(min(left, 1 << 16))
             if not chunk:
                 raise ProtocolError("connection closed inside an oversized frame")
+            if left == size:
+                request_id = _leading_id(chunk)
             left -= len(chunk)
-        raise FrameTooLarge(size, limit)
+        raise FrameTooLarge(size, limit, request_id)
     try:
         payload = await reader.readexactly(size)
     except asyncio.IncompleteReadError:
@@ -65,6 +67,19 @@ async def read_frame(reader: asyncio.StreamReader, limit: int) -> Any:
         return msgpack.unpackb(payload, raw=False, strict_map_key=False)
     except (ValueError, msgpack.UnpackException) as exc:
         raise ProtocolError(f"frame is not valid msgpack: {exc}") from None
+
+
+def _leading_id(head: bytes) -> Any:
+    """The request id at the start of a frame we will not read whole, so the refusal can be
+    matched to its request."""
+    unpacker = msgpack.Unpacker(raw=False)
+    unpacker.feed(head)
+    try:
+        unpacker.read_array_header()
+        rid = unpacker.unpack()
+    except (ValueError, msgpack.UnpackException, msgpack.OutOfData):
+        return None
+    return rid if isinstance(rid, int) else None
 
 
 def endpoint(addr: tuple[str, int]) -> str:
