@@ -285,7 +285,7 @@ class MultiPaxos:
     def step(self, msg: object) -> None:
         self._not_mid_ready()
         if not isinstance(msg, PaxosMessage):
-            raise RemoteProtocolError(f"node {self.id} got a message that is not Paxos: {msg!r:.200}")
+            raise RemoteProtocolError(f"node {self.id} got a non-Paxos message: {msg!r:.200}")
         if msg.dst != self.id or msg.src == self.id or ballot_node(msg.ballot) == 0:
             raise RemoteProtocolError(f"node {self.id} got a misaddressed message: {msg!r:.200}")
         self.max_round = max(self.max_round, ballot_round(msg.ballot))
@@ -338,7 +338,7 @@ class MultiPaxos:
         in a Ready); drop the log up to it."""
         self._not_mid_ready()
         if not self.offset < index <= self.applied:
-            raise LocalProtocolError(f"compact at {index}: must be in ({self.offset}, {self.applied}]")
+            raise LocalProtocolError(f"compact at {index}: not in ({self.offset}, {self.applied}]")
         if self.confs[-1][0] > index + 1:
             raise ProposalDropped("a chosen membership change is not in effect yet; compact later")
         meta = SnapshotMeta(index, self._entry(index).term, self._conf_for(index + 1))
@@ -360,7 +360,8 @@ class MultiPaxos:
         hs, ss = self._hard_state(), self._soft_state()
         entries = self.log[max(0, self.unstable_from - self.offset - 1):]
         first = self._applied_floor() + 1
-        committed = self.log[first - self.offset - 1: min(self.commit, first + self.cfg.max_apply - 1) - self.offset]
+        last = min(self.commit, first + self.cfg.max_apply - 1)
+        committed = self.log[first - self.offset - 1:last - self.offset]
         rd = Ready(
             soft_state=ss if ss != self.prev_ss else None,
             hard_state=hs if hs != self.prev_hs else None,
@@ -369,7 +370,7 @@ class MultiPaxos:
             committed=committed,
             messages=list(self.msgs),
             read_states=self.read_states,
-            must_sync=bool(entries) or self.pending_snapshot is not None or hs.term != self.prev_hs.term,
+            must_sync=bool(entries) or bool(self.pending_snapshot) or hs.term != self.prev_hs.term,
         )
         self.msgs, self.read_states = [], []
         self.unstable_from = self._last() + 1
@@ -445,7 +446,8 @@ class MultiPaxos:
         run_end = self._run_end(m.ballot)
         if min(commit, run_end) > self.commit:
             self._commit_to(min(commit, run_end))
-        self.msgs.append(Accepted(self.id, m.src, m.ballot, lo, hi, run_end, self.commit, read_round))
+        ack = Accepted(self.id, m.src, m.ballot, lo, hi, run_end, self.commit, read_round)
+        self.msgs.append(ack)
 
     def _accept_entry(self, b: int, e: Entry) -> None:
         if e.term != b:
@@ -532,7 +534,7 @@ class MultiPaxos:
         end = max((*chosen, *accepted), default=0)
         self.role, self.leader = Role.LEADER, self.id
         self.acks, self.match = {}, {}
-        self.boundary = min([NO_BOUNDARY, *(first for first, _ in self.confs if first > self.start)])
+        self.boundary = self._conf_boundary(NO_BOUNDARY)
         self.next = {n: self.start for n in self._members() - {self.id}}
         self.heartbeat_elapsed = 0
         for i in range(self.commit + 1, end + 1):
@@ -551,7 +553,7 @@ class MultiPaxos:
                     if e.index > self.commit:
                         self.acks.setdefault(e.index, set()).add(p.src)
         self.read_floor = max(end, self.commit)
-        self.boundary = min([self.boundary, *(first for first, _ in self.confs if first > self.start)])
+        self.boundary = self._conf_boundary(self.boundary)  # recovery may have chosen some
         self._broadcast()
         self._maybe_commit()
 
@@ -632,8 +634,7 @@ class MultiPaxos:
 
     def _send_entries(self, n: NodeId) -> bool:
         sent = False
-        while self.next[n] <= self._last() and self.next[n] - self._match(n) <= self.cfg.max_catchup:
-            lo = self.next[n]
+        while (lo := self.next[n]) <= self._last() and lo - self._match(n) <= self.cfg.max_catchup:
             if lo <= self.offset:
                 assert self.snapshot is not None
                 self.msgs.append(InstallSnapshot(self.id, n, self.ballot, self.snapshot))
@@ -642,7 +643,8 @@ class MultiPaxos:
                 hi = min(self._last(), lo + self.cfg.max_batch - 1)
                 batch = self.log[lo - self.offset - 1:hi - self.offset]
                 entries = tuple(Entry(self.ballot, e.index, e.kind, e.data) for e in batch)
-                self.msgs.append(Accept(self.id, n, self.ballot, entries, self.commit, self.read_round))
+                self.msgs.append(
+                    Accept(self.id, n, self.ballot, entries, self.commit, self.read_round))
                 self.next[n] = hi + 1
             sent = True
         return sent
@@ -709,6 +711,10 @@ class MultiPaxos:
         new = apply_change(conf, ConfChange.decode(change))
         return ConfState(voters=new.voters, learners=new.learners)
 
+    def _conf_boundary(self, boundary: int) -> int:
+        """Lower `boundary` to where a chosen membership change takes effect after our start."""
+        return min([boundary, *(first for first, _ in self.confs if first > self.start)])
+
     def _conf_for(self, instance: int) -> ConfState:
         return next(c for first, c in reversed(self.confs) if first <= instance)
 
@@ -761,7 +767,7 @@ class MultiPaxos:
             self.snapshot, self.offset = d.snapshot, d.snapshot.meta.index
             self.confs = [(0, d.snapshot.meta.conf)]
         self.log = list(d.entries)
-        assert all(e.index == self.offset + 1 + k for k, e in enumerate(self.log)), "log not contiguous"
+        assert all(e.index == self.offset + 1 + k for k, e in enumerate(self.log)), "log has gaps"
         # Acceptances imply the promise, even if a crash lost the hard state written after them.
         self.promised = max(d.hard_state.term, *(e.term for e in self.log), 0)
         self.max_round = ballot_round(self.promised)

@@ -76,6 +76,7 @@ class Accepted:  # phase 2b, sent to every learner
 
 
 Message = Prepare | Promise | Nack | Accept | Accepted
+Report = tuple[NodeId, tuple[Ballot, Value] | None]  # a promise as its proposer keeps it
 
 
 def quorum(n: int) -> int:
@@ -131,7 +132,8 @@ class Acceptor:
             return self._with(nxt), (Promise(self.id, msg.src, msg.ballot, accepted),)
         if isinstance(msg, Accept):
             nxt = AcceptorState(msg.ballot, msg.ballot, msg.value)
-            return self._with(nxt), tuple(Accepted(self.id, n, msg.ballot, msg.value) for n in self.learners)
+            votes = tuple(Accepted(self.id, n, msg.ballot, msg.value) for n in self.learners)
+            return self._with(nxt), votes
         raise TypeError(f"acceptor {self.id} cannot handle {msg!r}")
 
     def _with(self, state: AcceptorState) -> Acceptor:
@@ -146,7 +148,7 @@ class Proposer:
     value: Value  # what this proposer wants chosen if phase 1 leaves it free
     ballot: Ballot = ZERO
     phase: int = 0  # 0 idle, 1 collecting promises, 2 accepts sent
-    promises: frozenset[tuple[NodeId, tuple[Ballot, Value] | None]] = frozenset()
+    promises: frozenset[Report] = frozenset()
     seen_round: int = 0  # highest round learnt from Nacks
     bug: str | None = None
 
@@ -159,16 +161,15 @@ class Proposer:
         assert ballot > self.ballot
         if self.bug == "skip-phase1":
             return self._accept(ballot, self.value)
-        return self._with(ballot, 1, frozenset()), tuple(Prepare(self.id, a, ballot) for a in self.acceptors)
+        prepares = tuple(Prepare(self.id, a, ballot) for a in self.acceptors)
+        return self._with(ballot, 1, frozenset()), prepares
 
     def step(self, msg: Message) -> tuple[Proposer, tuple[Message, ...]]:
         assert msg.dst == self.id
         if isinstance(msg, Nack):
             phase = 0 if msg.ballot == self.ballot else self.phase  # beaten: wait for start()
             seen = max(self.seen_round, msg.promised.round)
-            return Proposer(
-                self.id, self.acceptors, self.value, self.ballot, phase, self.promises, seen, self.bug
-            ), ()
+            return self._with(self.ballot, phase, self.promises, seen), ()
         if isinstance(msg, Promise):
             if msg.ballot != self.ballot or self.phase != 1:
                 return self, ()  # stale or duplicate
@@ -178,7 +179,7 @@ class Proposer:
             return self._accept(self.ballot, self._pick(promises))
         raise TypeError(f"proposer {self.id} cannot handle {msg!r}")
 
-    def _pick(self, promises: frozenset[tuple[NodeId, tuple[Ballot, Value] | None]]) -> Value:
+    def _pick(self, promises: frozenset[Report]) -> Value:
         """P2c: the value of the highest-ballot acceptance reported, else our own."""
         reported = [acc for _, acc in promises if acc is not None]
         if not reported or self.bug == "ignore-accepted":
@@ -190,11 +191,12 @@ class Proposer:
         return nxt, tuple(Accept(self.id, a, ballot, value) for a in self.acceptors)
 
     def _with(
-        self, ballot: Ballot, phase: int, promises: frozenset[tuple[NodeId, tuple[Ballot, Value] | None]]
+        self, ballot: Ballot, phase: int, promises: frozenset[Report], seen: int | None = None
     ) -> Proposer:
         assert ballot >= self.ballot, "a proposer never reuses a lower ballot"
+        seen = self.seen_round if seen is None else seen
         return Proposer(
-            self.id, self.acceptors, self.value, ballot, phase, promises, self.seen_round, self.bug
+            self.id, self.acceptors, self.value, ballot, phase, promises, seen, self.bug
         )
 
 
