@@ -93,8 +93,13 @@ class _Conn:
         self.pending[rid] = fut
         if stream is not None:
             self.streams[rid] = stream
-        self.writer.write(frame([rid, op, body]))
-        await self.writer.drain()
+        try:
+            self.writer.write(frame([rid, op, body]))
+            await self.writer.drain()
+        except (ConnectionError, OSError) as exc:
+            self.pending.pop(rid, None)
+            self.streams.pop(rid, None)
+            raise Unavailable(f"connection to {self.endpoint} failed: {exc}") from None
         return await fut
 
     def close(self) -> None:

@@ -42,6 +42,7 @@ class Nemesis:
     def __init__(self, cluster: LocalProcessCluster, rng: random.Random, log: Callable[[str], None]):
         self.cluster, self.rng, self.say = cluster, rng, log
         self.paused: set[int] = set()
+        self.restarts: set[asyncio.Task[None]] = set()  # pending restarts of killed nodes
         self.isolated: set[int] = set()
         self.done: list[str] = []
 
@@ -81,7 +82,9 @@ class Nemesis:
         i = target if target is not None else self.rng.choice(live)
         self.cluster.kill(i, signal.SIGKILL)
         self._note(f"kill -9 n{i}")
-        asyncio.get_running_loop().create_task(self._restart_later(i, self.rng.uniform(0.5, 2.0)))
+        task = asyncio.get_running_loop().create_task(self._restart_later(i, self.rng.uniform(0.5, 2.0)))
+        self.restarts.add(task)
+        task.add_done_callback(self.restarts.discard)
 
     async def kill_leader(self) -> None:
         leader = await asyncio.to_thread(self.cluster.leader)
@@ -115,6 +118,8 @@ class Nemesis:
             self._note(f"cut n{i} off from {others}")
 
     async def heal(self) -> None:
+        for task in list(self.restarts):
+            task.cancel()  # restarted right here instead, and never behind replace_disk's back
         for i in list(self.paused):
             if self.cluster.alive(i):
                 self.cluster.kill(i, signal.SIGCONT)
