@@ -59,6 +59,20 @@ def test_broken_core_is_caught(bug, bound):
     assert found is not None, f"{bug} went unnoticed for {bound} seeds"
 
 
+@pytest.mark.parametrize("chunk", range(2))
+def test_ci_campaign_paxos_no_violation(chunk):
+    """The same world, invariants and checker, driving Multi-Paxos instead of Raft."""
+    cfg = SimConfig(nodes=5, steps=3000, engine="paxos")
+    bad = [r for s in range(chunk * 50, chunk * 50 + 50) if not (r := run_seed(s, cfg)).ok]
+    assert not bad, f"seed {bad[0].seed}: {bad[0].violation}\nreplay: {cfg.replay_command(bad[0].seed)}"
+
+
+@pytest.mark.parametrize("bug,bound", [("skip-phase1", 20), ("forget-promise", 150)])
+def test_broken_paxos_is_caught(bug, bound):
+    cfg = SimConfig(engine="paxos", bugs=frozenset([bug]), **{**TEETH, "max_msg_bytes": 4096})
+    assert first_violation(cfg, range(bound)) is not None, f"{bug} went unnoticed for {bound} seeds"
+
+
 def test_sim_cli_reports_violation_with_replay_command():
     cfg = SimConfig(nodes=5, steps=20_000, bugs=frozenset(["skip-log-matching"]))
     seed, _ = first_violation(cfg, range(20)) or (None, "")

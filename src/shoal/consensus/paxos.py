@@ -333,16 +333,18 @@ class MultiPaxos:
             raise LocalProtocolError(f"cannot transfer leadership to {to}: not a voter")
         self.msgs.append(TimeoutNow(self.id, to, self.ballot))
 
-    def compact(self, index: int, data: bytes) -> None:
-        """The driver has stored `data` as the snapshot at `index` itself (it is not repeated
-        in a Ready); drop the log up to it."""
+    def compact(self, index: int, data: bytes) -> Snapshot:
+        """Drop the log up to `index`; the driver persists the returned snapshot itself (it is
+        not repeated in a Ready)."""
         self._not_mid_ready()
         if not self.offset < index <= self.applied:
             raise LocalProtocolError(f"compact at {index}: not in ({self.offset}, {self.applied}]")
         if self.confs[-1][0] > index + 1:
             raise ProposalDropped("a chosen membership change is not in effect yet; compact later")
         meta = SnapshotMeta(index, self._entry(index).term, self._conf_for(index + 1))
-        self._drop_through(Snapshot(meta, data))
+        snap = Snapshot(meta, data)
+        self._drop_through(snap)
+        return snap
 
     def has_ready(self) -> bool:
         if self.outstanding is not None:

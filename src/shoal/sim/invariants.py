@@ -43,6 +43,8 @@ class Invariants:
         self.committed_upto = max(self.committed_upto, upto)
 
     def on_leader(self, node: NodeId, term: int, disk: Disk) -> None:
+        if not self.log_shaped:
+            return  # a Paxos ballot names its leader: two leaders can share a round, never a ballot
         other = self.leaders.setdefault(term, node)
         if other != node:
             raise Violation("election safety", f"nodes {other} and {node} are both leader in term {term}")
@@ -59,8 +61,11 @@ class Invariants:
                 raise Violation("leader completeness", f"new leader {node} (term {term}) lacks entry {index} (term {t}) committed in term {committed_in}; has {e}")
 
     def on_apply(self, node: NodeId, e: Entry) -> None:
-        seen = self.applied.setdefault(e.index, (e.term, int(e.kind), e.data))
-        if seen != (e.term, int(e.kind), e.data):
+        # In Raft an entry keeps its term for life; in Paxos the chosen value may be accepted
+        # again under a later ballot, so only the value itself must agree.
+        mine = (e.term if self.log_shaped else 0, int(e.kind), e.data)
+        seen = self.applied.setdefault(e.index, mine)
+        if seen != mine:
             raise Violation("state machine safety", f"node {node} applied {e} at {e.index}, another node applied term {seen[0]} data {seen[2][:80]!r}")
 
     def on_send(self, node: NodeId, m: object, disk: Disk) -> None:
