@@ -7,9 +7,11 @@ from pathlib import Path
 import typer
 
 from .cli_cluster import app as cluster_commands
+from .cli_governance import app as governance_commands
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Shoal: consensus you can see and verify.")
 app.add_typer(cluster_commands)  # node, cluster up, and the client commands, at the top level
+app.add_typer(governance_commands)  # shoal service register/list/watch, shoal gateway
 
 
 @app.command()

@@ -1,0 +1,176 @@
+"""The `shoal service` commands (register, list, watch) and `shoal gateway`."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from .cli_cluster import ENDPOINTS, fail, interruptible, run_client
+from .client import Client, ClientError
+from .kv.errors import KVError
+
+app = typer.Typer()
+service_app = typer.Typer(no_args_is_help=True, help="Register, list and watch service instances.")
+app.add_typer(service_app, name="service")
+
+
+def _endpoints(endpoints: str) -> list[str]:
+    eps = [e.strip() for e in endpoints.split(",") if e.strip()]
+    if not eps:
+        raise fail("--endpoints is empty")
+    return eps
+
+
+def _host_port(value: str, option: str) -> str:
+    """":8080" means every interface; anything else must be HOST:PORT."""
+    from .registry import parse_address
+
+    address = f"0.0.0.0{value}" if value.startswith(":") else value
+    try:
+        parse_address(address, listen=True)
+    except ValueError as exc:
+        raise fail(f"{option}: {exc}", 2) from None
+    return address
+
+
+@service_app.command("register")
+def service_register(
+    name: str,
+    address: str = typer.Option(..., "--address", help="HOST:PORT clients should use"),
+    id: str | None = typer.Option(None, "--id", help="instance id (default: from the address)"),
+    weight: int = typer.Option(100, "--weight", min=0, help="relative share; 0 = drained"),
+    zone: str = typer.Option("", "--zone"),
+    version: str = typer.Option("", "--version"),
+    tag: list[str] = typer.Option([], "--tag", help="repeatable"),
+    ttl: int = typer.Option(10, "--ttl", min=2, help="lease seconds: how long a dead process lingers"),
+    endpoints: str = ENDPOINTS,
+) -> None:
+    """Register an instance and hold it (lease keep-alive) until Ctrl-C, then deregister."""
+    from .registry import Instance, Registration
+
+    instance_id = id or address.replace("[", "").replace("]", "").replace(":", "-")
+    try:
+        inst = Instance(name, instance_id, address, weight, zone, version, tuple(tag))
+    except ValueError as exc:
+        raise fail(str(exc), 2) from None
+
+    async def body(client: Client) -> None:
+        async with Registration(client, inst, ttl) as reg:
+            typer.echo(f"registered {inst.key.decode()} at {address} with lease {reg.lease_id:x} "
+                       f"(TTL {ttl} s); Ctrl-C deregisters")
+            sys.stdout.flush()
+            await interruptible(asyncio.Event().wait())
+        typer.echo(f"deregistered {inst.key.decode()}")
+
+    run_client(endpoints, body)
+
+
+def _instances_table(name: str, instances: tuple, stale: bool) -> Table:  # type: ignore[type-arg]
+    table = Table(title=f"service {name}" + (" (STALE: store unreachable)" if stale else ""),
+                  title_justify="left")
+    for col in ("id", "address", "weight", "zone", "version", "tags"):
+        table.add_column(col)
+    for i in instances:
+        table.add_row(i.id, i.address, str(i.weight), i.zone, i.version, ",".join(i.tags))
+    return table
+
+
+@service_app.command("list")
+def service_list(name: str, endpoints: str = ENDPOINTS) -> None:
+    """Print the live instances of NAME as a table."""
+    from .registry import list_instances
+
+    async def body(client: Client) -> None:
+        Console().print(_instances_table(name, await list_instances(client, name), False))
+
+    run_client(endpoints, body)
+
+
+@service_app.command("watch")
+def service_watch(name: str, endpoints: str = ENDPOINTS) -> None:
+    """Print the instances of NAME, then each change (+ joined, - left, ~ changed) until Ctrl-C."""
+    from .registry import ServiceWatcher
+
+    async def body(client: Client) -> None:
+        async def stream() -> None:
+            async with ServiceWatcher(client, name) as watcher:
+                before: dict[str, object] = {}
+                stale = False
+                async for snap in watcher.changes():
+                    now = {i.id: i for i in snap.instances}
+                    for iid in sorted(now.keys() - before.keys()):
+                        typer.echo(f"+ {iid} {now[iid].address}")
+                    for iid in sorted(before.keys() - now.keys()):
+                        typer.echo(f"- {iid}")
+                    for iid in sorted(now.keys() & before.keys()):
+                        if now[iid] != before[iid]:
+                            typer.echo(f"~ {iid} {now[iid].address}")
+                    if snap.stale != stale:
+                        stale = snap.stale
+                        typer.echo("! store unreachable: the list may be stale" if stale
+                                   else "! store reachable again")
+                    before = dict(now)
+                    sys.stdout.flush()
+
+        await interruptible(stream())
+
+    run_client(endpoints, body)
+
+
+@app.command()
+def gateway(
+    service: str = typer.Option(..., "--service", help="the registered service to front"),
+    lb: str = typer.Option("round-robin", "--lb", help="picker name, see docs/balance.md"),
+    listen: str = typer.Option(":8080", "--listen", help="[HOST]:PORT to serve on"),
+    admin: str = typer.Option("127.0.0.1:9901", "--admin", help="[HOST]:PORT for /metrics; '' = off"),
+    mode: str = typer.Option("http", "--mode", help="http or tcp"),
+    hash_header: str | None = typer.Option(None, "--hash-header",
+                                           help="hash pickers hash this header (default: client IP)"),
+    health: str = typer.Option("tcp", "--health", help="active checks: tcp, http or none"),
+    health_path: str = typer.Option("/health", "--health-path"),
+    health_interval: float = typer.Option(5.0, "--health-interval", min=0.1),
+    deadline: float = typer.Option(15.0, "--deadline", min=0.01, help="seconds per request, retries included"),
+    try_timeout: float = typer.Option(5.0, "--try-timeout", min=0.01, help="seconds per attempt"),
+    attempts: int = typer.Option(3, "--attempts", min=1, help="first try plus retries"),
+    endpoints: str = ENDPOINTS,
+) -> None:
+    """Run an HTTP/1.1 (or TCP) reverse proxy in front of SERVICE until Ctrl-C."""
+    from .caller import CallPolicy
+    from .gateway import Gateway, GatewayConfig
+    from .net import install_event_loop
+    from .registry import HealthConfig
+
+    if health not in ("tcp", "http", "none"):
+        raise fail(f"--health {health!r}: use tcp, http or none", 2)
+    try:
+        config = GatewayConfig(
+            service=service, endpoints=_endpoints(endpoints), listen=_host_port(listen, "--listen"),
+            admin=_host_port(admin, "--admin") if admin else None, mode=mode, lb=lb,
+            hash_header=hash_header,
+            health=None if health == "none" else HealthConfig(health, health_interval,
+                                                              path=health_path),
+            policy=CallPolicy(deadline, try_timeout, attempts))
+        loop_name = install_event_loop()
+        logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                            format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+        async def main() -> None:
+            async with Gateway(config):
+                typer.echo(f"gateway for {service} ({mode}, {lb}, {loop_name}) on "
+                           f"{config.listen}" + (f", metrics on {config.admin}" if config.admin
+                                                 else ""))
+                sys.stdout.flush()
+                await interruptible(asyncio.Event().wait())
+
+        asyncio.run(main())
+    except ValueError as exc:
+        raise fail(str(exc), 2) from None
+    except OSError as exc:
+        raise fail(str(exc), 2) from None
+    except (ClientError, KVError) as exc:  # the store unreachable at start: no cache to serve yet
+        raise fail(f"the registry at {endpoints}: {exc}") from None

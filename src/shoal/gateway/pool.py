@@ -1,0 +1,107 @@
+"""A bounded pool of keep-alive connections per backend.
+
+Reusing a connection skips a TCP handshake and a socket per request, which is most of a
+small request's cost. Each pool bounds both its open connections (a request waits for a free
+one, under its attempt timeout) and its idle ones (extras are closed on release)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+
+from ..caller import ConnectFailed
+from ..registry import parse_address
+
+READ_LIMIT = 64 * 1024  # a backend's response head must fit in this
+
+
+class Conn:
+    __slots__ = ("reader", "writer", "reused")
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter):
+        self.reader, self.writer = reader, writer
+        self.reused = False
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+class Pool:
+    def __init__(self, address: str, max_conns: int = 256, max_idle: int = 64,
+                 connect_timeout: float = 2.0):
+        self.address = address
+        self.host, self.port = parse_address(address)
+        self.max_idle, self.connect_timeout = max_idle, connect_timeout
+        self._idle: deque[Conn] = deque()
+        self._slots = asyncio.Semaphore(max_conns)
+        self.opened = 0  # total connects, for metrics
+        self.closed = False  # dropped from Pools: connections in use close on release
+
+    async def acquire(self, fresh: bool = False) -> Conn:
+        """A connection: idle if one is still open (unless `fresh`), else a new one
+        (ConnectFailed if that fails)."""
+        await self._slots.acquire()
+        while self._idle and not fresh:
+            conn = self._idle.pop()  # most recently used: the least likely to have timed out
+            if not (conn.reader.at_eof() or conn.writer.is_closing()):
+                conn.reused = True
+                return conn
+            conn.close()
+        try:
+            async with asyncio.timeout(self.connect_timeout):
+                reader, writer = await asyncio.open_connection(self.host, self.port,
+                                                               limit=READ_LIMIT)
+        except (OSError, TimeoutError) as exc:
+            self._slots.release()
+            raise ConnectFailed(f"cannot connect to {self.address}: {exc or 'timed out'}") from None
+        except BaseException:
+            self._slots.release()
+            raise
+        self.opened += 1
+        return Conn(reader, writer)
+
+    def release(self, conn: Conn, reusable: bool) -> None:
+        self._slots.release()
+        if (reusable and not self.closed and len(self._idle) < self.max_idle
+                and not conn.writer.is_closing()):
+            self._idle.append(conn)
+        else:
+            conn.close()
+
+    @property
+    def idle(self) -> int:
+        return len(self._idle)
+
+    def close(self) -> None:
+        self.closed = True
+        while self._idle:
+            self._idle.pop().close()
+
+
+class Pools:
+    """One pool per backend address, dropped when the address leaves the service."""
+
+    def __init__(self, **pool_options: float):
+        self.options = pool_options
+        self._pools: dict[str, Pool] = {}
+        self._opened_by_dropped = 0
+
+    def get(self, address: str) -> Pool:
+        pool = self._pools.get(address)
+        if pool is None:
+            pool = self._pools[address] = Pool(address, **self.options)  # type: ignore[arg-type]
+        return pool
+
+    def retain(self, addresses: set[str]) -> None:
+        for address in list(self._pools):
+            if address not in addresses:
+                pool = self._pools.pop(address)
+                self._opened_by_dropped += pool.opened
+                pool.close()
+
+    def opened(self) -> int:
+        """Backend connections opened so far, by every pool there has been."""
+        return self._opened_by_dropped + sum(p.opened for p in self._pools.values())
+
+    def close(self) -> None:
+        self.retain(set())
