@@ -79,6 +79,7 @@ def node(
     tick_ms: int | None = typer.Option(None, "--tick-ms"),
     election_ticks: int | None = typer.Option(None, "--election-ticks"),
     snapshot_entries: int | None = typer.Option(None, "--snapshot-entries"),
+    engine: str | None = typer.Option(None, "--engine", help="consensus engine: raft or paxos"),
     no_fsync: bool = typer.Option(False, "--no-fsync", help="unsafe: do not fsync the WAL"),
     tls_cert: Path | None = typer.Option(None, "--tls-cert"),
     tls_key: Path | None = typer.Option(None, "--tls-key"),
@@ -97,6 +98,7 @@ def node(
         "cluster_id": cluster_id, "join": join or None, "repair": repair or None,
         "tick_ms": tick_ms, "election_ticks": election_ticks,
         "snapshot_entries": snapshot_entries, "fsync": False if no_fsync else None,
+        "engine": engine,
         "tls_cert": tls_cert, "tls_key": tls_key, "tls_ca": tls_ca,
     }
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
@@ -117,6 +119,7 @@ def cluster_up(
     dir: Path | None = typer.Option(None, "--dir", help="data dirs and logs (default: temporary)"),
     base_port: int = typer.Option(
         23790, "--base-port", help="clients on BASE+i, peers BASE+100+i, http BASE+200+i; 0 = any"),
+    engine: str = typer.Option("raft", "--engine", help="consensus engine: raft or paxos"),
 ) -> None:
     """Start local node processes and keep them running until Ctrl-C.
 
@@ -125,7 +128,7 @@ def cluster_up(
     from .cluster_local import LocalProcessCluster
 
     console = Console()
-    cluster = LocalProcessCluster(nodes, dir, base_port or None)
+    cluster = LocalProcessCluster(nodes, dir, base_port or None, node_args=["--engine", engine])
     signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
         console.print(f"starting {nodes} nodes, data and logs in {cluster.root}")

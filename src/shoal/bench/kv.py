@@ -9,7 +9,7 @@ import asyncio
 import signal
 import time
 from contextlib import ExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from rich.console import Console
 from rich.table import Table
@@ -32,19 +32,23 @@ class BenchPlan:
     repeat: int
     compare_etcd: bool
     failover: bool
+    engines: list[str] = field(default_factory=lambda: ["raft"])
 
 
 def run_kv_bench(plan: BenchPlan, endpoints: list[str] | None = None) -> None:
     with ExitStack() as stack:
         systems: dict[str, list[str]] = {}
-        shoal_cluster: LocalProcessCluster | None = None
+        clusters: dict[str, LocalProcessCluster] = {}
         if endpoints:
             systems["shoal"] = endpoints
         else:
-            shoal_cluster = stack.enter_context(LocalProcessCluster(3))
-            with console.status("starting a 3-node Shoal cluster..."):
-                shoal_cluster.start()
-            systems["shoal"] = shoal_cluster.endpoints
+            for engine in plan.engines:
+                name = "shoal" if plan.engines == ["raft"] else f"shoal-{engine}"
+                clusters[name] = stack.enter_context(
+                    LocalProcessCluster(3, node_args=["--engine", engine]))
+                with console.status(f"starting a 3-node Shoal cluster ({engine})..."):
+                    clusters[name].start()
+                systems[name] = clusters[name].endpoints
         etcd: EtcdCluster | None = None
         if plan.compare_etcd:
             ports = free_ports(6)
@@ -55,13 +59,12 @@ def run_kv_bench(plan: BenchPlan, endpoints: list[str] | None = None) -> None:
                 etcd.start()
                 systems["etcd"] = [asyncio.run(etcd.wait_leader())]
         results = asyncio.run(_load_runs(plan, systems))
-        _print_table(plan, results)
-        if plan.failover and shoal_cluster is not None:
-            with console.status("measuring failover: kill -9 of the leader..."):
-                times = [_shoal_failover(shoal_cluster) for _ in range(plan.repeat)]
-            times.sort()
-            console.print(f"Shoal failover, kill -9 of the leader to the first acknowledged write: "
-                          f"median {times[len(times) // 2]:.2f} s (runs: "
+        _print_table(plan, list(systems), results)
+        for name, cluster in clusters.items() if plan.failover else ():
+            with console.status(f"measuring failover of {name}: kill -9 of the leader..."):
+                times = sorted(_shoal_failover(cluster) for _ in range(plan.repeat))
+            console.print(f"{name} failover, kill -9 of the leader to the first acknowledged "
+                          f"write: median {times[len(times) // 2]:.2f} s (runs: "
                           + ", ".join(f"{t:.2f}" for t in times) + ")")
 
 
@@ -76,7 +79,7 @@ async def _load_runs(plan: BenchPlan, systems: dict[str, list[str]]) -> dict[tup
                 for name, eps in systems.items():  # interleaved: both see the same noise
                     done += 1
                     console.print(f"[dim]run {done}/{total}: {name} {mix} x{clients}[/]")
-                    driver: Driver = ShoalDriver(eps) if name == "shoal" else EtcdDriver(eps[0])
+                    driver: Driver = EtcdDriver(eps[0]) if name == "etcd" else ShoalDriver(eps)
                     try:
                         runs[name].append(await run_load(driver, clients=clients, seconds=plan.seconds,
                                                          value_size=plan.value_size, mix=mix))
@@ -87,23 +90,33 @@ async def _load_runs(plan: BenchPlan, systems: dict[str, list[str]]) -> dict[tup
     return out
 
 
-def _print_table(plan: BenchPlan, results: dict[tuple[str, str, int], LoadResult]) -> None:
+def _print_table(plan: BenchPlan, names: list[str],
+                 results: dict[tuple[str, str, int], LoadResult]) -> None:
+    """One row per (mix, clients); per system ops/s, p50, p99; each system's throughput and p99
+    as a ratio to the reference (etcd when present, else the first system)."""
+    ref = "etcd" if "etcd" in names else names[0]
     t = Table(title=f"{plan.value_size}-byte values, {plan.seconds:.0f}s runs, median of "
-                    f"{plan.repeat}, fsync on, 3 nodes on one machine")
-    for col in ("mix", "clients", "shoal ops/s", "shoal p50 ms", "shoal p99 ms"):
-        t.add_column(col, justify="right")
-    if plan.compare_etcd:
-        for col in ("etcd ops/s", "etcd p50 ms", "etcd p99 ms", "throughput ratio", "p99 ratio"):
-            t.add_column(col, justify="right")
+                    f"{plan.repeat}, fsync on, 3 nodes on one machine; ratios against {ref}")
+    t.add_column("mix")
+    t.add_column("clients", justify="right")
+    for name in names:
+        for col in ("ops/s", "p50 ms", "p99 ms"):
+            t.add_column(f"{name} {col}", justify="right")
+    others = [n for n in names if n != ref]
+    for name in others:
+        t.add_column(f"{name}/{ref} ops", justify="right")
+        t.add_column(f"{name}/{ref} p99", justify="right")
     for mix in plan.mixes:
         for clients in plan.clients:
-            s = results[("shoal", mix, clients)]
-            row = [mix, str(clients), f"{s.throughput:,.0f}", f"{s.p50_ms:.1f}", f"{s.p99_ms:.1f}"]
-            if plan.compare_etcd:
-                e = results[("etcd", mix, clients)]
-                row += [f"{e.throughput:,.0f}", f"{e.p50_ms:.1f}", f"{e.p99_ms:.1f}",
-                        f"{s.throughput / e.throughput:.2f}x" if e.throughput else "-",
-                        f"{s.p99_ms / e.p99_ms:.2f}x" if e.p99_ms else "-"]
+            row = [mix, str(clients)]
+            for name in names:
+                r = results[(name, mix, clients)]
+                row += [f"{r.throughput:,.0f}", f"{r.p50_ms:.1f}", f"{r.p99_ms:.1f}"]
+            base = results[(ref, mix, clients)]
+            for name in others:
+                r = results[(name, mix, clients)]
+                row += [f"{r.throughput / base.throughput:.2f}x" if base.throughput else "-",
+                        f"{r.p99_ms / base.p99_ms:.2f}x" if base.p99_ms else "-"]
             t.add_row(*row)
     console.print(t)
 

@@ -23,6 +23,7 @@ from typing import Any
 import msgpack
 
 from ..consensus.confchange import ConfChange
+from ..consensus.engine import Engine
 from ..consensus.messages import (
     ConfState,
     ConsensusError,
@@ -34,6 +35,7 @@ from ..consensus.messages import (
     ProposalDropped,
     Ready,
 )
+from ..consensus.paxos import MultiPaxos, PaxosConfig
 from ..consensus.raft import Raft, RaftConfig
 from ..kv import KVStore
 from ..kv.errors import KVError
@@ -54,7 +56,12 @@ from ..kv.requests import (
     encode_command,
 )
 from ..kv.watch import WatchHub, WatchResponse
-from ..net import FaultPlan, TLSConfig, Transport
+from ..net import (
+    FaultPlan,
+    TLSConfig,
+    Transport,
+    paxos_codec,  # noqa: F401 - registers the "paxos" wire codec
+)
 from ..storage import Storage
 from .config import Member, NodeConfig, parse_member
 
@@ -125,19 +132,32 @@ class Node:
         if durable.snapshot is not None:
             self._restore(durable.snapshot.data)
             self.applied = self.snapshot_index = durable.snapshot.meta.index
-        self.core = Raft(self.id, ConfState(), random.Random(), durable, RaftConfig(
-            election_tick=self.cfg.election_ticks, heartbeat_tick=1, forward_proposals=False,
-            max_pending_reads=self.cfg.max_pending_requests))
+        self.core = self._make_core(durable)
         tls = (TLSConfig(self.cfg.tls_cert, self.cfg.tls_key, self.cfg.tls_ca)
                if self.cfg.tls_cert and self.cfg.tls_key and self.cfg.tls_ca else None)
         self.transport = Transport(self.id, self.cfg.me.peer, {}, self.cfg.cluster_id,
-                                   self._on_peer_message, tls, faults=self.faults)
+                                   self._on_peer_message, tls, codec=self.cfg.engine,
+                                   faults=self.faults)
         self._sync_peers()
         await self.transport.start()
         self._tasks = [asyncio.create_task(self._ready_loop(), name=f"ready-{self.id}"),
                        asyncio.create_task(self._ticker(), name=f"tick-{self.id}")]
         log.info("node %d started: %d entries after index %d, term %d", self.id,
                  len(durable.entries), self.applied, durable.hard_state.term)
+
+    def _make_core(self, durable: Durable) -> Engine:
+        if self.cfg.engine == "paxos":
+            # Paxos changes membership `alpha` instances after the change is chosen, so the
+            # initial configuration cannot wait for the bootstrap entry: it is given up front.
+            conf = ConfState(voters=frozenset(m.id for m in self.cfg.members))
+            return MultiPaxos(self.id, conf, random.Random(), durable, PaxosConfig(
+                election_ticks=self.cfg.election_ticks, max_pending_reads=self.cfg.max_pending_requests))
+        return Raft(self.id, ConfState(), random.Random(), durable, RaftConfig(
+            election_tick=self.cfg.election_ticks, heartbeat_tick=1, forward_proposals=False,
+            max_pending_reads=self.cfg.max_pending_requests))
+
+    def _term(self) -> int:
+        return self.core.status().term
 
     def _bootstrap(self) -> Durable:
         """A new cluster's first entry, written identically by every initial member: the
@@ -229,7 +249,7 @@ class Node:
             was_leader = self.role == "leader"
             self.role, self.leader = rd.soft_state.role, rd.soft_state.leader
             if self.role == "leader" and not was_leader:
-                log.info("node %d is leader in term %d", self.id, self.core.term)
+                log.info("node %d is leader in term %d", self.id, self._term())
                 # A new leader restarts every lease's clock so none expires during failover.
                 self._propose_internal(LeasePromoteRequest(now_ms()))
             if self.role != "leader":
@@ -240,7 +260,10 @@ class Node:
                 fut.set_result(rs.index)
         self._release_read_waiters()
         if self.applied - self.snapshot_index >= self.cfg.snapshot_entries:
-            snap = self.core.compact(self.applied, self._snapshot_data())
+            try:
+                snap = self.core.compact(self.applied, self._snapshot_data())
+            except ProposalDropped:
+                return  # the engine asks to compact later (Paxos: a change not yet in effect)
             self.storage.save_snapshot(snap)
             self.snapshot_index = self.applied
             self.stats["snapshots"] += 1
@@ -270,7 +293,7 @@ class Node:
         except KVError as exc:
             result = exc
         if isinstance(result, LeasePromoteResponse) and proposer == self.id:
-            self._promoted_term = self.core.term
+            self._promoted_term = self._term()
         if proposer == self.id:
             fut = self._proposals.pop(number, None)
             if fut is not None and not fut.done():
@@ -375,7 +398,7 @@ class Node:
         self._input(lambda: _quietly(self.core.propose, data))
 
     def _expire_leases(self) -> None:
-        if self._promoted_term != self.core.term:
+        if self._promoted_term != self._term():
             return  # leases may only expire once this leader's promotion is applied
         t = now_ms()
         for lease_id in self.kv.lessor.expired(t, limit=100):
@@ -478,7 +501,7 @@ class Node:
         def propose() -> None:
             try:
                 self.core.propose_conf_change(data)
-                self._proposals[-self.core.log.last_index()] = fut
+                self._proposals[-self.core.status().last_index] = fut
             except (ConsensusError, ValueError) as exc:
                 if not fut.done():
                     fut.set_exception(NodeError("bad_request", str(exc)))
