@@ -48,6 +48,42 @@ def saturated_throughput(nodes: int = 3, batch: int = 100, virtual_s: float = 2.
     return (min(h.applied for h in w.hosts.values()) - first) / wall
 
 
+def engine_profile(engine: str, nodes: int = 3, seeds: int = 5) -> dict[str, float]:
+    """What one engine costs in the simulator, no faults: messages per committed command when
+    commands go one at a time (no batching), and virtual milliseconds from a leader crash to
+    the next committed command. Medians over seeds."""
+    runs = [_profile_one(engine, nodes, seed) for seed in range(seeds)]
+    return {"messages_per_commit": statistics.median(r[0] for r in runs),
+            "failover_ms": statistics.median(r[1] for r in runs)}
+
+
+def _profile_one(engine: str, nodes: int, seed: int) -> tuple[float, float]:
+    w = World(seed, SimConfig(nodes=nodes, clients=0, faults=False, engine=engine))
+    w.run_until(lambda: w.leader() is not None, 5_000_000)
+    w.run_for(200_000)  # let the election's own traffic settle
+    before, seq = w.stats["messages"], 0
+    for _ in range(50):
+        leader = w.leader()
+        assert leader is not None
+        seq += 1
+        target = max(h.applied for h in w.hosts.values()) + 1
+        w.propose(leader, Command(1, seq, "write", "k", seq).encode())
+        w.run_until(lambda t=target: all(h.applied >= t for h in w.hosts.values()), 2_000_000)
+    per_commit = (w.stats["messages"] - before) / 50
+    leader = w.leader()
+    assert leader is not None
+    w.crash(leader.id)
+    crashed_at = w.now
+    while w.now - crashed_at < 10_000_000 and not any(c >= 10_000 for _, c in w.applied_cmds):
+        w.run_for(10_000)
+        new = w.leader()
+        if new is not None and not new.busy:  # offer a command every 10 ms until one commits
+            seq += 1
+            data = Command(1, 10_000 + seq, "write", "k", seq).encode()
+            w.call(new, lambda h=new, d=data: h.engine.propose(d))
+    return per_commit, (w.now - crashed_at) / 1000
+
+
 def run_bench(repeat: int = 3) -> None:
     t = Table(title="shoal bench (medians)")
     for col in ("what", "figure", "unit", "runs"):
@@ -64,3 +100,13 @@ def run_bench(repeat: int = 3) -> None:
     t.add_row("linearizability check, 10k ops, 10 processes, 5 keys",
               f"{statistics.median(times):.2f}", "seconds", str(repeat))
     console.print(t)
+    e = Table(title="Raft and Multi-Paxos in the simulator (3 nodes, no faults, medians of 5 seeds)")
+    for col in ("engine", "messages per commit (one at a time)", "leader crash to next commit (virtual ms)",
+                "committed entries / wall-s under faults"):
+        e.add_column(col, justify="right")
+    for engine in ("raft", "paxos"):
+        with console.status(f"profiling {engine}..."):
+            prof = engine_profile(engine)
+            rate, _ = sim_throughput(engine)
+        e.add_row(engine, f"{prof['messages_per_commit']:.1f}", f"{prof['failover_ms']:.0f}", f"{rate:,.0f}")
+    console.print(e)

@@ -151,7 +151,8 @@ class World:
             self.at(self._nemesis_gap(), self._nemesis)
         self.trace: deque[tuple[int, object]] | list[tuple[int, object]] = (
             [] if cfg.full_trace else deque(maxlen=cfg.trace_len))
-        self.stats = {"elections": 0, "crashes": 0, "partitions": 0, "snapshots": 0, "lost_writes": 0}
+        self.stats = {"elections": 0, "crashes": 0, "partitions": 0, "snapshots": 0, "lost_writes": 0,
+                      "messages": 0}
 
     # ------------------------------------------------------------------ clock and events
     def at(self, delay: int, fn: Callable[[], None]) -> None:
@@ -199,6 +200,10 @@ class World:
 
     def leader(self) -> Host | None:
         return self._leader()
+
+    def call(self, h: Host, fn: Callable[[], None]) -> None:
+        """Run `fn` against a node's core as its driver would, ignoring refusals."""
+        self._input(h, lambda: _ignore(lambda _: fn(), h.id))
 
     def propose(self, h: Host, data: bytes) -> None:
         """Hand a raw command to a node's core as its driver would."""
@@ -368,6 +373,7 @@ class World:
         h.waiting_reads = still
 
     def _send(self, m: object) -> None:
+        self.stats["messages"] += 1
         src, dst = m.src, m.dst  # type: ignore[attr-defined]
         for lat in self.net.latencies(src, dst):
             self.at(lat, partial(self._deliver, m))
