@@ -40,13 +40,15 @@ def free_ports(n: int) -> list[int]:
             s.close()
 
 
-def plan_ports(n: int, base_port: int | None) -> list[tuple[int, int, int]]:
-    """(client, peer, http) port of each node. From base B: clients B+i, peers B+100+i, http
-    B+200+i, for node i = 1..n, so the numbers say which node they belong to. None = any free."""
+def plan_ports(n: int, base_port: int | None) -> list[tuple[int, int, int, int]]:
+    """(client, peer, http, etcd) port of each node. From base B: clients B+i, peers B+100+i,
+    http B+200+i, etcd's API B+300+i, for node i = 1..n, so the numbers say which node they
+    belong to. None = any free."""
     if base_port is None or base_port == 0:
-        ports = free_ports(3 * n)
-        return [(ports[3 * i], ports[3 * i + 1], ports[3 * i + 2]) for i in range(n)]
-    return [(base_port + i, base_port + 100 + i, base_port + 200 + i) for i in range(1, n + 1)]
+        p = free_ports(4 * n)
+        return [(p[4 * i], p[4 * i + 1], p[4 * i + 2], p[4 * i + 3]) for i in range(n)]
+    return [(base_port + i, base_port + 100 + i, base_port + 200 + i, base_port + 300 + i)
+            for i in range(1, n + 1)]
 
 
 class LocalProcessCluster:
@@ -64,9 +66,9 @@ class LocalProcessCluster:
         self.root = Path(tempfile.mkdtemp(prefix="shoal-cluster-")) if root is None else root
         self.root.mkdir(parents=True, exist_ok=True)
         ports = plan_ports(n, base_port)
-        self.members = tuple(Member(i, (HOST, peer), (HOST, client))
-                             for i, (client, peer, _) in enumerate(ports, 1))
-        self.http_ports = {i: http for i, (_, _, http) in enumerate(ports, 1)}
+        self.members = tuple(Member(i, (HOST, peer), (HOST, client), (HOST, etcd))
+                             for i, (client, peer, _, etcd) in enumerate(ports, 1))
+        self.http_ports = {i: http for i, (_, _, http, _) in enumerate(ports, 1)}
         self.procs: dict[int, subprocess.Popen[bytes]] = {}
 
     # ------------------------------------------------------------------ addresses
@@ -82,6 +84,10 @@ class LocalProcessCluster:
     @property
     def peer_endpoints(self) -> list[str]:
         return [f"{m.peer[0]}:{m.peer[1]}" for m in self.members]
+
+    @property
+    def etcd_endpoints(self) -> list[str]:
+        return [f"{m.etcd[0]}:{m.etcd[1]}" for m in self.members if m.etcd]
 
     @property
     def http_endpoints(self) -> list[str]:
@@ -235,8 +241,9 @@ class LocalProcessCluster:
     def _check_ports(self, i: int) -> None:
         m = self.member(i)
         for addr, what in ((m.client, f"node {i} client"), (m.peer, f"node {i} peer"),
-                           ((HOST, self.http_ports[i]), f"node {i} http")):
-            check_port_free(addr, what)
+                           ((HOST, self.http_ports[i]), f"node {i} http"), (m.etcd, f"node {i} etcd")):
+            if addr is not None:
+                check_port_free(addr, what)
 
 
 def _last_line(path: Path) -> str:

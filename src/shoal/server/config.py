@@ -21,9 +21,11 @@ class Member:
     id: int
     peer: tuple[str, int]
     client: tuple[str, int]
+    etcd: tuple[str, int] | None = None  # where this member serves etcd's gRPC API, if it does
 
     def describe(self) -> str:
-        return f"{self.id}={self.peer[0]}:{self.peer[1]}/{self.client[0]}:{self.client[1]}"
+        spec = f"{self.id}={self.peer[0]}:{self.peer[1]}/{self.client[0]}:{self.client[1]}"
+        return spec + (f"/{self.etcd[0]}:{self.etcd[1]}" if self.etcd else "")
 
 
 @dataclass(frozen=True)
@@ -33,6 +35,7 @@ class NodeConfig:
     members: tuple[Member, ...]  # the initial cluster (bootstrap), including this node
     cluster_id: str = "shoal"
     http: tuple[str, int] = ("127.0.0.1", 0)
+    etcd_gateway: tuple[str, int] | None = None  # etcd's JSON gateway (/v3/kv/range ...)
     engine: str = "raft"
     join: bool = False  # start as a new member of a running cluster (no bootstrap)
     tick_ms: int = 50
@@ -84,13 +87,15 @@ def parse_addr(text: str, what: str) -> tuple[str, int]:
 
 
 def parse_member(text: str) -> Member:
-    """`ID=HOST:PEER_PORT/HOST:CLIENT_PORT`, e.g. `1=127.0.0.1:7001/127.0.0.1:2379`."""
+    """`ID=HOST:PEER_PORT/HOST:CLIENT_PORT[/HOST:ETCD_PORT]`, e.g.
+    `1=127.0.0.1:7001/127.0.0.1:2380/127.0.0.1:2379` (the last: etcd's gRPC API)."""
     ident, sep, rest = text.strip().partition("=")
-    peer, sep2, client = rest.partition("/")
-    if not sep or not sep2 or not ident.isdigit():
-        raise ConfigError(f"member {text!r} is not ID=HOST:PEER_PORT/HOST:CLIENT_PORT")
-    return Member(int(ident), parse_addr(peer, f"member {ident} peer address"),
-                  parse_addr(client, f"member {ident} client address"))
+    parts = rest.split("/")
+    if not sep or len(parts) not in (2, 3) or not ident.isdigit():
+        raise ConfigError(f"member {text!r} is not ID=HOST:PEER_PORT/HOST:CLIENT_PORT[/HOST:ETCD_PORT]")
+    etcd = parse_addr(parts[2], f"member {ident} etcd address") if len(parts) == 3 else None
+    return Member(int(ident), parse_addr(parts[0], f"member {ident} peer address"),
+                  parse_addr(parts[1], f"member {ident} client address"), etcd)
 
 
 def parse_members(text: str) -> tuple[Member, ...]:
@@ -122,8 +127,8 @@ def load(toml_path: Path | None, overrides: dict[str, Any]) -> NodeConfig:
         members = tuple(parse_member(m) for m in members)
     kw: dict[str, Any] = {}
     for k, v in raw.items():
-        if k == "http":
-            v = parse_addr(v, "http") if isinstance(v, str) else v
+        if k in ("http", "etcd_gateway"):
+            v = parse_addr(v, k) if isinstance(v, str) else v
         elif k in ("data_dir", "tls_cert", "tls_key", "tls_ca"):
             v = Path(v)
         kw[k] = v

@@ -8,6 +8,7 @@ import signal
 
 from aiohttp import web
 
+from ..etcdapi.server import EtcdServer, TLSFiles
 from ..net import install_event_loop
 from .client_api import ClientServer
 from .config import NodeConfig, check_port_free
@@ -24,16 +25,27 @@ class Server:
         self.cfg = cfg
         self.node = Node(cfg)
         self.clients = ClientServer(self.node, cfg.me.client)
+        self.etcd: EtcdServer | None = None
+        if cfg.me.etcd is not None:  # etcd's v3 API, for etcdctl and etcd clients
+            scheme = "https" if cfg.tls_cert else "http"
+            tls = TLSFiles(cfg.tls_cert, cfg.tls_key, cfg.tls_ca) if cfg.tls_cert and cfg.tls_key else None
+            self.etcd = EtcdServer(
+                self.node, f"{cfg.me.etcd[0]}:{cfg.me.etcd[1]}", tls=tls, gateway_addr=cfg.etcd_gateway,
+                client_urls=lambda m: [f"{scheme}://{m.etcd[0]}:{m.etcd[1]}"] if m.etcd else [])
         self._runner: web.AppRunner | None = None
 
     async def start(self) -> None:
         await self.node.start()
         await self.clients.start()
+        if self.etcd is not None:
+            await self.etcd.start()
         self._runner = web.AppRunner(make_app(self.node), access_log=None)
         await self._runner.setup()
         await web.TCPSite(self._runner, *self.cfg.http).start()
 
     async def stop(self) -> None:
+        if self.etcd is not None:
+            await self.etcd.stop()
         await self.clients.stop()
         await self.node.stop()
         if self._runner is not None:
@@ -41,8 +53,10 @@ class Server:
 
 
 def run(cfg: NodeConfig) -> None:
-    for addr, what in ((cfg.me.peer, "peer"), (cfg.me.client, "client"), (cfg.http, "http")):
-        check_port_free(addr, what)
+    for addr, what in ((cfg.me.peer, "peer"), (cfg.me.client, "client"), (cfg.http, "http"),
+                       (cfg.me.etcd, "etcd"), (cfg.etcd_gateway, "etcd gateway")):
+        if addr is not None:
+            check_port_free(addr, what)
     install_event_loop()
     asyncio.run(_serve(cfg))
 

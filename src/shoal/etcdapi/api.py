@@ -1,0 +1,950 @@
+"""The etcd v3 API over a Shoal node: one method per etcd RPC, independent of transport. The
+gRPC server (server.py) and the JSON gateway (gateway.py) both call these.
+
+Every method takes the etcd request message and a `Call` (the caller's auth token) and
+returns etcd's response message, or raises an EtcdError carrying etcd's status and message."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import math
+import secrets
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, replace
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+from ..kv.errors import ErrCompacted, KVError
+from ..kv.keyvalue import ALL_KEYS, KeyValue, prefix_end
+from ..kv.requests import (
+    MAX_LEASE_TTL,
+    CompactionRequest,
+    Compare,
+    CompareResult,
+    CompareTarget,
+    DeleteRangeRequest,
+    DeleteRangeResponse,
+    LeaseGrantRequest,
+    LeaseKeepAliveRequest,
+    LeaseLeasesRequest,
+    LeaseRevokeRequest,
+    LeaseTimeToLiveRequest,
+    PutRequest,
+    RangeRequest,
+    RangeResponse,
+    ResponseHeader,
+    SortOrder,
+    SortTarget,
+    TxnRequest,
+    TxnResponse,
+)
+from ..kv.watch import WatchFilter
+from ..kv.watch import WatchResponse as HubResponse
+from ..server.config import Member
+from ..server.node import Node, NodeError
+from . import convert
+from . import errors as E
+from .auth import (
+    AUTH_KEY,
+    READWRITE,
+    Auth,
+    AuthState,
+    _b64,
+    _unb64,
+    check_password,
+    covers_key,
+    hash_password,
+)
+from .backend import Backend
+from .pb import auth_pb2, rpc_pb2, v3election_pb2, v3lock_pb2
+
+log = logging.getLogger("shoal.etcdapi")
+
+VERSION = "3.5.0"  # the etcd API level served (clients gate features on it)
+SNAPSHOT_CHUNK = 32 * 1024
+WATCH_QUEUE_LIMIT = 10_000  # responses queued per watch stream before its watches are canceled
+DUPLICATE_WATCH_ID = "mvcc: duplicate watch ID provided on the WatchStream"
+
+
+@dataclass(frozen=True)
+class Call:
+    token: str | None = None
+
+
+def default_client_urls(m: Member) -> list[str]:
+    """The etcd endpoint of a member when its client port serves the etcd API (the hook)."""
+    return [f"http://{m.client[0]}:{m.client[1]}"] if m.client[1] else []
+
+
+class EtcdAPI:
+    def __init__(self, node: Node, *, timeout: float = 5.0,
+                 client_urls: Callable[[Member], list[str]] = default_client_urls,
+                 peer_scheme: str = "http"):
+        self.node = node
+        self.backend = Backend(node, timeout)
+        self.auth = Auth(self.backend)
+        self.client_urls, self.peer_scheme = client_urls, peer_scheme
+        tick_s = node.cfg.tick_ms / 1000
+        # etcd's minimum lease TTL: long enough to survive a leader election
+        self.min_ttl = max(1, math.ceil(3 * node.cfg.election_ticks * tick_s))
+
+    def header(self, revision: int | None = None) -> rpc_pb2.ResponseHeader:
+        return self.backend.header(revision)
+
+    # ================================================================ KV
+    async def Range(self, m: rpc_pb2.RangeRequest, call: Call) -> rpc_pb2.RangeResponse:
+        user = self.auth.user_of(call.token)
+        req = convert.range_request(m)
+        self.auth.check(user, req.key, req.range_end, write=False)
+        req, fix = self._guard(req)
+        resp = fix(await self.backend.read(req, m.serializable))
+        return convert.range_response(resp, self.header(resp.header.revision))
+
+    async def Put(self, m: rpc_pb2.PutRequest, call: Call) -> rpc_pb2.PutResponse:
+        user = self.auth.user_of(call.token)
+        req = convert.put_request(m)
+        self.auth.check(user, req.key, b"", write=True)
+        if req.key == AUTH_KEY:
+            raise E.PERMISSION_DENIED
+        resp = await self.backend.write(req)
+        return convert.put_response(resp, self.header(resp.header.revision))
+
+    async def DeleteRange(self, m: rpc_pb2.DeleteRangeRequest,
+                          call: Call) -> rpc_pb2.DeleteRangeResponse:
+        user = self.auth.user_of(call.token)
+        req = convert.delete_request(m)
+        self.auth.check(user, req.key, req.range_end, write=True)
+        op, fix = self._guard(req)
+        resp = fix(await self.backend.write(op))
+        return convert.delete_response(resp, self.header(resp.header.revision))
+
+    async def Txn(self, m: rpc_pb2.TxnRequest, call: Call) -> rpc_pb2.TxnResponse:
+        user = self.auth.user_of(call.token)
+        req = convert.txn_request(m)
+        self._check_txn(user, req)
+        op, fix = self._guard(req)
+        if not (op.success or op.failure) and not op.compare:
+            resp = TxnResponse(ResponseHeader(self.node.kv.revision), True)
+        else:
+            # a txn without writes goes through the log too: linearizable, compares and ranges
+            # atomic, and the store moves no revision for it
+            resp = await self.backend.write(op)
+        resp = fix(resp)
+        return convert.txn_response(resp, self.header(resp.header.revision))
+
+    async def Compact(self, m: rpc_pb2.CompactionRequest, call: Call) -> rpc_pb2.CompactionResponse:
+        self.auth.user_of(call.token)
+        resp = await self.backend.write(CompactionRequest(max(0, m.revision)))
+        return rpc_pb2.CompactionResponse(header=self.header(resp.header.revision))
+
+    def _check_txn(self, user: str | None, txn: TxnRequest) -> None:
+        if user is None:
+            return
+        for c in txn.compare:
+            self.auth.check(user, c.key, c.range_end, write=False)
+        for o in (*txn.success, *txn.failure):
+            if isinstance(o, RangeRequest):
+                self.auth.check(user, o.key, o.range_end, write=False)
+            elif isinstance(o, PutRequest):
+                self.auth.check(user, o.key, b"", write=True)
+            elif isinstance(o, DeleteRangeRequest):
+                self.auth.check(user, o.key, o.range_end, write=True)
+            else:
+                self._check_txn(user, o)
+
+    def _guard(self, op: Any) -> tuple[Any, Callable[[Any], Any]]:
+        """Keep the reserved auth key out of users' reach: refuse puts on it, split deletes
+        around it, and drop it from ranges. Returns the request to run and the function that
+        turns its response into the one the user asked for."""
+        ident: Callable[[Any], Any] = lambda x: x  # noqa: E731
+        if isinstance(op, PutRequest):
+            if op.key == AUTH_KEY:
+                raise E.PERMISSION_DENIED
+            return op, ident
+        if isinstance(op, RangeRequest):
+            if not covers_key(op.key, op.range_end):
+                return op, ident
+            limit = op.limit
+            return (replace(op, limit=limit + 1) if limit else op), lambda r: self._hide(r, limit)
+        if isinstance(op, DeleteRangeRequest):
+            if not covers_key(op.key, op.range_end):
+                return op, ident
+            if op.key == AUTH_KEY and not op.range_end:
+                raise E.PERMISSION_DENIED
+            parts = []
+            if op.key < AUTH_KEY:
+                parts.append(DeleteRangeRequest(op.key, AUTH_KEY, op.prev_kv))
+            after = AUTH_KEY + b"\0"
+            if op.range_end == ALL_KEYS or op.range_end > after:
+                parts.append(DeleteRangeRequest(after, op.range_end, op.prev_kv))
+            return TxnRequest((), tuple(parts)), _merge_deletes
+        assert isinstance(op, TxnRequest)
+        succ = [self._guard(o) for o in op.success]
+        fail = [self._guard(o) for o in op.failure]
+        new = replace(op, success=tuple(o for o, _ in succ), failure=tuple(o for o, _ in fail))
+
+        def fix(resp: TxnResponse) -> TxnResponse:
+            fixers = [f for _, f in (succ if resp.succeeded else fail)]
+            return replace(resp, responses=tuple(f(x) for f, x in zip(fixers, resp.responses, strict=True)))
+
+        return new, fix
+
+    def _hide(self, resp: RangeResponse, limit: int) -> RangeResponse:
+        kvs = [kv for kv in resp.kvs if kv.key != AUTH_KEY]
+        more = resp.more
+        if limit and len(kvs) > limit:
+            kvs, more = kvs[:limit], True
+        present = self.node.kv.mvcc.get(AUTH_KEY) is not None
+        return replace(resp, kvs=tuple(kvs), more=more, count=max(0, resp.count - present))
+
+    # ================================================================ Lease
+    async def LeaseGrant(self, m: rpc_pb2.LeaseGrantRequest, call: Call) -> rpc_pb2.LeaseGrantResponse:
+        self.auth.user_of(call.token)
+        if m.TTL > MAX_LEASE_TTL:
+            raise E.LEASE_TTL_TOO_LARGE
+        if m.ID < 0:
+            raise E.LEASE_NOT_FOUND
+        resp = await self.backend.write(LeaseGrantRequest(max(m.TTL, self.min_ttl), m.ID))
+        return rpc_pb2.LeaseGrantResponse(header=self.header(resp.header.revision), ID=resp.id,
+                                          TTL=resp.ttl)
+
+    async def LeaseRevoke(self, m: rpc_pb2.LeaseRevokeRequest, call: Call) -> rpc_pb2.LeaseRevokeResponse:
+        self.auth.user_of(call.token)
+        if m.ID <= 0:
+            raise E.LEASE_NOT_FOUND
+        resp = await self.backend.write(LeaseRevokeRequest(m.ID))
+        return rpc_pb2.LeaseRevokeResponse(header=self.header(resp.header.revision))
+
+    async def keep_alive_once(self, lease_id: int) -> rpc_pb2.LeaseKeepAliveResponse:
+        if lease_id <= 0:
+            return rpc_pb2.LeaseKeepAliveResponse(header=self.header(), ID=lease_id, TTL=0)
+        try:
+            resp = await self.backend.write(LeaseKeepAliveRequest(lease_id))
+        except E.EtcdError as exc:
+            if exc is not E.LEASE_NOT_FOUND:
+                raise
+            return rpc_pb2.LeaseKeepAliveResponse(header=self.header(), ID=lease_id, TTL=0)
+        return rpc_pb2.LeaseKeepAliveResponse(header=self.header(resp.header.revision),
+                                              ID=resp.id, TTL=resp.ttl)
+
+    async def LeaseKeepAlive(self, requests: AsyncIterator[rpc_pb2.LeaseKeepAliveRequest],
+                             call: Call) -> AsyncIterator[rpc_pb2.LeaseKeepAliveResponse]:
+        self.auth.user_of(call.token)
+        async for m in requests:
+            yield await self.keep_alive_once(m.ID)
+
+    async def LeaseTimeToLive(self, m: rpc_pb2.LeaseTimeToLiveRequest,
+                              call: Call) -> rpc_pb2.LeaseTimeToLiveResponse:
+        self.auth.user_of(call.token)
+        if m.ID <= 0:
+            return rpc_pb2.LeaseTimeToLiveResponse(header=self.header(), ID=m.ID, TTL=-1)
+        resp = await self.backend.read(LeaseTimeToLiveRequest(m.ID, keys=m.keys))
+        return rpc_pb2.LeaseTimeToLiveResponse(
+            header=self.header(resp.header.revision), ID=m.ID, TTL=resp.ttl,
+            grantedTTL=resp.granted_ttl, keys=list(resp.keys))
+
+    async def LeaseLeases(self, m: rpc_pb2.LeaseLeasesRequest, call: Call) -> rpc_pb2.LeaseLeasesResponse:
+        self.auth.user_of(call.token)
+        resp = await self.backend.read(LeaseLeasesRequest())
+        return rpc_pb2.LeaseLeasesResponse(header=self.header(resp.header.revision),
+                                           leases=[rpc_pb2.LeaseStatus(ID=i) for i in resp.leases])
+
+    # ================================================================ Watch
+    async def Watch(self, requests: AsyncIterator[rpc_pb2.WatchRequest],
+                    call: Call) -> AsyncIterator[rpc_pb2.WatchResponse]:
+        user = self.auth.user_of(call.token)
+        stream = WatchStream(self, user)
+        reader = asyncio.create_task(stream.read(requests))
+        try:
+            while True:
+                item = await stream.out.get()
+                if item is None:
+                    return
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            reader.cancel()
+            stream.close()
+
+    # ================================================================ Cluster
+    def _member(self, m: Member, learners: set[int]) -> rpc_pb2.Member:
+        return rpc_pb2.Member(ID=m.id, name=f"shoal-{m.id}",
+                              peerURLs=[f"{self.peer_scheme}://{m.peer[0]}:{m.peer[1]}"],
+                              clientURLs=self.client_urls(m), isLearner=m.id in learners)
+
+    def _members(self) -> list[rpc_pb2.Member]:
+        learners = set(self.node.core.conf.learners)
+        return [self._member(m, learners) for _, m in sorted(self.node.members.items())]
+
+    async def MemberList(self, m: rpc_pb2.MemberListRequest, call: Call) -> rpc_pb2.MemberListResponse:
+        self.auth.user_of(call.token)
+        if m.linearizable:
+            await self.backend.barrier()
+        return rpc_pb2.MemberListResponse(header=self.header(), members=self._members())
+
+    def _parse_peer(self, urls: list[str], client: tuple[str, int] | None = None
+                    ) -> tuple[tuple[str, int], tuple[str, int]]:
+        """A member's peer address from its first peer URL. Shoal members also have a client
+        address, which etcd's MemberAdd cannot carry: give it as `?client=host:port` on the
+        peer URL, or it stays unknown (port 0, no client URLs) as with an unstarted etcd
+        member."""
+        if not urls:
+            raise E.MEMBER_BAD_URLS
+        try:
+            u = urlsplit(urls[0])
+            if u.scheme not in ("http", "https") or not u.hostname or u.port is None:
+                raise ValueError(urls[0])
+            peer = (u.hostname, u.port)
+            q = parse_qs(u.query).get("client")
+            if q:
+                host, _, port = q[0].rpartition(":")
+                client = (host or u.hostname, int(port))
+        except ValueError:
+            raise E.MEMBER_BAD_URLS from None
+        return peer, client if client is not None else (peer[0], 0)
+
+    async def _change(self, op: str, member: Member | None, node_id: int) -> None:
+        body_op = {"add": "member_add", "add-learner": "member_add", "remove": "member_remove"}[op]
+        body: dict[str, Any] = {"id": node_id}
+        if member is not None:
+            body.update(peer=f"{member.peer[0]}:{member.peer[1]}",
+                        client=f"{member.client[0]}:{member.client[1]}",
+                        learner=op == "add-learner")
+        await self.backend.leader_call(
+            lambda: self.node.change_membership(op, member, node_id, self.backend.timeout),
+            body_op, body)
+        await self.backend.barrier()  # the member list we answer with includes the change
+
+    async def MemberAdd(self, m: rpc_pb2.MemberAddRequest, call: Call) -> rpc_pb2.MemberAddResponse:
+        self.auth.check_admin(self.auth.user_of(call.token))
+        peer, client = self._parse_peer(list(m.peerURLs))
+        if any(x.peer == peer for x in self.node.members.values()):
+            raise E.PEER_URL_EXIST
+        new_id = max(self.node.members, default=0) + 1
+        member = Member(new_id, peer, client)
+        await self._change("add-learner" if m.isLearner else "add", member, new_id)
+        learners = {new_id} if m.isLearner else set()
+        return rpc_pb2.MemberAddResponse(header=self.header(), member=self._member(member, learners),
+                                         members=self._members())
+
+    async def MemberRemove(self, m: rpc_pb2.MemberRemoveRequest,
+                           call: Call) -> rpc_pb2.MemberRemoveResponse:
+        self.auth.check_admin(self.auth.user_of(call.token))
+        if m.ID not in self.node.members:
+            raise E.MEMBER_NOT_FOUND
+        await self._change("remove", None, m.ID)
+        return rpc_pb2.MemberRemoveResponse(header=self.header(), members=self._members())
+
+    async def MemberUpdate(self, m: rpc_pb2.MemberUpdateRequest,
+                           call: Call) -> rpc_pb2.MemberUpdateResponse:
+        self.auth.check_admin(self.auth.user_of(call.token))
+        old = self.node.members.get(m.ID)
+        if old is None:
+            raise E.MEMBER_NOT_FOUND
+        peer, client = self._parse_peer(list(m.peerURLs), old.client)
+        learner = m.ID in self.node.core.conf.learners
+        # re-adding a member with its role unchanged only replaces its addresses
+        await self._change("add-learner" if learner else "add", Member(m.ID, peer, client), m.ID)
+        return rpc_pb2.MemberUpdateResponse(header=self.header(), members=self._members())
+
+    async def MemberPromote(self, m: rpc_pb2.MemberPromoteRequest,
+                            call: Call) -> rpc_pb2.MemberPromoteResponse:
+        self.auth.check_admin(self.auth.user_of(call.token))
+        member = self.node.members.get(m.ID)
+        if member is None:
+            raise E.MEMBER_NOT_FOUND
+        if m.ID not in self.node.core.conf.learners:
+            raise E.MEMBER_NOT_LEARNER
+        try:
+            await self._change("add", member, m.ID)
+        except E.EtcdError as exc:
+            if exc.code == E.C.INVALID_ARGUMENT:  # the core refused: the learner lags
+                raise E.LEARNER_NOT_READY from None
+            raise
+        return rpc_pb2.MemberPromoteResponse(header=self.header(), members=self._members())
+
+    # ================================================================ Maintenance
+    async def Status(self, m: rpc_pb2.StatusRequest, call: Call) -> rpc_pb2.StatusResponse:
+        st = self.node.status()
+        errors = [] if self.node.leader else ["etcdserver: no leader"]
+        size = int(st["db_size"])
+        return rpc_pb2.StatusResponse(
+            header=self.header(), version=VERSION, dbSize=size, leader=st["leader"],
+            raftIndex=st["commit"], raftTerm=st["term"], raftAppliedIndex=st["applied"],
+            errors=errors, dbSizeInUse=size, isLearner=self.node.id in st["learners"],
+            dbSizeQuota=self.node.kv.limits.quota_bytes)
+
+    async def Alarm(self, m: rpc_pb2.AlarmRequest, call: Call) -> rpc_pb2.AlarmResponse:
+        user = self.auth.user_of(call.token)
+        if m.action == rpc_pb2.AlarmRequest.ACTIVATE:
+            self.auth.check_admin(user)
+            raise E.EtcdError(E.C.UNIMPLEMENTED, "etcdserver: raising alarms is not supported")
+        if m.action == rpc_pb2.AlarmRequest.DEACTIVATE:
+            self.auth.check_admin(user)
+        # Shoal raises no alarms: the quota is enforced per request (ErrNoSpace), not latched.
+        return rpc_pb2.AlarmResponse(header=self.header())
+
+    async def Defragment(self, m: rpc_pb2.DefragmentRequest, call: Call) -> rpc_pb2.DefragmentResponse:
+        self.auth.check_admin(self.auth.user_of(call.token))
+        return rpc_pb2.DefragmentResponse(header=self.header())  # nothing to defragment
+
+    async def Hash(self, m: rpc_pb2.HashRequest, call: Call) -> rpc_pb2.HashResponse:
+        self.auth.check_admin(self.auth.user_of(call.token))
+        return rpc_pb2.HashResponse(header=self.header(), hash=self.node.kv.hash() & 0xFFFFFFFF)
+
+    async def HashKV(self, m: rpc_pb2.HashKVRequest, call: Call) -> rpc_pb2.HashKVResponse:
+        self.auth.check_admin(self.auth.user_of(call.token))
+        try:
+            h = self.node.kv.hash_kv(max(0, m.revision))
+        except KVError as exc:
+            raise E.from_exception(exc) from None
+        return rpc_pb2.HashKVResponse(header=self.header(), hash=h.hash & 0xFFFFFFFF,
+                                      compact_revision=h.compact_revision, hash_revision=h.revision)
+
+    async def Snapshot(self, m: rpc_pb2.SnapshotRequest,
+                       call: Call) -> AsyncIterator[rpc_pb2.SnapshotResponse]:
+        """Shoal's snapshot, not a bbolt file, framed so etcd tools accept the stream: etcd's
+        snapshot is a whole number of 512-byte pages followed by the sha256 of those pages
+        (etcdctl checks exactly that). So: `SNAPSHOT_MAGIC`, the 8-byte big-endian length of
+        `Node.snapshot_bytes()`, those bytes, zero padding to a multiple of 512, the sha256."""
+        self.auth.check_admin(self.auth.user_of(call.token))
+        await self.backend.barrier()
+        header = self.header()
+        data = frame_snapshot(self.node.snapshot_bytes())
+        for off in range(0, len(data), SNAPSHOT_CHUNK):
+            chunk = data[off:off + SNAPSHOT_CHUNK]
+            yield rpc_pb2.SnapshotResponse(header=header, blob=chunk, version=VERSION,
+                                           remaining_bytes=len(data) - off - len(chunk))
+
+    async def MoveLeader(self, m: rpc_pb2.MoveLeaderRequest, call: Call) -> rpc_pb2.MoveLeaderResponse:
+        self.auth.check_admin(self.auth.user_of(call.token))
+        if m.targetID not in self.node.core.conf.voters or m.targetID == 0:
+            raise E.BAD_LEADER_TRANSFEREE
+        if self.node.role != "leader":
+            raise E.NOT_LEADER  # etcd: MoveLeader must be sent to the leader
+        try:
+            await self.node.transfer_leadership(m.targetID)
+        except NodeError as exc:
+            raise E.from_exception(exc) from None
+        loop = asyncio.get_running_loop()
+        end = loop.time() + self.backend.timeout
+        while self.node.leader != m.targetID:
+            if loop.time() > end:
+                raise E.TIMEOUT
+            await asyncio.sleep(0.02)
+        return rpc_pb2.MoveLeaderResponse(header=self.header())
+
+    # ================================================================ Auth
+    async def _auth_change(self, call: Call, change: Callable[[AuthState], None],
+                           admin: bool = True) -> rpc_pb2.ResponseHeader:
+        user = self.auth.user_of(call.token)
+        if admin:
+            self.auth.check_admin(user)
+        await self.auth.update(change)
+        return self.header()
+
+    async def AuthEnable(self, m: rpc_pb2.AuthEnableRequest, call: Call) -> rpc_pb2.AuthEnableResponse:
+        def change(st: AuthState) -> None:
+            if "root" not in st.users:
+                raise E.ROOT_USER_NOT_EXIST
+            if "root" not in st.users["root"]["roles"]:
+                raise E.ROOT_ROLE_NOT_EXIST
+            st.enabled = True
+            st.secret = st.secret or secrets.token_hex(32)
+        return rpc_pb2.AuthEnableResponse(header=await self._auth_change(call, change))
+
+    async def AuthDisable(self, m: rpc_pb2.AuthDisableRequest, call: Call) -> rpc_pb2.AuthDisableResponse:
+        def change(st: AuthState) -> None:
+            st.enabled = False
+        return rpc_pb2.AuthDisableResponse(header=await self._auth_change(call, change))
+
+    async def AuthStatus(self, m: rpc_pb2.AuthStatusRequest, call: Call) -> rpc_pb2.AuthStatusResponse:
+        st = self.auth.state()
+        return rpc_pb2.AuthStatusResponse(header=self.header(), enabled=st.enabled,
+                                          authRevision=st.revision)
+
+    async def Authenticate(self, m: rpc_pb2.AuthenticateRequest,
+                           call: Call) -> rpc_pb2.AuthenticateResponse:
+        await self.backend.barrier()
+        st = self.auth.state()
+        if not st.enabled:
+            raise E.AUTH_NOT_ENABLED
+        u = st.users.get(m.name)
+        ok = u is not None and await asyncio.to_thread(check_password, m.password, u["pw"])
+        if not ok:
+            raise E.AUTH_FAILED
+        return rpc_pb2.AuthenticateResponse(header=self.header(), token=self.auth.issue_token(st, m.name))
+
+    async def UserAdd(self, m: rpc_pb2.AuthUserAddRequest, call: Call) -> rpc_pb2.AuthUserAddResponse:
+        if not m.name:
+            raise E.USER_EMPTY
+        no_password = m.options.no_password if m.HasField("options") else False
+        pw = "" if no_password else await asyncio.to_thread(hash_password, m.password)
+
+        def change(st: AuthState) -> None:
+            if m.name in st.users:
+                raise E.USER_ALREADY_EXIST
+            st.users[m.name] = {"pw": pw, "roles": []}
+        return rpc_pb2.AuthUserAddResponse(header=await self._auth_change(call, change))
+
+    async def UserGet(self, m: rpc_pb2.AuthUserGetRequest, call: Call) -> rpc_pb2.AuthUserGetResponse:
+        user = self.auth.user_of(call.token)
+        if user is not None and user != m.name:
+            self.auth.check_admin(user)
+        st = self.auth.state()
+        if m.name not in st.users:
+            raise E.USER_NOT_FOUND
+        return rpc_pb2.AuthUserGetResponse(header=self.header(), roles=sorted(st.user_roles(m.name)))
+
+    async def UserList(self, m: rpc_pb2.AuthUserListRequest, call: Call) -> rpc_pb2.AuthUserListResponse:
+        self.auth.check_admin(self.auth.user_of(call.token))
+        return rpc_pb2.AuthUserListResponse(header=self.header(), users=sorted(self.auth.state().users))
+
+    async def UserDelete(self, m: rpc_pb2.AuthUserDeleteRequest,
+                         call: Call) -> rpc_pb2.AuthUserDeleteResponse:
+        def change(st: AuthState) -> None:
+            if st.enabled and m.name == "root":
+                raise E.INVALID_AUTH_MGMT
+            if st.users.pop(m.name, None) is None:
+                raise E.USER_NOT_FOUND
+        return rpc_pb2.AuthUserDeleteResponse(header=await self._auth_change(call, change))
+
+    async def UserChangePassword(self, m: rpc_pb2.AuthUserChangePasswordRequest,
+                                 call: Call) -> rpc_pb2.AuthUserChangePasswordResponse:
+        pw = await asyncio.to_thread(hash_password, m.password)
+
+        def change(st: AuthState) -> None:
+            if m.name not in st.users:
+                raise E.USER_NOT_FOUND
+            st.users[m.name]["pw"] = pw
+        return rpc_pb2.AuthUserChangePasswordResponse(header=await self._auth_change(call, change))
+
+    async def UserGrantRole(self, m: rpc_pb2.AuthUserGrantRoleRequest,
+                            call: Call) -> rpc_pb2.AuthUserGrantRoleResponse:
+        def change(st: AuthState) -> None:
+            if m.user not in st.users:
+                raise E.USER_NOT_FOUND
+            if m.role != "root" and m.role not in st.roles:
+                raise E.ROLE_NOT_FOUND
+            roles = st.users[m.user]["roles"]
+            if m.role not in roles:
+                roles.append(m.role)
+        return rpc_pb2.AuthUserGrantRoleResponse(header=await self._auth_change(call, change))
+
+    async def UserRevokeRole(self, m: rpc_pb2.AuthUserRevokeRoleRequest,
+                             call: Call) -> rpc_pb2.AuthUserRevokeRoleResponse:
+        def change(st: AuthState) -> None:
+            if m.name not in st.users:
+                raise E.USER_NOT_FOUND
+            if st.enabled and m.name == "root" and m.role == "root":
+                raise E.INVALID_AUTH_MGMT
+            roles = st.users[m.name]["roles"]
+            if m.role not in roles:
+                raise E.ROLE_NOT_GRANTED
+            roles.remove(m.role)
+        return rpc_pb2.AuthUserRevokeRoleResponse(header=await self._auth_change(call, change))
+
+    async def RoleAdd(self, m: rpc_pb2.AuthRoleAddRequest, call: Call) -> rpc_pb2.AuthRoleAddResponse:
+        if not m.name:
+            raise E.ROLE_EMPTY
+
+        def change(st: AuthState) -> None:
+            if m.name in st.roles:
+                raise E.ROLE_ALREADY_EXIST
+            st.roles[m.name] = []
+        return rpc_pb2.AuthRoleAddResponse(header=await self._auth_change(call, change))
+
+    async def RoleGet(self, m: rpc_pb2.AuthRoleGetRequest, call: Call) -> rpc_pb2.AuthRoleGetResponse:
+        user = self.auth.user_of(call.token)
+        st = self.auth.state()
+        if user is not None and m.role not in st.user_roles(user):
+            self.auth.check_admin(user)
+        if m.role not in st.roles:
+            raise E.ROLE_NOT_FOUND
+        perms = [auth_pb2.Permission(permType=t, key=_unb64(k), range_end=_unb64(e))  # type: ignore[arg-type]
+                 for t, k, e in st.roles[m.role]]
+        if m.role == "root":
+            perms = [auth_pb2.Permission(permType=READWRITE, key=b"\0", range_end=b"\0")]  # type: ignore[arg-type]
+        return rpc_pb2.AuthRoleGetResponse(header=self.header(), perm=perms)
+
+    async def RoleList(self, m: rpc_pb2.AuthRoleListRequest, call: Call) -> rpc_pb2.AuthRoleListResponse:
+        self.auth.check_admin(self.auth.user_of(call.token))
+        return rpc_pb2.AuthRoleListResponse(header=self.header(), roles=sorted(self.auth.state().roles))
+
+    async def RoleDelete(self, m: rpc_pb2.AuthRoleDeleteRequest,
+                         call: Call) -> rpc_pb2.AuthRoleDeleteResponse:
+        def change(st: AuthState) -> None:
+            if st.enabled and m.role == "root":
+                raise E.INVALID_AUTH_MGMT
+            if st.roles.pop(m.role, None) is None:
+                raise E.ROLE_NOT_FOUND
+            for u in st.users.values():
+                if m.role in u["roles"]:
+                    u["roles"].remove(m.role)
+        return rpc_pb2.AuthRoleDeleteResponse(header=await self._auth_change(call, change))
+
+    async def RoleGrantPermission(self, m: rpc_pb2.AuthRoleGrantPermissionRequest,
+                                  call: Call) -> rpc_pb2.AuthRoleGrantPermissionResponse:
+        if not m.HasField("perm") or not m.perm.key:
+            raise E.EMPTY_KEY
+        perm = [int(m.perm.permType), _b64(m.perm.key), _b64(m.perm.range_end)]
+
+        def change(st: AuthState) -> None:
+            if m.name not in st.roles:
+                raise E.ROLE_NOT_FOUND
+            perms = [p for p in st.roles[m.name] if p[1:] != perm[1:]]
+            st.roles[m.name] = sorted([*perms, perm], key=lambda p: (p[1], p[2]))
+        return rpc_pb2.AuthRoleGrantPermissionResponse(header=await self._auth_change(call, change))
+
+    async def RoleRevokePermission(self, m: rpc_pb2.AuthRoleRevokePermissionRequest,
+                                   call: Call) -> rpc_pb2.AuthRoleRevokePermissionResponse:
+        span = [_b64(m.key), _b64(m.range_end)]
+
+        def change(st: AuthState) -> None:
+            if m.role not in st.roles:
+                raise E.ROLE_NOT_FOUND
+            kept = [p for p in st.roles[m.role] if p[1:] != span]
+            if len(kept) == len(st.roles[m.role]):
+                raise E.PERMISSION_NOT_GRANTED
+            st.roles[m.role] = kept
+        return rpc_pb2.AuthRoleRevokePermissionResponse(header=await self._auth_change(call, change))
+
+    # ================================================================ Lock (v3lockpb)
+    async def Lock(self, m: v3lock_pb2.LockRequest, call: Call) -> v3lock_pb2.LockResponse:
+        """etcd's v3lock: a concurrency.Mutex on `name` held by the caller's lease (kept alive
+        by this server while the caller waits, as etcd's session does)."""
+        user = self.auth.user_of(call.token)
+        if not m.name:
+            raise E.EMPTY_LOCK_NAME
+        prefix = m.name + b"/"
+        self.auth.check(user, prefix, prefix_end(prefix), write=True)
+        key = prefix + f"{m.lease:x}".encode()
+        async with self._keeping_alive(m.lease):
+            rev, header_rev = await self._enqueue(prefix, key, b"", m.lease)
+            try:
+                await self._wait_turn(prefix, rev)
+                if (await self.backend.read(RangeRequest(key))).count == 0:
+                    raise E.SESSION_EXPIRED
+            except BaseException:
+                await self._delete_quietly(key)
+                raise
+        return v3lock_pb2.LockResponse(header=self.header(), key=key)
+
+    async def Unlock(self, m: v3lock_pb2.UnlockRequest, call: Call) -> v3lock_pb2.UnlockResponse:
+        user = self.auth.user_of(call.token)
+        if not m.key:
+            raise E.EMPTY_KEY
+        self.auth.check(user, m.key, b"", write=True)
+        resp = await self.backend.write(DeleteRangeRequest(m.key))
+        return v3lock_pb2.UnlockResponse(header=self.header(resp.header.revision))
+
+    async def _enqueue(self, prefix: bytes, key: bytes, value: bytes, lease: int) -> tuple[int, int]:
+        """Put our key unless it exists; returns its create revision and the txn's revision."""
+        resp = await self.backend.write(TxnRequest(
+            (Compare(key, CompareTarget.CREATE, CompareResult.EQUAL, 0),),
+            (PutRequest(key, value, lease=lease),),
+            (RangeRequest(key),)))
+        if resp.succeeded:
+            return resp.header.revision, resp.header.revision
+        return resp.responses[0].kvs[0].create_revision, resp.header.revision
+
+    async def _wait_turn(self, prefix: bytes, rev: int) -> None:
+        """etcd's waitDeletes: until no key under `prefix` was created before `rev`."""
+        while True:
+            before = await self.backend.read(RangeRequest(
+                prefix, prefix_end(prefix), limit=1, sort_order=SortOrder.DESCEND,
+                sort_target=SortTarget.CREATE, max_create_revision=rev - 1))
+            if not before.kvs:
+                return
+            await self._wait_deleted(before.kvs[0].key, before.header.revision + 1)
+
+    async def _wait_deleted(self, key: bytes, start: int) -> None:
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+        def sink(resp: HubResponse) -> None:
+            if not done.done() and (resp.canceled or any(e.type == 1 for e in resp.events)):
+                done.set_result(None)
+
+        try:
+            created = self.node.watch(sink, key=key, start_revision=start)
+        except ErrCompacted:
+            return  # history moved on: the caller looks again
+        except KVError as exc:
+            raise E.from_exception(exc) from None
+        try:
+            await done
+        finally:
+            self.node.cancel_watch(created.watch_id)
+
+    async def _delete_quietly(self, key: bytes) -> None:
+        try:
+            await asyncio.shield(self.backend.write(DeleteRangeRequest(key)))
+        except Exception:  # noqa: BLE001 - best effort; the lease still bounds the key's life
+            log.info("could not delete %r after a failed lock or campaign", key)
+
+    def _keeping_alive(self, lease: int) -> _KeepAlive:
+        return _KeepAlive(self, lease)
+
+    # ================================================================ Election (v3electionpb)
+    async def Campaign(self, m: v3election_pb2.CampaignRequest,
+                       call: Call) -> v3election_pb2.CampaignResponse:
+        user = self.auth.user_of(call.token)
+        if not m.name:
+            raise E.EtcdError(E.C.INVALID_ARGUMENT, "election: empty name")
+        prefix = m.name + b"/"
+        self.auth.check(user, prefix, prefix_end(prefix), write=True)
+        key = prefix + f"{m.lease:x}".encode()
+        async with self._keeping_alive(m.lease):
+            rev, _ = await self._enqueue(prefix, key, m.value, m.lease)
+            try:
+                current = await self.backend.read(RangeRequest(key))
+                if current.kvs and current.kvs[0].value != m.value:
+                    await self._proclaim(key, rev, m.lease, m.value)
+                await self._wait_turn(prefix, rev)
+            except BaseException:
+                await self._delete_quietly(key)
+                raise
+        leader = v3election_pb2.LeaderKey(name=m.name, key=key, rev=rev, lease=m.lease)
+        return v3election_pb2.CampaignResponse(header=self.header(), leader=leader)
+
+    async def _proclaim(self, key: bytes, rev: int, lease: int, value: bytes) -> int:
+        resp = await self.backend.write(TxnRequest(
+            (Compare(key, CompareTarget.CREATE, CompareResult.EQUAL, rev),),
+            (PutRequest(key, value, lease=lease),)))
+        if not resp.succeeded:
+            raise E.ELECTION_NOT_LEADER
+        return resp.header.revision
+
+    async def Proclaim(self, m: v3election_pb2.ProclaimRequest,
+                       call: Call) -> v3election_pb2.ProclaimResponse:
+        user = self.auth.user_of(call.token)
+        if not m.HasField("leader"):
+            raise E.MISSING_LEADER_KEY
+        self.auth.check(user, m.leader.key, b"", write=True)
+        rev = await self._proclaim(m.leader.key, m.leader.rev, m.leader.lease, m.value)
+        return v3election_pb2.ProclaimResponse(header=self.header(rev))
+
+    async def _leader_kv(self, name: bytes) -> tuple[KeyValue | None, int]:
+        prefix = name + b"/"
+        resp = await self.backend.read(RangeRequest(
+            prefix, prefix_end(prefix), limit=1, sort_order=SortOrder.ASCEND,
+            sort_target=SortTarget.CREATE))
+        return (resp.kvs[0] if resp.kvs else None), resp.header.revision
+
+    async def Leader(self, m: v3election_pb2.LeaderRequest, call: Call) -> v3election_pb2.LeaderResponse:
+        user = self.auth.user_of(call.token)
+        prefix = m.name + b"/"
+        self.auth.check(user, prefix, prefix_end(prefix), write=False)
+        kv, rev = await self._leader_kv(m.name)
+        if kv is None:
+            raise E.ELECTION_NO_LEADER
+        return v3election_pb2.LeaderResponse(header=self.header(rev), kv=convert.keyvalue(kv))
+
+    async def Observe(self, m: v3election_pb2.LeaderRequest,
+                      call: Call) -> AsyncIterator[v3election_pb2.LeaderResponse]:
+        """Every change of leader or of its value, in order, starting with the current one."""
+        user = self.auth.user_of(call.token)
+        prefix = m.name + b"/"
+        self.auth.check(user, prefix, prefix_end(prefix), write=False)
+        changes: asyncio.Queue[None] = asyncio.Queue()
+        last: KeyValue | None = None
+        kv, rev = await self._leader_kv(m.name)
+        created = self.node.watch(lambda resp: changes.put_nowait(None), key=prefix,
+                                  range_end=prefix_end(prefix), start_revision=rev + 1)
+        try:
+            while True:
+                if kv is not None and (last is None or (kv.key, kv.mod_revision) != (last.key, last.mod_revision)):
+                    last = kv
+                    yield v3election_pb2.LeaderResponse(header=self.header(rev), kv=convert.keyvalue(kv))
+                await changes.get()
+                while not changes.empty():
+                    changes.get_nowait()
+                kv, rev = await self._leader_kv(m.name)
+        finally:
+            self.node.cancel_watch(created.watch_id)
+
+    async def Resign(self, m: v3election_pb2.ResignRequest, call: Call) -> v3election_pb2.ResignResponse:
+        user = self.auth.user_of(call.token)
+        if not m.HasField("leader"):
+            raise E.MISSING_LEADER_KEY
+        self.auth.check(user, m.leader.key, b"", write=True)
+        resp = await self.backend.write(TxnRequest(
+            (Compare(m.leader.key, CompareTarget.CREATE, CompareResult.EQUAL, m.leader.rev),),
+            (DeleteRangeRequest(m.leader.key),)))
+        return v3election_pb2.ResignResponse(header=self.header(resp.header.revision))
+
+
+# ==================================================================== helpers
+
+
+class _KeepAlive:
+    """Keeps a lease alive while a Lock or Campaign waits; the lease must exist."""
+
+    def __init__(self, api: EtcdAPI, lease: int):
+        self.api, self.lease = api, lease
+        self.task: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> _KeepAlive:
+        if self.lease == 0:
+            return self
+        ttl = await self.api.backend.read(LeaseTimeToLiveRequest(self.lease))
+        if ttl.ttl < 0:
+            raise E.LEASE_NOT_FOUND
+        self.task = asyncio.create_task(self._run(max(ttl.granted_ttl / 3, 0.2)))
+        return self
+
+    async def _run(self, period: float) -> None:
+        while True:
+            await asyncio.sleep(period)
+            try:
+                await self.api.backend.write(LeaseKeepAliveRequest(self.lease))
+            except E.EtcdError as exc:
+                if exc is E.LEASE_NOT_FOUND:
+                    return
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self.task is not None:
+            self.task.cancel()
+
+
+class WatchStream:
+    """One Watch RPC: many watchers, ids local to the stream, responses in one queue."""
+
+    def __init__(self, api: EtcdAPI, user: str | None):
+        self.api, self.node, self.user = api, api.node, user
+        self.out: asyncio.Queue[Any] = asyncio.Queue()
+        self.hub_ids: dict[int, int] = {}  # stream watch id -> hub watch id
+        self.next_id = 0
+        self.closed = False
+
+    async def read(self, requests: AsyncIterator[rpc_pb2.WatchRequest]) -> None:
+        try:
+            async for req in requests:
+                self.handle(req)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - reported to the client as the stream's end
+            self.out.put_nowait(exc)
+            return
+        self.out.put_nowait(None)
+
+    def send(self, resp: rpc_pb2.WatchResponse) -> None:
+        self.out.put_nowait(resp)
+
+    def handle(self, req: rpc_pb2.WatchRequest) -> None:
+        kind = req.WhichOneof("request_union")
+        if kind == "create_request":
+            self.create(req.create_request)
+        elif kind == "cancel_request":
+            sid = req.cancel_request.watch_id
+            hub = self.hub_ids.pop(sid, None)
+            if hub is not None:
+                self.node.cancel_watch(hub)
+                self.send(rpc_pb2.WatchResponse(header=self.api.header(), watch_id=sid, canceled=True))
+        elif kind == "progress_request":
+            self.send(rpc_pb2.WatchResponse(header=self.api.header(), watch_id=-1))
+
+    def create(self, c: rpc_pb2.WatchCreateRequest) -> None:
+        header = self.api.header()
+        try:
+            self.api.auth.check(self.user, c.key, c.range_end, write=False)
+        except E.EtcdError as exc:
+            self.send(rpc_pb2.WatchResponse(header=header, watch_id=c.watch_id, created=True,
+                                            canceled=True, cancel_reason=exc.message))
+            return
+        if c.watch_id:
+            sid = c.watch_id
+            if sid in self.hub_ids or sid < 0:
+                self.send(rpc_pb2.WatchResponse(header=header, watch_id=sid, created=True,
+                                                canceled=True, cancel_reason=DUPLICATE_WATCH_ID))
+                return
+        else:
+            while self.next_id in self.hub_ids:
+                self.next_id += 1
+            sid = self.next_id
+            self.next_id += 1
+        early: list[HubResponse] = []
+        ready = False
+
+        def sink(resp: HubResponse) -> None:
+            if ready:
+                self.emit(sid, resp)
+            else:
+                early.append(resp)
+
+        filters = tuple(WatchFilter(f) for f in c.filters if f in (0, 1))
+        try:
+            created = self.node.watch(sink, key=c.key, range_end=c.range_end,
+                                      start_revision=max(0, c.start_revision), prev_kv=c.prev_kv,
+                                      filters=filters, progress_notify=c.progress_notify)
+        except ErrCompacted as exc:
+            self.send(rpc_pb2.WatchResponse(header=header, watch_id=sid, created=True))
+            self.send(rpc_pb2.WatchResponse(
+                header=header, watch_id=sid, canceled=True, compact_revision=exc.compact_revision,
+                cancel_reason=E.COMPACTED.message.removeprefix("etcdserver: ")))
+            return
+        except KVError as exc:
+            self.send(rpc_pb2.WatchResponse(header=header, watch_id=sid, created=True, canceled=True,
+                                            cancel_reason=E.from_exception(exc).message))
+            return
+        self.hub_ids[sid] = created.watch_id
+        self.send(rpc_pb2.WatchResponse(header=header, watch_id=sid, created=True))
+        ready = True
+        for resp in early:
+            self.emit(sid, resp)
+
+    def emit(self, sid: int, resp: HubResponse) -> None:
+        if self.closed or sid not in self.hub_ids:
+            return
+        events = [e for e in resp.events if e.kv.key != AUTH_KEY]
+        if resp.events and not events and not resp.canceled:
+            return
+        rev = max([resp.revision, *(e.kv.mod_revision for e in events)])
+        self.send(rpc_pb2.WatchResponse(
+            header=self.api.header(rev), watch_id=sid, events=[convert.event(e) for e in events],
+            canceled=resp.canceled, compact_revision=resp.compact_revision,
+            cancel_reason=resp.cancel_reason))
+        if resp.canceled:
+            self.hub_ids.pop(sid, None)
+        elif self.out.qsize() > WATCH_QUEUE_LIMIT:
+            hub = self.hub_ids.pop(sid)
+            self.node.cancel_watch(hub)
+            self.send(rpc_pb2.WatchResponse(header=self.api.header(), watch_id=sid, canceled=True,
+                                            cancel_reason="etcdserver: watch stream is not read"))
+
+    def close(self) -> None:
+        self.closed = True
+        for hub in self.hub_ids.values():
+            self.node.cancel_watch(hub)
+        self.hub_ids.clear()
+
+
+SNAPSHOT_MAGIC = b"SHOALSNP"
+
+
+def frame_snapshot(snapshot: bytes) -> bytes:
+    body = SNAPSHOT_MAGIC + len(snapshot).to_bytes(8, "big") + snapshot
+    body += bytes(-len(body) % 512)
+    return body + hashlib.sha256(body).digest()
+
+
+def unframe_snapshot(data: bytes) -> bytes:
+    """The `Node.snapshot_bytes()` inside a file written by `etcdctl snapshot save`."""
+    body, digest = data[:-32], data[-32:]
+    if len(body) % 512 or hashlib.sha256(body).digest() != digest:
+        raise ValueError("not an etcd-framed Shoal snapshot: bad length or sha256")
+    if not body.startswith(SNAPSHOT_MAGIC):
+        raise ValueError("not a Shoal snapshot: missing magic")
+    n = int.from_bytes(body[8:16], "big")
+    return body[16:16 + n]
+
+
+def _merge_deletes(resp: TxnResponse) -> DeleteRangeResponse:
+    parts = [r for r in resp.responses if isinstance(r, DeleteRangeResponse)]
+    return DeleteRangeResponse(resp.header, sum(p.deleted for p in parts),
+                               tuple(kv for p in parts for kv in p.prev_kvs))
+
+
