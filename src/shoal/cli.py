@@ -71,6 +71,7 @@ def bench(
     failover: bool = typer.Option(False, "--failover", help="also time kill -9 of the leader to the next write"),
     endpoints: str | None = typer.Option(None, "--endpoints", help="an existing Shoal cluster instead of a local one"),
     engines: str = typer.Option("raft", "--engines", help="raft, paxos, or raft,paxos side by side"),
+    grpc: bool = typer.Option(False, "--grpc", help="drive Shoal through its etcd API with etcd's client"),
 ) -> None:
     """Throughput and latency of a 3-node cluster (with --compare-etcd: beside etcd), or --core."""
     if core:
@@ -82,7 +83,7 @@ def bench(
 
     plan = BenchPlan(clients=[int(c) for c in clients.split(",")], value_size=value_size,
                      mixes=mix.split(","), seconds=_duration(time_), repeat=repeat,
-                     compare_etcd=compare_etcd, failover=failover, engines=engines.split(","))
+                     compare_etcd=compare_etcd, failover=failover, engines=engines.split(","), grpc=grpc)
     run_kv_bench(plan, endpoints.split(",") if endpoints else None)
 
 

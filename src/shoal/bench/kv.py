@@ -33,6 +33,7 @@ class BenchPlan:
     compare_etcd: bool
     failover: bool
     engines: list[str] = field(default_factory=lambda: ["raft"])
+    grpc: bool = False  # drive Shoal through its etcd gRPC API with the same client as etcd
 
 
 def run_kv_bench(plan: BenchPlan, endpoints: list[str] | None = None) -> None:
@@ -48,7 +49,8 @@ def run_kv_bench(plan: BenchPlan, endpoints: list[str] | None = None) -> None:
                     LocalProcessCluster(3, node_args=["--engine", engine]))
                 with console.status(f"starting a 3-node Shoal cluster ({engine})..."):
                     clusters[name].start()
-                systems[name] = clusters[name].endpoints
+                systems[name] = (_etcd_leader(clusters[name]) if plan.grpc
+                                 else clusters[name].endpoints)
         etcd: EtcdCluster | None = None
         if plan.compare_etcd:
             ports = free_ports(6)
@@ -79,7 +81,8 @@ async def _load_runs(plan: BenchPlan, systems: dict[str, list[str]]) -> dict[tup
                 for name, eps in systems.items():  # interleaved: both see the same noise
                     done += 1
                     console.print(f"[dim]run {done}/{total}: {name} {mix} x{clients}[/]")
-                    driver: Driver = EtcdDriver(eps[0]) if name == "etcd" else ShoalDriver(eps)
+                    grpc = name == "etcd" or (plan.grpc and name.startswith("shoal"))
+                    driver: Driver = EtcdDriver(eps[0]) if grpc else ShoalDriver(eps)
                     try:
                         runs[name].append(await run_load(driver, clients=clients, seconds=plan.seconds,
                                                          value_size=plan.value_size, mix=mix))
@@ -119,6 +122,14 @@ def _print_table(plan: BenchPlan, names: list[str],
                         f"{r.p99_ms / base.p99_ms:.2f}x" if base.p99_ms else "-"]
             t.add_row(*row)
     console.print(t)
+
+
+def _etcd_leader(cluster: LocalProcessCluster) -> list[str]:
+    """The leader's etcd API endpoint: aetcd talks to one endpoint, as it does for etcd."""
+    leader = cluster.wait_leader()
+    etcd = cluster.member(leader).etcd
+    assert etcd is not None
+    return [f"{etcd[0]}:{etcd[1]}"]
 
 
 def _shoal_failover(cluster: LocalProcessCluster) -> float:
