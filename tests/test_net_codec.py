@@ -194,8 +194,8 @@ def test_codec_registry() -> None:
     register_codec(RAFT)  # idempotent
     with pytest.raises(LocalProtocolError, match="already registered"):
         register_codec(Codec("raft", repr, bytes))
-    with pytest.raises(LocalProtocolError, match="no codec registered as 'paxos'"):
-        get_codec("paxos")
+    with pytest.raises(LocalProtocolError, match="no codec registered as 'zab'"):
+        get_codec("zab")
 
 
 # ---- fault plan ------------------------------------------------------------------------------
