@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import statistics
 import time
+from functools import partial
 
 from rich.console import Console
 from rich.table import Table
@@ -68,7 +69,7 @@ def _profile_one(engine: str, nodes: int, seed: int) -> tuple[float, float]:
         seq += 1
         target = max(h.applied for h in w.hosts.values()) + 1
         w.propose(leader, Command(1, seq, "write", "k", seq).encode())
-        w.run_until(lambda t=target: all(h.applied >= t for h in w.hosts.values()), 2_000_000)
+        w.run_until(partial(_all_applied, w, target), 2_000_000)
     per_commit = (w.stats["messages"] - before) / 50
     leader = w.leader()
     assert leader is not None
@@ -80,8 +81,12 @@ def _profile_one(engine: str, nodes: int, seed: int) -> tuple[float, float]:
         if new is not None and not new.busy:  # offer a command every 10 ms until one commits
             seq += 1
             data = Command(1, 10_000 + seq, "write", "k", seq).encode()
-            w.call(new, lambda h=new, d=data: h.engine.propose(d))
+            w.call(new, partial(new.engine.propose, data))
     return per_commit, (w.now - crashed_at) / 1000
+
+
+def _all_applied(w: World, index: int) -> bool:
+    return all(h.applied >= index for h in w.hosts.values())
 
 
 def run_bench(repeat: int = 3) -> None:

@@ -24,6 +24,7 @@ from ..kv.requests import (
     LeaseTimeToLiveRequest,
     Op,
     OpenSessionRequest,
+    OpenSessionResponse,
     PutRequest,
     RangeRequest,
     Request,
@@ -233,6 +234,7 @@ class Client:
 
     async def _open_session(self) -> _SessionSlot:
         resp = decode_response(await self.call("kv", {"cmd": encode_command(OpenSessionRequest())}))
+        assert isinstance(resp, OpenSessionResponse), f"opening a session answered {resp!r:.80}"
         return _SessionSlot(resp.client_id)
 
     # ------------------------------------------------------------------ key-value

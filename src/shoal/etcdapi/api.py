@@ -276,7 +276,7 @@ class EtcdAPI:
                               clientURLs=self.client_urls(m), isLearner=m.id in learners)
 
     def _members(self) -> list[rpc_pb2.Member]:
-        learners = set(self.node.core.conf.learners)
+        learners = set(self.node.core.status().conf.learners)
         return [self._member(m, learners) for _, m in sorted(self.node.members.items())]
 
     async def MemberList(self, m: rpc_pb2.MemberListRequest, call: Call) -> rpc_pb2.MemberListResponse:
@@ -345,7 +345,7 @@ class EtcdAPI:
         if old is None:
             raise E.MEMBER_NOT_FOUND
         peer, client = self._parse_peer(list(m.peerURLs), old.client)
-        learner = m.ID in self.node.core.conf.learners
+        learner = m.ID in self.node.core.status().conf.learners
         # re-adding a member with its role unchanged only replaces its addresses
         await self._change("add-learner" if learner else "add", Member(m.ID, peer, client), m.ID)
         return rpc_pb2.MemberUpdateResponse(header=self.header(), members=self._members())
@@ -356,7 +356,7 @@ class EtcdAPI:
         member = self.node.members.get(m.ID)
         if member is None:
             raise E.MEMBER_NOT_FOUND
-        if m.ID not in self.node.core.conf.learners:
+        if m.ID not in self.node.core.status().conf.learners:
             raise E.MEMBER_NOT_LEARNER
         try:
             await self._change("add", member, m.ID)
@@ -421,7 +421,7 @@ class EtcdAPI:
 
     async def MoveLeader(self, m: rpc_pb2.MoveLeaderRequest, call: Call) -> rpc_pb2.MoveLeaderResponse:
         self.auth.check_admin(self.auth.user_of(call.token))
-        if m.targetID not in self.node.core.conf.voters or m.targetID == 0:
+        if m.targetID not in self.node.core.status().conf.voters or m.targetID == 0:
             raise E.BAD_LEADER_TRANSFEREE
         if self.node.role != "leader":
             raise E.NOT_LEADER  # etcd: MoveLeader must be sent to the leader

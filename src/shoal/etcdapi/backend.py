@@ -50,7 +50,7 @@ class Backend:
         return rpc_pb2.ResponseHeader(
             cluster_id=node.cluster_id, member_id=node.id,
             revision=node.kv.revision if revision is None else revision,
-            raft_term=node.core.term)
+            raft_term=node.core.status().term)
 
     # ------------------------------------------------------------------ kv
     async def write(self, request: Request) -> Any:

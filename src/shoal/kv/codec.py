@@ -12,7 +12,7 @@ import typing
 from dataclasses import fields, is_dataclass
 from enum import IntEnum
 from functools import cache
-from typing import Any
+from typing import Any, cast
 
 import msgpack
 
@@ -160,13 +160,13 @@ def _encoder(hint: Any) -> Any:
             inner = _encoder(members[0])
             return lambda v: None if v is None else inner(v)
         if all(is_dataclass(m) for m in members):
-            return lambda v: None if v is None else [type(v).__name__, *_fields_encoder(type(v))(v)]
+            return lambda v: None if v is None else [type(v).__name__, *_fields_encoder(cast(Any, type(v)))(v)]
         return lambda v: None if v is None else (int(v) if isinstance(v, IntEnum) else v)
     if typing.get_origin(hint) is tuple:
         item = _encoder(typing.get_args(hint)[0])
         return lambda v: [item(x) for x in v]
     if is_dataclass(hint):
-        return _fields_encoder(hint)
+        return _fields_encoder(cast(Any, hint))
     return lambda v: int(v) if isinstance(v, IntEnum) else v
 
 
@@ -223,7 +223,7 @@ def _decoder(hint: Any) -> Any:
 
         return dec_tuple
     if is_dataclass(hint):
-        fields_dec = _fields_decoder(hint)
+        fields_dec = _fields_decoder(cast(Any, hint))
 
         def dec_obj(raw: Any, depth: int) -> Any:
             if type(raw) is not list:
