@@ -83,3 +83,11 @@ def test_sim_cli_reports_violation_with_replay_command():
     assert "violated safety" in result.output
     assert f"replay: shoal sim --engine raft --nodes 5 --steps 20000 --seed {seed}" in result.output
     assert "->" in result.output  # the readable trace of the last events
+
+
+def test_new_leader_serves_no_read_before_committing_in_its_term():
+    """Regression, found by the 5,000-seed campaign (seed 559): a new leader that heard
+    heartbeat replies started a ReadIndex round at a commit index from the old term, below an
+    entry the old leader had already acknowledged, and served a stale read."""
+    res = run_seed(559, SimConfig(nodes=5, steps=20_000))
+    assert res.ok, res.violation

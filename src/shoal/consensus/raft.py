@@ -719,6 +719,10 @@ class Raft:
         """One heartbeat round confirms leadership for every read queued so far (batching)."""
         if self.read_rounds or not self.read_queue:
             return
+        if self.log.term(self.log.committed) != self.term:
+            # Until it commits an entry of its own term, a new leader's commit index may lag
+            # what an earlier leader acknowledged (§6.4): such a read index would be stale.
+            return
         self.read_round += 1
         self.read_rounds.append(_ReadRound(self.read_round, self.log.committed, self.read_queue))
         self.read_queue = []
