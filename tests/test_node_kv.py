@@ -361,3 +361,23 @@ def test_linearizable_reads_on_a_follower_see_the_latest_acknowledged_write(tmp_
                 assert follower.stats["read_index"] >= before + 15
                 assert set(fcl._conns) == {ep(c, f1)}  # no redirect: the follower answered
     run(main())
+
+
+def test_history_is_compacted_automatically(tmp_path):
+    """The store lives in memory: the leader compacts history older than the retention."""
+    from shoal.kv import ErrCompacted
+
+    async def main():
+        async with LocalCluster(tmp_path, auto_compact_revisions=20) as c, Client(c.endpoints) as cl:
+            await c.leader()
+            for i in range(60):
+                await cl.put(b"k", str(i).encode())
+            deadline = asyncio.get_running_loop().time() + 10
+            while not all(s.node.kv.compact_revision > 1 for s in c.servers.values()):
+                assert asyncio.get_running_loop().time() < deadline, "no automatic compaction"
+                await asyncio.sleep(0.05)
+            with pytest.raises(ErrCompacted):
+                await cl.get(b"k", revision=2)
+            assert await cl.get_value(b"k") == b"59"
+
+    asyncio.run(asyncio.wait_for(main(), 60))

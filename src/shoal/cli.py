@@ -72,6 +72,7 @@ def bench(
     endpoints: str | None = typer.Option(None, "--endpoints", help="an existing Shoal cluster instead of a local one"),
     engines: str = typer.Option("raft", "--engines", help="raft, paxos, or raft,paxos side by side"),
     grpc: bool = typer.Option(False, "--grpc", help="drive Shoal through its etcd API with etcd's client"),
+    soak: str | None = typer.Option(None, "--soak", help="e.g. 30m: a long load, memory sampled per node"),
 ) -> None:
     """Throughput and latency of a 3-node cluster (with --compare-etcd: beside etcd), or --core."""
     if core:
@@ -83,7 +84,8 @@ def bench(
 
     plan = BenchPlan(clients=[int(c) for c in clients.split(",")], value_size=value_size,
                      mixes=mix.split(","), seconds=_duration(time_), repeat=repeat,
-                     compare_etcd=compare_etcd, failover=failover, engines=engines.split(","), grpc=grpc)
+                     compare_etcd=compare_etcd, failover=failover, engines=engines.split(","), grpc=grpc,
+                     soak_minutes=_duration(soak) / 60 if soak else 0.0)
     run_kv_bench(plan, endpoints.split(",") if endpoints else None)
 
 

@@ -79,6 +79,8 @@ def node(
     tick_ms: int | None = typer.Option(None, "--tick-ms"),
     election_ticks: int | None = typer.Option(None, "--election-ticks"),
     snapshot_entries: int | None = typer.Option(None, "--snapshot-entries"),
+    auto_compact: int | None = typer.Option(None, "--auto-compact",
+                                            help="revisions of history to keep (0 = keep all)"),
     engine: str | None = typer.Option(None, "--engine", help="consensus engine: raft or paxos"),
     no_fsync: bool = typer.Option(False, "--no-fsync", help="unsafe: do not fsync the WAL"),
     tls_cert: Path | None = typer.Option(None, "--tls-cert"),
@@ -98,7 +100,7 @@ def node(
         "cluster_id": cluster_id, "join": join or None, "repair": repair or None,
         "tick_ms": tick_ms, "election_ticks": election_ticks,
         "snapshot_entries": snapshot_entries, "fsync": False if no_fsync else None,
-        "engine": engine,
+        "engine": engine, "auto_compact_revisions": auto_compact,
         "tls_cert": tls_cert, "tls_key": tls_key, "tls_ca": tls_ca,
     }
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,

@@ -34,6 +34,7 @@ class BenchPlan:
     failover: bool
     engines: list[str] = field(default_factory=lambda: ["raft"])
     grpc: bool = False  # drive Shoal through its etcd gRPC API with the same client as etcd
+    soak_minutes: float = 0.0  # > 0: a long mixed load, sampling each node's memory
 
 
 def run_kv_bench(plan: BenchPlan, endpoints: list[str] | None = None) -> None:
@@ -60,6 +61,10 @@ def run_kv_bench(plan: BenchPlan, endpoints: list[str] | None = None) -> None:
             with console.status("starting a 3-member etcd cluster..."):
                 etcd.start()
                 systems["etcd"] = [asyncio.run(etcd.wait_leader())]
+        if plan.soak_minutes > 0:
+            for name, cluster in clusters.items():
+                _soak(name, cluster, plan)
+            return
         results = asyncio.run(_load_runs(plan, systems))
         _print_table(plan, list(systems), results)
         for name, cluster in clusters.items() if plan.failover else ():
@@ -121,6 +126,48 @@ def _print_table(plan: BenchPlan, names: list[str],
                 row += [f"{r.throughput / base.throughput:.2f}x" if base.throughput else "-",
                         f"{r.p99_ms / base.p99_ms:.2f}x" if base.p99_ms else "-"]
             t.add_row(*row)
+    console.print(t)
+
+
+def _rss_mib(pid: int | None) -> float:
+    if pid is None:
+        return float("nan")
+    try:
+        for line in open(f"/proc/{pid}/status"):
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return float("nan")
+
+
+def _soak(name: str, cluster: LocalProcessCluster, plan: BenchPlan) -> None:
+    """A mixed 50:50 load for `soak_minutes`, printing each node's resident memory every
+    tenth of the run: flat memory means no leak in the log, the store or the connections."""
+    step = plan.soak_minutes * 60 / 10
+    t = Table(title=f"{name}: resident memory (MiB) under a 50:50 load of "
+                    f"{plan.clients[0]} clients, {plan.value_size}-byte values")
+    t.add_column("minute", justify="right")
+    for i in cluster.ids:
+        t.add_column(f"node {i}", justify="right")
+    t.add_column("ops/s", justify="right")
+
+    async def run() -> None:
+        driver = ShoalDriver(cluster.endpoints)
+        try:
+            for k in range(11):
+                rss = [f"{_rss_mib(cluster.pid(i)):.1f}" for i in cluster.ids]
+                if k == 10:
+                    t.add_row(f"{k * step / 60:.1f}", *rss, "-")
+                    break
+                r = await run_load(driver, clients=plan.clients[0], seconds=step, warmup=0.0,
+                                   value_size=plan.value_size, mix="50:50", keys=100_000, seed=k)
+                t.add_row(f"{k * step / 60:.1f}", *rss, f"{r.throughput:,.0f}")
+                console.print(f"[dim]{name} soak {k + 1}/10: {r.throughput:,.0f} ops/s[/]")
+        finally:
+            await driver.close()
+
+    asyncio.run(run())
     console.print(t)
 
 

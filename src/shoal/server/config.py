@@ -41,6 +41,7 @@ class NodeConfig:
     tick_ms: int = 50
     election_ticks: int = 10
     snapshot_entries: int = 10_000  # applied entries between snapshots
+    auto_compact_revisions: int = 100_000  # history kept; older revisions compacted (0 = never)
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
     max_pending_requests: int = 10_000  # per node, proposals + reads in flight
     max_connections: int = 1_000

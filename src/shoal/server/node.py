@@ -41,6 +41,7 @@ from ..kv import KVStore
 from ..kv.errors import KVError
 from ..kv.requests import (
     Command,
+    CompactionRequest,
     LeaseExpireRequest,
     LeaseGrantRequest,
     LeaseKeepAliveRequest,
@@ -115,6 +116,7 @@ class Node:
         self._reads: dict[bytes, asyncio.Future[int]] = {}  # ReadIndex context -> read index
         self._read_waiters: list[tuple[int, asyncio.Future[None]]] = []  # applied >= index
         self._expiring: set[int] = set()  # leases whose revocation we proposed
+        self._compacting = -1  # compact revision when we last proposed a compaction
         self._promoted_term = -1  # the term in which our lease promotion was applied
         self._watch_sinks: dict[int, Callable[[Any], None]] = {}
         self._tasks: list[asyncio.Task[Any]] = []
@@ -220,6 +222,7 @@ class Node:
             self._input(self.core.tick)
             if self.role == "leader":
                 self._expire_leases()
+                self._auto_compact()
 
     async def _ready_loop(self) -> None:
         loop = asyncio.get_running_loop()
@@ -406,6 +409,16 @@ class Node:
                 self._expiring.add(lease_id)
                 self._propose_internal(LeaseExpireRequest(lease_id, t))
         self._expiring &= set(self.kv.lessor.ids())
+
+    def _auto_compact(self) -> None:
+        """Keep the last `auto_compact_revisions` revisions of history (etcd's revision mode):
+        the store lives in memory, so unbounded history would be unbounded memory. Proposed in
+        steps of half the retention, so compaction is rare and cheap per write."""
+        keep = self.cfg.auto_compact_revisions
+        if keep and self.kv.revision - self.kv.compact_revision >= keep + keep // 2:
+            if self._compacting != self.kv.compact_revision:
+                self._compacting = self.kv.compact_revision
+                self._propose_internal(CompactionRequest(self.kv.revision - keep))
 
     async def read(self, request: RangeRequest | LeaseTimeToLiveRequest | LeaseLeasesRequest,
                    serializable: bool, timeout: float) -> Any:
