@@ -6,39 +6,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
-from cluster import LocalCluster
+from cluster import LocalCluster, drop_client_connections, ep, eventually, run
 from shoal.client import Client, ClientError
 from shoal.server.node import Node
-
-
-def run(coro, timeout: float = 50):
-    return asyncio.run(asyncio.wait_for(coro, timeout))
-
-
-async def eventually(pred, timeout: float = 10.0, what: str = "condition"):
-    loop = asyncio.get_running_loop()
-    end = loop.time() + timeout
-    while True:
-        value = pred()
-        if asyncio.iscoroutine(value):
-            value = await value
-        if value:
-            return value
-        if loop.time() > end:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.02)
-
-
-def ep(c: LocalCluster, i: int) -> str:
-    m = next(m for m in c.ms if m.id == i)
-    return f"{m.client[0]}:{m.client[1]}"
-
-
-def drop_client_connections(cl: Client, endpoint: str) -> None:
-    """What a crashed server process does to its clients' TCP connections."""
-    conn = cl._conns.get(endpoint)
-    if conn is not None:
-        conn.writer.transport.abort()
 
 
 async def same_state(c: LocalCluster) -> set[int]:

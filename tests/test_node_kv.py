@@ -8,7 +8,7 @@ import contextlib
 
 import pytest
 
-from cluster import LocalCluster
+from cluster import LocalCluster, drop_client_connections, ep, eventually, run
 from shoal import kv
 from shoal.client import Client
 from shoal.client.errors import ClientError
@@ -22,40 +22,6 @@ from shoal.kv import (
     SortOrder,
     SortTarget,
 )
-
-
-def run(coro, timeout: float = 50):
-    return asyncio.run(asyncio.wait_for(coro, timeout))
-
-
-async def eventually(pred, timeout: float = 10.0, what: str = "condition"):
-    """Poll `pred` (sync or async) until it returns something truthy, or fail."""
-    loop = asyncio.get_running_loop()
-    end = loop.time() + timeout
-    while True:
-        value = pred()
-        if asyncio.iscoroutine(value):
-            value = await value
-        if value:
-            return value
-        if loop.time() > end:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.02)
-
-
-def ep(c: LocalCluster, i: int) -> str:
-    m = next(m for m in c.ms if m.id == i)
-    return f"{m.client[0]}:{m.client[1]}"
-
-
-def drop_client_connections(cl: Client, endpoint: str) -> None:
-    """What a crashed server process does to its clients' TCP connections."""
-    conn = cl._conns.get(endpoint)
-    if conn is not None:
-        conn.writer.transport.abort()
-
-
-# ------------------------------------------------------------------------------ range
 
 
 def test_range_prefix_limit_revision_count_keys_only_and_sort(tmp_path):

@@ -7,27 +7,9 @@ import asyncio
 
 import pytest
 
-from cluster import LocalCluster
+from cluster import LocalCluster, ep, eventually, run
 from shoal import kv
 from shoal.client import Client
-
-
-def run(coro, timeout: float = 50):
-    return asyncio.run(asyncio.wait_for(coro, timeout))
-
-
-async def eventually(pred, timeout: float = 10.0, what: str = "condition"):
-    loop = asyncio.get_running_loop()
-    end = loop.time() + timeout
-    while True:
-        value = pred()
-        if asyncio.iscoroutine(value):
-            value = await value
-        if value:
-            return value
-        if loop.time() > end:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.02)
 
 
 async def holds_for(pred, seconds: float, what: str) -> None:
@@ -41,10 +23,6 @@ async def holds_for(pred, seconds: float, what: str) -> None:
         assert value, f"{what} stopped holding"
         await asyncio.sleep(0.05)
 
-
-def ep(c: LocalCluster, i: int) -> str:
-    m = next(m for m in c.ms if m.id == i)
-    return f"{m.client[0]}:{m.client[1]}"
 
 
 async def _ttl_at_most(cl: Client, lease: int, seconds: int) -> bool:

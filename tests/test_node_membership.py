@@ -3,38 +3,14 @@ the HTTP status and metrics endpoints."""
 
 from __future__ import annotations
 
-import asyncio
 import re
 
 import aiohttp
 
-from cluster import LocalCluster, config, free_ports
+from cluster import LocalCluster, config, ep, eventually, free_ports, run
 from shoal.client import Client
 from shoal.server.config import Member
 from shoal.server.main import Server
-
-
-def run(coro, timeout: float = 55):
-    return asyncio.run(asyncio.wait_for(coro, timeout))
-
-
-async def eventually(pred, timeout: float = 10.0, what: str = "condition"):
-    loop = asyncio.get_running_loop()
-    end = loop.time() + timeout
-    while True:
-        value = pred()
-        if asyncio.iscoroutine(value):
-            value = await value
-        if value:
-            return value
-        if loop.time() > end:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.02)
-
-
-def ep(c: LocalCluster, i: int) -> str:
-    m = next(m for m in c.ms if m.id == i)
-    return f"{m.client[0]}:{m.client[1]}"
 
 
 async def start_joiner(c: LocalCluster, n: int) -> tuple[Server, Member]:

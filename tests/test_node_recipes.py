@@ -7,27 +7,9 @@ import contextlib
 
 import pytest
 
-from cluster import LocalCluster
+from cluster import LocalCluster, eventually, run
 from shoal.client import Client, Election, Lock
 from shoal.kv import Compare, CompareResult, CompareTarget, PutRequest
-
-
-def run(coro, timeout: float = 50):
-    return asyncio.run(asyncio.wait_for(coro, timeout))
-
-
-async def eventually(pred, timeout: float = 10.0, what: str = "condition"):
-    loop = asyncio.get_running_loop()
-    end = loop.time() + timeout
-    while True:
-        value = pred()
-        if asyncio.iscoroutine(value):
-            value = await value
-        if value:
-            return value
-        if loop.time() > end:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.02)
 
 
 async def holds_for(pred, seconds: float, what: str) -> None:
