@@ -210,7 +210,7 @@ class Client:
             if loop.time() + delay >= end:
                 raise last
             await asyncio.sleep(delay * (0.5 + self._rng.random()))
-            delay = min(delay * 2, 0.5)
+            delay = min(delay * 2, 0.1)  # a new leader is usually elected within a second
 
     async def _read(self, request: Request, serializable: bool = False) -> Any:
         body = {"cmd": encode_command(request), "serializable": serializable}
