@@ -21,6 +21,10 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/shoal bench --core
 	$(BIN)/shoal bench --compare-etcd --mix put,get --clients 1,16,64,256 --time 10s --repeat 3 --failover
+	$(BIN)/shoal bench --compare-etcd --grpc --mix put,get --clients 1,16,64,256 --time 10s --repeat 3
+	$(BIN)/shoal bench --engines raft,paxos --mix put,get --clients 64 --time 10s --repeat 3 --failover
+	$(BIN)/shoal bench --gateway --clients 64 --time 10s --repeat 3
+	$(BIN)/shoal lb-report --out lb-report.png
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests

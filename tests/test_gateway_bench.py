@@ -6,10 +6,18 @@ agreeing with the full ones. The benchmark itself (`shoal.bench.gateway`) is run
 from __future__ import annotations
 
 import asyncio
+import os
 
 import pytest
 
-from shoal.bench.gateway import GatewayBenchPlan, SystemResult, WrkResult, haproxy_config, parse_wrk
+from shoal.bench.gateway import (
+    GatewayBenchPlan,
+    SystemResult,
+    WrkResult,
+    cpu_seconds,
+    haproxy_config,
+    parse_wrk,
+)
 from shoal.gateway.http1 import (
     HttpError,
     parse_request,
@@ -41,7 +49,7 @@ def test_parse_wrk_units_and_errors():
     r = parse_wrk(WRK_OUTPUT)
     assert r.rps == 18812.30
     assert r.p50_ms == pytest.approx(0.812) and r.p99_ms == pytest.approx(1020.0)
-    assert r.errors == 7
+    assert r.errors == 7 and r.requests == 188123
     with pytest.raises(ValueError):
         parse_wrk("Requests/sec: 5\n")  # no --latency distribution
 
@@ -54,6 +62,7 @@ def test_medians_and_haproxy_config():
                  "balance roundrobin", "bind 127.0.0.1:9000", "server b2 127.0.0.1:2"):
         assert line in cfg
     assert GatewayBenchPlan().connections == 64
+    assert cpu_seconds(os.getpid()) > 0
 
 
 def test_coarse_timeout_expires_late_by_at_most_a_tick_and_nests_with_cancel():
@@ -87,6 +96,7 @@ def test_watchdog_rearms_lazily_and_tells_its_expiry_from_a_cancel():
     async def main():
         wheel = Wheel()
         task = asyncio.current_task()
+        assert task is not None
         dog = Watchdog(wheel, task)
         for _ in range(5):  # re-armed before it fires: never fires
             dog.arm(0.06)

@@ -62,6 +62,7 @@ def demo(
 @app.command()
 def bench(
     core: bool = typer.Option(False, "--core", help="the consensus core in the simulator and the checker"),
+    gateway: bool = typer.Option(False, "--gateway", help="the Shoal gateway against HAProxy (wrk, same backends)"),
     clients: str = typer.Option("64", "--clients", help="concurrent clients; a list like 1,16,64 runs each"),
     value_size: int = typer.Option(256, "--value-size", min=1),
     mix: str = typer.Option("put", "--mix", help="put, get, or P:G like 50:50; a list like put,get runs each"),
@@ -79,6 +80,12 @@ def bench(
         from .bench.core import run_bench
 
         run_bench(repeat)
+        return
+    if gateway:
+        from .bench.gateway import GatewayBenchPlan, run_gateway_bench
+
+        run_gateway_bench(GatewayBenchPlan(connections=int(clients.split(",")[0]),
+                                           seconds=_duration(time_), repeat=repeat))
         return
     from .bench.kv import BenchPlan, run_kv_bench
 

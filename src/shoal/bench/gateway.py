@@ -16,6 +16,8 @@ backends, are what is measured."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import os
 import re
 import shutil
 import signal
@@ -113,6 +115,7 @@ async def serve_backend(port: int, ident: str, service: str | None, endpoints: l
     async with server:
         if service is None:
             await asyncio.Event().wait()
+            return
         from ..client import Client
         from ..registry import Instance, Registration
 
@@ -129,6 +132,8 @@ class WrkResult:
     p50_ms: float
     p99_ms: float
     errors: int  # socket errors plus non-2xx/3xx responses
+    requests: int = 0
+    cpu_us: float = float("nan")  # the proxy's CPU time (user + system) per request
 
 
 _UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 60e3, "h": 3600e3}
@@ -155,15 +160,30 @@ def parse_wrk(output: str) -> WrkResult:
     non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
     if non2xx:
         errors += int(non2xx.group(1))
-    return WrkResult(float(rps.group(1)), _ms(p50.group(1)), _ms(p99.group(1)), errors)
+    total = re.search(r"^\s*(\d+) requests in", output, re.M)
+    return WrkResult(float(rps.group(1)), _ms(p50.group(1)), _ms(p99.group(1)), errors,
+                     int(total.group(1)) if total else 0)
 
 
-def run_wrk(wrk: str, url: str, threads: int, connections: int, seconds: float) -> WrkResult:
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU time of a process so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def run_wrk(wrk: str, url: str, threads: int, connections: int, seconds: float,
+            pid: int | None = None) -> WrkResult:
+    """One wrk run; with `pid`, also the CPU that process spent per request meanwhile."""
     cmd = [wrk, f"-t{threads}", f"-c{connections}", f"-d{seconds:g}s", "--latency", url]
+    cpu0 = cpu_seconds(pid) if pid else 0.0
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 60, check=False)
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed: {proc.stderr or proc.stdout}")
-    return parse_wrk(proc.stdout)
+    result = parse_wrk(proc.stdout)
+    if pid and result.requests:
+        cpu = (cpu_seconds(pid) - cpu0) / result.requests * 1e6
+        result = dataclasses.replace(result, cpu_us=cpu)
+    return result
 
 
 # ---------------------------------------------------------------------------- haproxy
@@ -222,6 +242,10 @@ class SystemResult:
     @property
     def p99(self) -> float:
         return statistics.median(r.p99_ms for r in self.runs)
+
+    @property
+    def cpu_us(self) -> float:
+        return statistics.median(r.cpu_us for r in self.runs)
 
     @property
     def errors(self) -> int:
@@ -283,6 +307,7 @@ def run_gateway_bench(plan: GatewayBenchPlan | None = None,
     """Run the comparison and print the table. Returns the results by system name."""
     plan = plan or GatewayBenchPlan()
     haproxy, wrk = ensure_tools()
+    own_root = root is None
     root = root or Path(tempfile.mkdtemp(prefix="shoal-gwbench-"))
     py = sys.executable
     with ExitStack() as stack:
@@ -314,6 +339,7 @@ def run_gateway_bench(plan: GatewayBenchPlan | None = None,
                     "haproxy": f"http://{HOST}:{ha_port}/"}
             _wait_routes(urls["shoal gateway"], plan.backends, "the Shoal gateway")
             _wait_routes(urls["haproxy"], plan.backends, "HAProxy")
+        pids = {"shoal gateway": gw.pid, "haproxy": ha.pid}
         results = {name: SystemResult(name, []) for name in urls}
         with console.status("warming up..."):
             for url in urls.values():
@@ -323,8 +349,11 @@ def run_gateway_bench(plan: GatewayBenchPlan | None = None,
             for name in order if r % 2 == 0 else order[::-1]:  # A B, B A, ...: same noise
                 with console.status(f"run {r + 1}/{plan.repeat}: wrk against {name}..."):
                     results[name].runs.append(run_wrk(wrk, urls[name], plan.threads,
-                                                      plan.connections, plan.seconds))
+                                                      plan.connections, plan.seconds,
+                                                      pids[name]))
         connects = _gateway_connects(gw_admin)
+    if own_root:  # kept (with the processes' logs) only when something failed
+        shutil.rmtree(root, ignore_errors=True)
     print_table(plan, results, connects)
     return results
 
@@ -344,18 +373,21 @@ def print_table(plan: GatewayBenchPlan, results: dict[str, SystemResult],
     t = Table(title=f"gateway vs HAProxy: wrk -t{plan.threads} -c{plan.connections} "
                     f"-d{plan.seconds:g}s --latency, {plan.backends} backends, "
                     f"medians of {plan.repeat}")
-    for col in ("system", "req/s", "p50 ms", "p99 ms", "errors"):
+    for col in ("system", "req/s", "p50 ms", "p99 ms", "CPU µs/req", "errors"):
         t.add_column(col, justify="left" if col == "system" else "right")
     for r in results.values():
-        t.add_row(r.name, f"{r.rps:,.0f}", f"{r.p50:.2f}", f"{r.p99:.2f}", str(r.errors))
+        t.add_row(r.name, f"{r.rps:,.0f}", f"{r.p50:.2f}", f"{r.p99:.2f}", f"{r.cpu_us:.1f}",
+                  str(r.errors))
     s, h = results["shoal gateway"], results["haproxy"]
     rps_ratio, p99_ratio = s.rps / h.rps, s.p99 / h.p99
     t.add_row("Shoal / HAProxy", f"{rps_ratio:.2f}x", f"{s.p50 / h.p50:.2f}x",
-              f"{p99_ratio:.2f}x", "", style="bold")
+              f"{p99_ratio:.2f}x", f"{s.cpu_us / h.cpu_us:.2f}x", "", style="bold")
     console.print(t)
     ok_rps, ok_p99 = rps_ratio >= 0.5, p99_ratio <= 2.0
     console.print(f"target: req/s ratio >= 0.50 ({'met' if ok_rps else 'NOT met'}), "
                   f"p99 ratio <= 2.00 ({'met' if ok_p99 else 'NOT met'})")
+    console.print("[dim]CPU µs/req: the proxy process's user + system time per request, which "
+                  "depends less on what else the machine runs than req/s does[/dim]")
     if connects is not None:
         total = sum(r.rps for r in s.runs) * plan.seconds
         console.print(f"[dim]the gateway opened {connects} backend connections for about "

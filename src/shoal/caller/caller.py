@@ -125,9 +125,11 @@ class Caller:
     # ------------------------------------------------------------------ calling
     async def call(self, attempt: Callable[[Backend], Awaitable[T]], *,
                    key: str | bytes | None = None, client: str | None = None,
-                   idempotent: bool = False, deadline_s: float | None = None) -> Exchange[T]:
+                   idempotent: bool = False, deadline_s: float | None = None,
+                   timer: Any = None) -> Exchange[T]:
         """Run `attempt(backend)` until one succeeds or the policy says stop. On success the
-        caller must `finish` the returned exchange."""
+        caller must `finish` the returned exchange. `timer` is handed to `_timed` untouched
+        (a subclass's own timeout mechanism, e.g. the gateway's per-connection watchdog)."""
         policy = self.policy
         start = self.clock()
         end = start + (deadline_s if deadline_s is not None else policy.deadline_s)
@@ -149,7 +151,8 @@ class Caller:
                                             f"registered, {len(self.outlier.ejected())} ejected)")
                         break
                     tried.append(backend.id)
-                    value = await self._attempt(attempt, backend, min(policy.try_timeout_s, end - now))
+                    value = await self._attempt(attempt, backend, min(policy.try_timeout_s, end - now),
+                                                timer)
                 finally:
                     if n:
                         self.budget.end_retry()
@@ -170,7 +173,7 @@ class Caller:
                              f"({len(tried)} attempt{'s' * (len(tried) > 1)})") from last
 
     async def _attempt(self, attempt: Callable[[Backend], Awaitable[T]], backend: Backend,
-                       timeout: float) -> T | Exception:
+                       timeout: float, timer: Any) -> T | Exception:
         """One try: returns the value, or the exception (ConnectFailed, SendFailed or
         TimeoutError) after recording the failure."""
         picker = self._picker
@@ -178,8 +181,7 @@ class Caller:
         picker.on_start(backend.id)
         t0 = self.clock()
         try:
-            async with asyncio.timeout(timeout):
-                return await attempt(backend)
+            return await self._timed(attempt, backend, timeout, timer)
         except (ConnectFailed, SendFailed, TimeoutError) as exc:
             picker.on_finish(backend.id)
             self._record(backend.id, False, self.clock() - t0)
@@ -188,6 +190,12 @@ class Caller:
             picker.on_finish(backend.id)
             self.breakers[backend.id].on_cancel()
             raise
+
+    async def _timed(self, attempt: Callable[[Backend], Awaitable[T]], backend: Backend,
+                     timeout: float, timer: Any) -> T:
+        """Run one attempt, raising TimeoutError after `timeout` seconds."""
+        async with asyncio.timeout(timeout):
+            return await attempt(backend)
 
     def finish(self, exchange: Exchange[Any], ok: bool) -> None:
         """The exchange is over: `ok` False if the backend answered 5xx or broke mid-body."""

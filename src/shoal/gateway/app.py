@@ -16,7 +16,7 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import CollectorRegistry, generate_latest
 
-from ..caller import BreakerConfig, BudgetConfig, Caller, CallPolicy, RetryBudget
+from ..caller import BreakerConfig, BudgetConfig, CallPolicy, RetryBudget
 from ..client import Client
 from ..registry import (
     HealthChecker,
@@ -27,6 +27,7 @@ from ..registry import (
     Snapshot,
     parse_address,
 )
+from .calls import GatewayCaller
 from .pool import Pools
 from .proxy import HttpProxy, ProxyLimits
 from .stats import GatewayCollector, GatewayStats
@@ -68,7 +69,7 @@ class GatewayConfig:
 class Gateway:
     def __init__(self, config: GatewayConfig):
         self.config = c = config
-        self.caller = Caller(c.lb, lb_options=c.lb_options, policy=c.policy, breaker=c.breaker,
+        self.caller = GatewayCaller(c.lb, lb_options=c.lb_options, policy=c.policy, breaker=c.breaker,
                              budget=RetryBudget(c.budget), outlier=OutlierDetector(c.outlier))
         self.stats = GatewayStats()
         self.pools = Pools(max_conns=c.pool_max_conns, max_idle=c.pool_max_idle,
@@ -164,6 +165,8 @@ class Gateway:
         if self._admin is not None:
             await self._admin.cleanup()
         self.pools.close()
+        if self.caller.wheel is not None:
+            self.caller.wheel.close()
         if self.client is not None:
             await self.client.close()
         for s in self._servers:

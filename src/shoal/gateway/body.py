@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import asyncio
 
+from .timeouts import Wheel
+
 CHUNK = 64 * 1024
 MAX_CHUNK_LINE = 4096  # size line or trailer line
 
@@ -34,9 +36,10 @@ async def read_some(reader: asyncio.StreamReader, n: int, side: str, idle_s: flo
         raise BodyError(side, f"connection broke: {exc}") from None
 
 
-async def read_exactly(reader: asyncio.StreamReader, n: int, side: str, idle_s: float) -> bytes:
+async def read_exactly(reader: asyncio.StreamReader, n: int, side: str, idle_s: float,
+                       wheel: Wheel | None = None) -> bytes:
     try:
-        async with asyncio.timeout(idle_s):
+        async with (wheel.timeout(idle_s) if wheel is not None else asyncio.timeout(idle_s)):
             return await reader.readexactly(n)
     except asyncio.IncompleteReadError as exc:
         raise BodyError(side, f"closed with {n - len(exc.partial)} body bytes to come") from None

@@ -11,6 +11,7 @@ other than chunked, whitespace before a header's colon, obsolete line folding.""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 # RFC 9110 §7.6.1, plus the old Keep-Alive and Proxy-Connection. Transfer-Encoding is
@@ -64,6 +65,64 @@ class ResponseHead:
         return not (self.no_body or self.chunked or self.content_length >= 0)
 
 
+# The fast path. Most heads are plain: token header names right before their colon, no
+# folded lines, none of the headers the proxy must act on except one Content-Length. One
+# regex match checks that in C and the head is forwarded as it came (plus X-Forwarded-For);
+# anything else, malformed heads included, takes the full parser below, which decides.
+_TOKEN = rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
+_FAST_REQUEST = re.compile(rb"([A-Z]+) ([^ \r\n]+) HTTP/1\.1\r\n(?:" + _TOKEN
+                           + rb":[^\r\n]*\r\n)*\r\n")
+_FAST_RESPONSE = re.compile(rb"HTTP/1\.1 ([1-9][0-9][0-9])(?: [^\r\n]*)?\r\n(?:" + _TOKEN
+                            + rb":[^\r\n]*\r\n)*\r\n")
+_SPECIAL = (rb"content-length|transfer-encoding|connection|keep-alive|proxy-connection|te|"
+            rb"trailer|upgrade")
+_REQUEST_SPECIAL = re.compile(rb"\r\n(" + _SPECIAL + rb"|x-forwarded-for|expect|host):([^\r\n]*)",
+                              re.IGNORECASE)
+_RESPONSE_SPECIAL = re.compile(rb"\r\n(" + _SPECIAL + rb"):([^\r\n]*)", re.IGNORECASE)
+
+
+def _fast_length(found: list[tuple[bytes, bytes]], need_host: bool) -> int | None:
+    """From the special headers found: -1 without framing headers, the length with exactly
+    one valid Content-Length; None if the full parser must look (anything else, or no Host
+    where one is needed)."""
+    length, host = -1, not need_host
+    for name, value in found:
+        name = name.lower()
+        if name == b"host":
+            host = True
+        elif name == b"content-length" and length < 0:
+            value = value.strip()
+            if not value.isdigit() or len(value) > 18:
+                return None
+            length = int(value)
+        else:
+            return None
+    return length if host else None
+
+
+def _fast_request(head: bytes, client_ip: bytes) -> RequestHead | None:
+    m = _FAST_REQUEST.fullmatch(head)
+    if m is None:
+        return None
+    length = _fast_length(_REQUEST_SPECIAL.findall(head), True)
+    if length is None:
+        return None
+    return RequestHead(m.group(1), m.group(2), False, True, length, False, None, False,
+                       b"%sX-Forwarded-For: %s\r\n\r\n" % (head[:-2], client_ip))
+
+
+def _fast_response(head: bytes, method: bytes) -> ResponseHead | None:
+    m = _FAST_RESPONSE.fullmatch(head)
+    if m is None:
+        return None
+    length = _fast_length(_RESPONSE_SPECIAL.findall(head), False)
+    if length is None:
+        return None
+    status = int(m.group(1))
+    no_body = status < 200 or status in (204, 304) or method == b"HEAD"
+    return ResponseHead(status, length >= 0 or no_body, length, False, no_body, head[:-4])
+
+
 def _split(head: bytes) -> list[bytes]:
     return head[:-4].split(b"\r\n")  # the head ends in CRLF CRLF
 
@@ -91,6 +150,15 @@ def _connection_tokens(value: bytes, tokens: set[bytes]) -> None:
 
 def parse_request(head: bytes, client_ip: bytes, hash_header: bytes | None) -> RequestHead:
     """Parse a request head (ending in CRLF CRLF) and build its upstream copy."""
+    if hash_header is None:
+        fast = _fast_request(head, client_ip)
+        if fast is not None:
+            return fast
+    return parse_request_full(head, client_ip, hash_header)
+
+
+def parse_request_full(head: bytes, client_ip: bytes, hash_header: bytes | None) -> RequestHead:
+    """`parse_request` without the fast path (it must agree with it)."""
     lines = _split(head)
     parts = lines[0].split(b" ")
     if len(parts) != 3 or not parts[0] or not parts[1]:
@@ -151,6 +219,14 @@ def parse_request(head: bytes, client_ip: bytes, hash_header: bytes | None) -> R
 
 def parse_response(head: bytes, method: bytes) -> ResponseHead:
     """Parse a backend's response head; HttpError(502) if it is malformed."""
+    fast = _fast_response(head, method)
+    if fast is not None:
+        return fast
+    return parse_response_full(head, method)
+
+
+def parse_response_full(head: bytes, method: bytes) -> ResponseHead:
+    """`parse_response` without the fast path (it must agree with it)."""
     lines = _split(head)
     parts = lines[0].split(b" ", 2)
     if len(parts) < 2 or parts[0] not in (b"HTTP/1.1", b"HTTP/1.0") or not parts[1].isdigit():

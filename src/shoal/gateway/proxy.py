@@ -11,10 +11,12 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass
+from functools import partial
 
 from ..balance import Backend
-from ..caller import Caller, CallError, SendFailed
+from ..caller import CallError, SendFailed
 from .body import BodyError, copy_chunked, copy_length, copy_until_eof, drain, read_exactly
+from .calls import GatewayCaller
 from .http1 import (
     HttpError,
     RequestHead,
@@ -25,6 +27,7 @@ from .http1 import (
 )
 from .pool import Conn, Pools
 from .stats import GatewayStats
+from .timeouts import Watchdog, Wheel
 
 SMALL_BODY = 64 * 1024  # response bodies up to this go out in one write with their head
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
@@ -47,11 +50,12 @@ class ProxyLimits:
 
 
 class HttpProxy:
-    def __init__(self, caller: Caller, pools: Pools, stats: GatewayStats,
+    def __init__(self, caller: GatewayCaller, pools: Pools, stats: GatewayStats,
                  limits: ProxyLimits | None = None, hash_header: str | None = None):
         self.caller, self.pools, self.stats = caller, pools, stats
         self.limits = limits or ProxyLimits()
         self.hash_header = hash_header.lower().encode() if hash_header else None
+        self.wheel: Wheel | None = None  # coarse timeouts (timeouts.py), made in the loop
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         stats = self.stats
@@ -61,30 +65,43 @@ class HttpProxy:
             writer.close()
             return
         stats.connections += 1
+        if self.wheel is None:
+            self.wheel = Wheel()
         peer = writer.get_extra_info("peername")
         ip = str(peer[0]) if peer else "unknown"
+        task = asyncio.current_task()
+        assert task is not None
+        dog = Watchdog(self.wheel, task)
+        ip_bytes = ip.encode()
         try:
-            while await self._exchange(reader, writer, ip, ip.encode()):
+            while await self._exchange(reader, writer, ip, ip_bytes, dog):
                 pass
         except (ConnectionError, BodyError, TimeoutError):
             pass  # the client left or stalled: nothing to answer
         finally:
+            dog.close()
             stats.connections -= 1
             writer.close()
 
     async def _exchange(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                        ip: str, ip_bytes: bytes) -> bool:
+                        ip: str, ip_bytes: bytes, dog: Watchdog) -> bool:
         """Serve one request; True if the connection may carry another."""
         limits = self.limits
+        wheel = self.wheel
+        assert wheel is not None
+        dog.arm(limits.head_timeout_s)  # a deadline re-armed per request, not a timer
         try:
-            async with asyncio.timeout(limits.head_timeout_s):
-                head = await reader.readuntil(b"\r\n\r\n")
+            head = await reader.readuntil(b"\r\n\r\n")
+        except asyncio.CancelledError:
+            if dog.timed_out():
+                return False  # idle keep-alive connection, or a client too slow to send a head
+            raise
         except asyncio.IncompleteReadError:
             return False  # closed between requests (or mid-head: nothing useful to say)
         except asyncio.LimitOverrunError:
             return self._refuse(writer, 431, f"request head over {limits.max_head_bytes} bytes")
-        except TimeoutError:
-            return False  # idle keep-alive connection, or a client too slow to send a head
+        finally:
+            dog.disarm()
         start = time.monotonic()
         try:
             req = parse_request(head, ip_bytes, self.hash_header)
@@ -97,15 +114,14 @@ class HttpProxy:
         if req.has_body and req.expect_continue:
             writer.write(CONTINUE)  # we answer it: the Expect header is not forwarded
         if req.content_length > 0 and not streamed:
-            body = await read_exactly(reader, req.content_length, "client", limits.body_idle_s)
+            body = await read_exactly(reader, req.content_length, "client", limits.body_idle_s,
+                                      wheel)
 
-        async def attempt(backend: Backend) -> tuple[Conn, ResponseHead]:
-            return await self._send(backend, req, body, reader if streamed else None)
-
+        attempt = partial(self._send, req, body, reader if streamed else None)  # (backend)
         try:
             # A streamed body cannot be sent twice: only connect failures are retried then.
             ex = await self.caller.call(attempt, key=req.affinity, client=ip,
-                                        idempotent=req.idempotent and not streamed)
+                                        idempotent=req.idempotent and not streamed, timer=dog)
         except CallError as exc:
             keep = req.keep_alive and not streamed
             writer.write(error_response(exc.status, str(exc), keep))
@@ -131,14 +147,16 @@ class HttpProxy:
         self.stats.response(status, 0.0)
         return False
 
-    async def _send(self, backend: Backend, req: RequestHead, body: bytes,
-                    stream_from: asyncio.StreamReader | None) -> tuple[Conn, ResponseHead]:
+    async def _send(self, req: RequestHead, body: bytes, stream_from: asyncio.StreamReader | None,
+                    backend: Backend) -> tuple[Conn, ResponseHead]:
         """One attempt: a pooled connection, the request, the response head."""
         pool = self.pools.get(backend.address)
         idle = self.limits.body_idle_s
         fresh = False
         while True:
-            conn = await pool.acquire(fresh)
+            conn = None if fresh else pool.take_idle()
+            if conn is None:
+                conn = await pool.acquire(fresh)
             try:
                 conn.writer.write(req.forward + body if body else req.forward)
                 if stream_from is not None:
@@ -184,8 +202,16 @@ class HttpProxy:
         if resp.no_body:
             writer.write(head)
         elif 0 <= resp.content_length <= SMALL_BODY:
-            data = await read_exactly(conn.reader, resp.content_length, "backend", idle)
+            reader = conn.reader
+            # Usually the body came with the head: then read it without arming a timeout.
+            if len(reader._buffer) >= resp.content_length:  # type: ignore[attr-defined]
+                data = await reader.readexactly(resp.content_length)
+            else:
+                data = await read_exactly(reader, resp.content_length, "backend", idle,
+                                          self.wheel)
             writer.write(head + data)
+            if not writer.transport.get_write_buffer_size():
+                return  # all sent (the common case): no drain
         else:
             writer.write(head)
             if resp.content_length >= 0:
