@@ -162,8 +162,10 @@ def test_bounded_load_never_exceeds_its_capacity(
             backend = picker.pick_hash(h).id
             picker.on_start(backend)
             held.append(backend)
+            # The guarantee holds when a key is placed (no migration later, so a backend may
+            # exceed a bound that shrinks as other requests finish).
             bound = math.ceil((1 + eps) * len(held) / n)
-            assert max(Counter(held).values()) <= bound
+            assert Counter(held)[backend] <= bound
         else:
             picker.on_finish(held.pop(h % len(held)))
 

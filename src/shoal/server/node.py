@@ -515,6 +515,9 @@ class Node:
             try:
                 self.core.propose_conf_change(data)
                 self._proposals[-self.core.status().last_index] = fut
+            except ProposalDropped as exc:  # e.g. the previous change is still settling: retry
+                if not fut.done():
+                    fut.set_exception(NodeError("unavailable", str(exc)))
             except (ConsensusError, ValueError) as exc:
                 if not fut.done():
                     fut.set_exception(NodeError("bad_request", str(exc)))
