@@ -47,10 +47,13 @@ def test_ci_campaign_no_violation(chunk):
     assert not bad, f"seed {bad[0].seed}: {bad[0].violation}\nreplay: {cfg.replay_command(bad[0].seed)}"
 
 
+# commit-old-terms is caught by the scripted Figure 8 test in test_raft_core.py, not here: the
+# leader's no-op travels right behind the old-term entries, so the unsafe window (old entries
+# committed by counting, the no-op lost, the leader dead, a rival with a later term elected)
+# did not come up in 400 random seeds of this profile.
 @pytest.mark.parametrize("bug,bound", [
     ("skip-log-matching", 50),
     ("read-without-readindex", 50),
-    ("commit-old-terms", 150),
     ("forget-vote", 300),
 ])
 def test_broken_core_is_caught(bug, bound):
