@@ -10,9 +10,10 @@ from shoal.torture.run import torture
 def test_short_torture_run_is_linearizable(tmp_path):
     history = tmp_path / "history.jsonl"
     r = torture(nodes=3, seconds=20, seed=7, root=tmp_path / "cluster", history=history)
-    assert r.verdict.ok is True, r.verdict.explanation
-    assert r.converged, "nodes did not converge on the same state after healing"
-    assert r.counts["ok"] > 100  # the cluster really served traffic through the faults
-    assert any(f.startswith("kill -9") for f in r.faults)
-    assert any("replace the disk" in f for f in r.faults)
-    assert len(load_history(history)) == len(r.verdict.window) or history.stat().st_size > 0
+    story = f"faults: {r.faults}; operations: {r.counts}"
+    assert r.verdict.ok is True, r.verdict.explanation + "\n" + story
+    assert r.converged, "nodes did not converge on the same state after healing; " + story
+    assert r.counts["ok"] > 100, story  # the cluster really served traffic through the faults
+    assert any(f.startswith("kill -9") for f in r.faults), story
+    assert any("replace the disk" in f for f in r.faults), story
+    assert len(load_history(history)) >= r.counts["ok"]  # the checked history was written out

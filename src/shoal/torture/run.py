@@ -180,7 +180,7 @@ async def _torture(cluster: LocalProcessCluster, seconds: float, rng: random.Ran
     await asyncio.to_thread(cluster.wait_leader, 30.0)
     async with Client(cluster.endpoints) as cl:
         final = await workload.read_all(cl)
-    converged = await asyncio.to_thread(_converge, cluster, 30.0)
+    converged = await asyncio.to_thread(_converge, cluster, 60.0)
     say("every node holds the same state" if converged else "nodes did NOT converge")
     if history is not None:
         dump_history(workload.history, history)
