@@ -297,10 +297,10 @@ def test_cluster_member_update_promote_and_move_leader(cluster, channel):
     with pytest.raises(grpc.RpcError) as info:
         cl.MemberPromote(rpc_pb2.MemberPromoteRequest(ID=1))
     assert info.value.details() == "etcdserver: can only promote a learner member"
-    # the core promotes a learner within max_learner_lag entries of the leader's log, which a
-    # young cluster's never-started learner is: it becomes a (down) fourth voter
-    promoted = cl.MemberPromote(rpc_pb2.MemberPromoteRequest(ID=new))
-    assert not next(m for m in promoted.members if m.ID == new).isLearner
+    # a learner that never started has acknowledged nothing: it is not in sync, so not promoted
+    with pytest.raises(grpc.RpcError) as info:
+        cl.MemberPromote(rpc_pb2.MemberPromoteRequest(ID=new))
+    assert info.value.details() == "etcdserver: can only promote a learner member which is in sync with leader"
     cl.MemberRemove(rpc_pb2.MemberRemoveRequest(ID=new))
     assert len(cl.MemberList(rpc_pb2.MemberListRequest(linearizable=True)).members) == 3
 

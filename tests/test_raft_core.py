@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 import pytest
 
-from shoal.consensus.confchange import ConfChange
+from shoal.consensus.confchange import ConfChange, ConfChangeError
 from shoal.consensus.messages import (
     ConfState,
     Durable,
@@ -19,7 +19,6 @@ from shoal.consensus.messages import (
     Message,
     MsgType,
     NotLeader,
-    ProposalDropped,
     ReadState,
     Ready,
 )
@@ -206,7 +205,7 @@ def test_learner_promotion_refused_while_lagging() -> None:
     c.pump()
     assert lead.status().commit == lead.status().last_index
     promote = ConfChange((("add", 4),)).encode()
-    with pytest.raises(ProposalDropped):
+    with pytest.raises(ConfChangeError, match="learner 4 has acknowledged nothing"):
         lead.propose_conf_change(promote)
     assert 4 in lead.status().conf.learners
     # Once the learner catches up, the promotion goes through (joint, then leave joint).

@@ -176,9 +176,12 @@ class Raft:
         apply_change(self.conf, cc)  # dry run: raises ConfChangeError if it cannot apply
         for op, n in cc.changes:
             if op == "add" and n in self.conf.learners:
-                lag = self.log.last_index() - self.prs[n].match
+                match = self.prs[n].match
+                if match == 0:
+                    raise ConfChangeError(f"learner {n} has acknowledged nothing yet; is it running?")
+                lag = self.log.last_index() - match
                 if lag > self.cfg.max_learner_lag:
-                    raise ProposalDropped(f"learner {n} is {lag} entries behind; promote it once caught up")
+                    raise ConfChangeError(f"learner {n} is {lag} entries behind; promote it once caught up")
         self._leader_append([(EntryKind.CONFIG, cc.encode())], local=True)
         self.pending_conf_index = self.log.last_index()
 
