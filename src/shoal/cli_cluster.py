@@ -120,7 +120,8 @@ def cluster_up(
     nodes: int = typer.Option(3, "--nodes", min=1, max=9),
     dir: Path | None = typer.Option(None, "--dir", help="data dirs and logs (default: temporary)"),
     base_port: int = typer.Option(
-        23790, "--base-port", help="clients on BASE+i, peers BASE+100+i, http BASE+200+i; 0 = any"),
+        23790, "--base-port",
+        help="clients on BASE+i, peers BASE+100+i, http BASE+200+i, etcd API BASE+300+i; 0 = any"),
     engine: str = typer.Option("raft", "--engine", help="consensus engine: raft or paxos"),
 ) -> None:
     """Start local node processes and keep them running until Ctrl-C.
@@ -174,11 +175,12 @@ def _watch_processes(cluster: Any, console: Console) -> None:
 
 def _cluster_table(cluster: Any, leader: int) -> Table:
     table = Table(title="local Shoal cluster", title_justify="left")
-    for col in ("node", "client", "peer", "http", "pid", "role"):
+    for col in ("node", "client", "peer", "http", "etcd API", "pid", "role"):
         table.add_column(col)
-    for i, client, peer, http in zip(cluster.ids, cluster.endpoints, cluster.peer_endpoints,
-                                     cluster.http_endpoints, strict=True):
-        table.add_row(str(i), client, peer, http, str(cluster.pid(i)),
+    for i, client, peer, http, etcd in zip(cluster.ids, cluster.endpoints, cluster.peer_endpoints,
+                                           cluster.http_endpoints, cluster.etcd_endpoints,
+                                           strict=True):
+        table.add_row(str(i), client, peer, http, etcd, str(cluster.pid(i)),
                       "[bold green]leader[/]" if i == leader else "follower")
     return table
 
