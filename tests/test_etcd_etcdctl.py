@@ -5,30 +5,23 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import time
 
 import msgpack
 import pytest
 
+from shoal.debian import MissingTool, ensure
 from shoal.etcdapi.api import unframe_snapshot
 from shoal.etcdapi.testing import BackgroundCluster
 from shoal.kv import KVStore
 
 
 def ensure_etcdctl() -> str:
-    path = shutil.which("etcdctl")
-    if path:
-        return path
-    if os.geteuid() != 0:
-        pytest.skip("etcdctl is missing and installing etcd-client needs root")
-    env = {"DEBIAN_FRONTEND": "noninteractive", "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}
-    subprocess.run(["apt-get", "install", "-y", "-q", "etcd-client"], check=True, env=env,
-                   stdout=subprocess.DEVNULL)
-    path = shutil.which("etcdctl")
-    assert path, "etcd-client was installed but etcdctl is not on PATH"
-    return path
+    try:
+        return ensure({"etcdctl": "etcd-client"})["etcdctl"]
+    except MissingTool as exc:
+        pytest.skip(str(exc))
 
 
 @pytest.fixture(scope="session")

@@ -11,21 +11,13 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ..debian import ensure
 from ..server.config import Member
 
 
 def ensure_etcd() -> str:
     """Path of the etcd binary, installing Debian's etcd-server when absent."""
-    path = shutil.which("etcd")
-    if path:
-        return path
-    subprocess.run(["apt-get", "install", "-y", "-q", "etcd-server", "etcd-client"], check=True,
-                   env={"DEBIAN_FRONTEND": "noninteractive", "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"},
-                   stdout=subprocess.DEVNULL)
-    path = shutil.which("etcd")
-    if not path:
-        raise RuntimeError("etcd-server was installed but no etcd binary is on PATH")
-    return path
+    return ensure({"etcd": "etcd-server"})["etcd"]
 
 
 class EtcdCluster:

@@ -36,40 +36,18 @@ from rich.console import Console
 from rich.table import Table
 
 from ..cluster_local import LocalProcessCluster, free_ports
+from ..debian import ensure
 
 console = Console()
 HOST = "127.0.0.1"
 SERVICE = "gwbench"
-APT_ENV = {"DEBIAN_FRONTEND": "noninteractive", "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}
 
 
 # ---------------------------------------------------------------------------- tools
 def ensure_tools() -> tuple[str, str]:
     """Paths of haproxy and wrk, installing Debian's packages when either is absent."""
-    haproxy, wrk = shutil.which("haproxy") or _sbin("haproxy"), shutil.which("wrk")
-    if haproxy and wrk:
-        return haproxy, wrk
-    if shutil.which("apt-get") is None:
-        raise RuntimeError("haproxy and wrk are needed and there is no apt-get to install them: "
-                           "install them (Debian: apt-get install haproxy wrk)")
-    console.print("[dim]installing haproxy and wrk (apt-get install -y haproxy wrk)...[/dim]")
-    try:
-        proc = subprocess.run(["apt-get", "install", "-y", "-q", "haproxy", "wrk"], env=APT_ENV,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, check=False)
-    except OSError as exc:
-        raise RuntimeError(f"cannot run apt-get to install haproxy and wrk: {exc}") from None
-    if proc.returncode != 0:
-        raise RuntimeError("apt-get install -y haproxy wrk failed (are you root? is the package "
-                           f"index current: apt-get update?): {proc.stderr.decode()[-500:]}")
-    haproxy, wrk = shutil.which("haproxy") or _sbin("haproxy"), shutil.which("wrk")
-    if not (haproxy and wrk):
-        raise RuntimeError("haproxy and wrk were installed but are not on PATH")
-    return haproxy, wrk
-
-
-def _sbin(name: str) -> str | None:
-    path = Path("/usr/sbin") / name
-    return str(path) if path.exists() else None
+    tools = ensure({"haproxy": "haproxy", "wrk": "wrk"})
+    return tools["haproxy"], tools["wrk"]
 
 
 # ---------------------------------------------------------------------------- backend
