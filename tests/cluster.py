@@ -105,3 +105,15 @@ def drop_client_connections(cl, endpoint: str) -> None:
     conn = cl._conns.get(endpoint)
     if conn is not None:
         conn.writer.transport.abort()
+
+
+async def holds_for(pred, seconds: float, what: str) -> None:
+    """Assert `pred` (sync or async) stays true for `seconds` (checked every 50 ms)."""
+    loop = asyncio.get_running_loop()
+    end = loop.time() + seconds
+    while loop.time() < end:
+        value = pred()
+        if asyncio.iscoroutine(value):
+            value = await value
+        assert value, f"{what} stopped holding"
+        await asyncio.sleep(0.05)

@@ -7,22 +7,9 @@ import asyncio
 
 import pytest
 
-from cluster import LocalCluster, ep, eventually, run
+from cluster import LocalCluster, ep, eventually, holds_for, run
 from shoal import kv
 from shoal.client import Client
-
-
-async def holds_for(pred, seconds: float, what: str) -> None:
-    """Assert `pred` stays true for `seconds` (checked every 50 ms)."""
-    loop = asyncio.get_running_loop()
-    end = loop.time() + seconds
-    while loop.time() < end:
-        value = pred()
-        if asyncio.iscoroutine(value):
-            value = await value
-        assert value, f"{what} stopped holding"
-        await asyncio.sleep(0.05)
-
 
 
 async def _ttl_at_most(cl: Client, lease: int, seconds: int) -> bool:

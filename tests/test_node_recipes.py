@@ -7,20 +7,9 @@ import contextlib
 
 import pytest
 
-from cluster import LocalCluster, eventually, run
+from cluster import LocalCluster, eventually, holds_for, run
 from shoal.client import Client, Election, Lock
 from shoal.kv import Compare, CompareResult, CompareTarget, PutRequest
-
-
-async def holds_for(pred, seconds: float, what: str) -> None:
-    loop = asyncio.get_running_loop()
-    end = loop.time() + seconds
-    while loop.time() < end:
-        value = pred()
-        if asyncio.iscoroutine(value):
-            value = await value
-        assert value, f"{what} stopped holding"
-        await asyncio.sleep(0.05)
 
 
 async def cancel(task: asyncio.Task) -> None:
