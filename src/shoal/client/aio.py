@@ -222,15 +222,15 @@ class Client:
         slot = self._sessions.pop() if self._sessions else await self._open_session()
         slot.seq += 1
         cmd = encode_command(request, Session(slot.client_id, slot.seq))
+        expired = False
         try:
-            resp = decode_response(await self.call("kv", {"cmd": cmd}))
+            return decode_response(await self.call("kv", {"cmd": cmd}))
         except kv.ErrSessionExpired:
+            expired = True  # the cluster forgot this session: never use it again
             raise
-        except ClientError:
-            self._sessions.append(slot)
-            raise
-        self._sessions.append(slot)
-        return resp
+        finally:
+            if not expired:  # any other outcome (a store error too) leaves the session usable
+                self._sessions.append(slot)
 
     async def _open_session(self) -> _SessionSlot:
         resp = decode_response(await self.call("kv", {"cmd": encode_command(OpenSessionRequest())}))
