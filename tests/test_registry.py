@@ -76,7 +76,7 @@ def test_register_list_watch_update_and_deregister(tmp_path):
 def test_a_killed_process_expires_and_an_interrupted_one_deregisters(tmp_path):
     def register(ident: str, ttl: int, endpoints: list[str]) -> subprocess.Popen:
         return subprocess.Popen(
-            [sys.executable, "-c", "from shoal.cli_governance import app; app()", "service",
+            [sys.executable, "-c", "from shoal.cli.governance import app; app()", "service",
              "register", "svc", "--address", "127.0.0.1:7000", "--id", ident, "--ttl", str(ttl),
              "--zone", "z", "--tag", "t", "--endpoints", ",".join(endpoints)],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -89,7 +89,7 @@ def test_a_killed_process_expires_and_an_interrupted_one_deregisters(tmp_path):
                 async with ServiceWatcher(cl, "svc") as w:
                     await until(lambda: ids(w) == {"killed", "stopped"}, 60, "both to register")
                     listed = await asyncio.to_thread(subprocess.run, [
-                        sys.executable, "-c", "from shoal.cli_governance import app; app()",
+                        sys.executable, "-c", "from shoal.cli.governance import app; app()",
                         "service", "list", "svc", "--endpoints", ",".join(c.endpoints)],
                         capture_output=True, text=True, timeout=60, env={**os.environ,
                                                                          "COLUMNS": "120"})
@@ -138,7 +138,7 @@ def test_the_cache_serves_the_last_known_set_while_the_store_is_unreachable(tmp_
 def test_cli_refuses_bad_options_with_a_clear_message():
     from typer.testing import CliRunner
 
-    from shoal.cli_governance import app
+    from shoal.cli.governance import app
 
     r = CliRunner().invoke(app, ["gateway", "--service", "x", "--health", "icmp"])
     assert r.exit_code == 2 and "--health 'icmp'" in r.output

@@ -5,30 +5,25 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
+from typing import TYPE_CHECKING
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
-from .cli_cluster import ENDPOINTS, fail, interruptible, run_client
-from .client import Client, ClientError
-from .kv.errors import KVError
+from .common import ENDPOINTS, endpoint_list, fail, interruptible, run_client
+
+if TYPE_CHECKING:
+    from rich.table import Table
+
+    from ..client import Client
 
 app = typer.Typer()
 service_app = typer.Typer(no_args_is_help=True, help="Register, list and watch service instances.")
 app.add_typer(service_app, name="service")
 
 
-def _endpoints(endpoints: str) -> list[str]:
-    eps = [e.strip() for e in endpoints.split(",") if e.strip()]
-    if not eps:
-        raise fail("--endpoints is empty")
-    return eps
-
-
 def _host_port(value: str, option: str) -> str:
     """":8080" means every interface; anything else must be HOST:PORT."""
-    from .registry import parse_address
+    from ..registry import parse_address
 
     address = f"0.0.0.0{value}" if value.startswith(":") else value
     try:
@@ -51,7 +46,7 @@ def service_register(
     endpoints: str = ENDPOINTS,
 ) -> None:
     """Register an instance and hold it (lease keep-alive) until Ctrl-C, then deregister."""
-    from .registry import Instance, Registration
+    from ..registry import Instance, Registration
 
     instance_id = id or address.replace("[", "").replace("]", "").replace(":", "-")
     try:
@@ -71,6 +66,8 @@ def service_register(
 
 
 def _instances_table(name: str, instances: tuple, stale: bool) -> Table:  # type: ignore[type-arg]
+    from rich.table import Table
+
     table = Table(title=f"service {name}" + (" (STALE: store unreachable)" if stale else ""),
                   title_justify="left")
     for col in ("id", "address", "weight", "zone", "version", "tags"):
@@ -83,7 +80,9 @@ def _instances_table(name: str, instances: tuple, stale: bool) -> Table:  # type
 @service_app.command("list")
 def service_list(name: str, endpoints: str = ENDPOINTS) -> None:
     """Print the live instances of NAME as a table."""
-    from .registry import list_instances
+    from rich.console import Console
+
+    from ..registry import list_instances
 
     async def body(client: Client) -> None:
         Console().print(_instances_table(name, await list_instances(client, name), False))
@@ -94,7 +93,7 @@ def service_list(name: str, endpoints: str = ENDPOINTS) -> None:
 @service_app.command("watch")
 def service_watch(name: str, endpoints: str = ENDPOINTS) -> None:
     """Print the instances of NAME, then each change (+ joined, - left, ~ changed) until Ctrl-C."""
-    from .registry import ServiceWatcher
+    from ..registry import ServiceWatcher
 
     async def body(client: Client) -> None:
         async def stream() -> None:
@@ -140,16 +139,18 @@ def gateway(
     endpoints: str = ENDPOINTS,
 ) -> None:
     """Run an HTTP/1.1 (or TCP) reverse proxy in front of SERVICE until Ctrl-C."""
-    from .caller import CallPolicy
-    from .gateway import Gateway, GatewayConfig
-    from .net import install_event_loop
-    from .registry import HealthConfig
+    from ..caller import CallPolicy
+    from ..client import ClientError
+    from ..gateway import Gateway, GatewayConfig
+    from ..kv.errors import KVError
+    from ..net import install_event_loop
+    from ..registry import HealthConfig
 
     if health not in ("tcp", "http", "none"):
         raise fail(f"--health {health!r}: use tcp, http or none", 2)
     try:
         config = GatewayConfig(
-            service=service, endpoints=_endpoints(endpoints), listen=_host_port(listen, "--listen"),
+            service=service, endpoints=endpoint_list(endpoints), listen=_host_port(listen, "--listen"),
             admin=_host_port(admin, "--admin") if admin else None, mode=mode, lb=lb,
             hash_header=hash_header,
             health=None if health == "none" else HealthConfig(health, health_interval,

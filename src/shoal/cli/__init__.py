@@ -1,0 +1,51 @@
+"""The `shoal` command: one module per command group, merged into one typer `app` here.
+
+| module        | commands                                            |
+|---------------|-----------------------------------------------------|
+| check.py      | check                                               |
+| sim.py        | sim                                                 |
+| demo.py       | demo                                                |
+| bench.py      | bench, lb-report                                    |
+| torture.py    | torture                                             |
+| node.py       | node                                                |
+| cluster.py    | cluster up, status                                  |
+| kv.py         | put, get, del, watch, txn                           |
+| recipes.py    | lock, elect                                         |
+| lease.py      | lease grant / revoke / keep-alive / ttl / list      |
+| member.py     | member list / add / remove / promote                |
+| snapshot.py   | snapshot save                                       |
+| governance.py | service register / list / watch, gateway            |
+
+common.py holds what they share (`--endpoints`, one-line failures, running a client). Each
+module imports only typer when it loads and the rest inside its commands, so `shoal --help`
+does not load the client, the store or the server."""
+
+from __future__ import annotations
+
+import typer
+
+from . import (
+    bench,
+    check,
+    cluster,
+    demo,
+    governance,
+    kv,
+    lease,
+    member,
+    node,
+    recipes,
+    sim,
+    snapshot,
+    torture,
+)
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="Shoal: consensus you can see and verify.")
+for group in (check, sim, demo, bench, torture, node, cluster, kv, recipes, lease, member,
+              snapshot, governance):
+    app.add_typer(group.app)  # no name: each group's commands sit at the top level
+
+__all__ = ["app"]
+
+if __name__ == "__main__":
+    app()

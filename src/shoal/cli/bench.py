@@ -1,0 +1,60 @@
+"""`shoal bench` (Shoal beside etcd and HAProxy, or the core in the simulator) and
+`shoal lb-report` (every load-balancing picker measured)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from .common import duration
+
+app = typer.Typer()
+
+
+@app.command()
+def bench(
+    core: bool = typer.Option(False, "--core", help="the consensus core in the simulator and the checker"),
+    gateway: bool = typer.Option(False, "--gateway", help="the Shoal gateway against HAProxy (wrk, same backends)"),
+    clients: str = typer.Option("64", "--clients", help="concurrent clients; a list like 1,16,64 runs each"),
+    value_size: int = typer.Option(256, "--value-size", min=1),
+    mix: str = typer.Option("put", "--mix", help="put, get, or P:G like 50:50; a list like put,get runs each"),
+    time_: str = typer.Option("10s", "--time", help="length of each measured run"),
+    repeat: int = typer.Option(3, "--repeat", min=1, help="runs per figure; the median is quoted"),
+    compare_etcd: bool = typer.Option(False, "--compare-etcd", help="run a 3-member etcd side by side"),
+    failover: bool = typer.Option(False, "--failover", help="also time kill -9 of the leader to the next write"),
+    endpoints: str | None = typer.Option(None, "--endpoints", help="an existing Shoal cluster instead of a local one"),
+    engines: str = typer.Option("raft", "--engines", help="raft, paxos, or raft,paxos side by side"),
+    grpc: bool = typer.Option(False, "--grpc", help="drive Shoal through its etcd API with etcd's client"),
+    soak: str | None = typer.Option(None, "--soak", help="e.g. 30m: a long load, memory sampled per node"),
+) -> None:
+    """Throughput and latency of a 3-node cluster (with --compare-etcd: beside etcd), or --core."""
+    if core:
+        from ..bench.core import run_bench
+
+        run_bench(repeat)
+        return
+    if gateway:
+        from ..bench.gateway import GatewayBenchPlan, run_gateway_bench
+
+        run_gateway_bench(GatewayBenchPlan(connections=int(clients.split(",")[0]),
+                                           seconds=duration(time_), repeat=repeat))
+        return
+    from ..bench.kv import BenchPlan, run_kv_bench
+
+    plan = BenchPlan(clients=[int(c) for c in clients.split(",")], value_size=value_size,
+                     mixes=mix.split(","), seconds=duration(time_), repeat=repeat,
+                     compare_etcd=compare_etcd, failover=failover, engines=engines.split(","), grpc=grpc,
+                     soak_minutes=duration(soak) / 60 if soak else 0.0)
+    run_kv_bench(plan, endpoints.split(",") if endpoints else None)
+
+
+@app.command("lb-report")
+def lb_report(
+    out: Path = typer.Option(Path("lb-report.png"), "--out", help="where to write the chart"),
+    keys: int = typer.Option(1_000_000, "--keys", help="keys hashed for balance and disruption"),
+) -> None:
+    """Measure every load-balancing picker: balance, disruption, lookup speed, tail latency."""
+    from ..balance.report import run_report
+
+    run_report(out=out, keys=keys)
