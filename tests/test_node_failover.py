@@ -8,7 +8,7 @@ import contextlib
 
 from cluster import LocalCluster, drop_client_connections, ep, eventually, run
 from shoal.client import Client, ClientError
-from shoal.server.node import Node
+from shoal.replica import Replica
 
 
 async def same_state(c: LocalCluster) -> set[int]:
@@ -137,14 +137,14 @@ def test_a_restarted_old_leader_rejoins_as_follower_and_catches_up(tmp_path):
 
 def test_a_node_restarted_after_compaction_catches_up_by_snapshot(tmp_path, monkeypatch):
     installed: list[tuple[int, int]] = []
-    original_apply = Node._apply
+    original_advance = Replica.advance
 
     def spy(self, rd):
         if rd.snapshot is not None:
             installed.append((self.id, rd.snapshot.meta.index))
-        return original_apply(self, rd)
+        return original_advance(self, rd)
 
-    monkeypatch.setattr(Node, "_apply", spy)
+    monkeypatch.setattr(Replica, "advance", spy)
 
     async def main():
         async with LocalCluster(tmp_path, snapshot_entries=50) as c, Client(c.endpoints) as cl:

@@ -287,10 +287,10 @@ def test_serializable_reads_are_served_locally_by_a_follower(tmp_path):
                 c.servers[lead].node.faults.partition([f1])
                 c.servers[f2].node.faults.partition([f1])
                 await cl.put(b"s", b"v2")
-                asked = c.servers[f1].node.stats["read_index"]
+                asked = c.servers[f1].node.meta.stats["read_index"]
                 stale = await fcl.get(b"s", serializable=True)
                 assert stale.kvs[0].value == b"v1"
-                assert c.servers[f1].node.stats["read_index"] == asked
+                assert c.servers[f1].node.meta.stats["read_index"] == asked
                 # a linearizable read on the cut-off follower must not return the stale value
                 with pytest.raises(ClientError):
                     await fcl.call("kv", {"cmd": kv.encode_command(RangeRequest(b"s"))},

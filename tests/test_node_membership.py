@@ -157,11 +157,11 @@ def test_http_status_and_metrics(tmp_path):
                     assert r.status == 200
                     text = await r.text()
                 metrics = _parse_prometheus(text)
-                label = f'node="{lead}"'
+                node, label = f'node="{lead}"', f'node="{lead}",group="0"'
                 assert metrics[f"shoal_term{{{label}}}"] == st["term"]
                 assert metrics[f"shoal_is_leader{{{label}}}"] == 1
                 assert metrics[f"shoal_applied_index{{{label}}}"] >= st["applied"]
-                assert metrics[f"shoal_kv_revision{{{label}}}"] == 6
+                assert metrics[f"shoal_kv_revision{{{node}}}"] == 6
                 assert metrics[f"shoal_proposals_total{{{label}}}"] >= 6
                 assert "# TYPE shoal_term gauge" in text
                 for peer in (1, 2, 3):
@@ -174,7 +174,7 @@ def test_http_status_and_metrics(tmp_path):
                 assert fst["role"] == "follower" and fst["leader"] == lead and fst["id"] == f
                 async with http.get(f"http://127.0.0.1:{c.http[f - 1]}/metrics") as r:
                     fm = _parse_prometheus(await r.text())
-                assert fm[f'shoal_is_leader{{node="{f}"}}'] == 0
+                assert fm[f'shoal_is_leader{{node="{f}",group="0"}}'] == 0
     run(main())
 
 

@@ -22,30 +22,44 @@ class _NodeCollector:
     def collect(self) -> Iterator[Any]:
         n = self.node
         st = n.status()
-        labels = {"node": str(n.id)}
+        node = str(n.id)
+        per_group = {
+            "shoal_is_leader": ("1 if this node leads the group", lambda g: int(g["role"] == "leader")),
+            "shoal_term": ("current term (Raft) or ballot round (Paxos)", lambda g: g["term"]),
+            "shoal_commit_index": ("highest committed log index", lambda g: g["commit"]),
+            "shoal_applied_index": ("highest applied log index", lambda g: g["applied"]),
+        }
+        for name, (doc, read) in per_group.items():
+            fam = GaugeMetricFamily(name, doc, labels=["node", "group"])
+            for gid, g in st["groups"].items():
+                fam.add_metric([node, str(gid)], read(g))
+            yield fam
         gauges = {
-            "shoal_is_leader": (1 if st["role"] == "leader" else 0, "1 if this node leads"),
-            "shoal_term": (st["term"], "current Raft term"),
-            "shoal_commit_index": (st["commit"], "highest committed log index"),
-            "shoal_applied_index": (st["applied"], "highest applied log index"),
             "shoal_kv_revision": (st["revision"], "MVCC store revision"),
             "shoal_db_size_bytes": (st["db_size"], "approximate size of the key-value data"),
             "shoal_wal_bytes": (st["wal_bytes"], "bytes of WAL and snapshots on disk"),
-            "shoal_pending_requests": (len(n._proposals) + len(n._reads), "requests in flight"),
+            "shoal_groups": (len(st["groups"]), "consensus groups with a replica here"),
         }
         for name, (value, doc) in gauges.items():
-            g = GaugeMetricFamily(name, doc, labels=list(labels))
-            g.add_metric(list(labels.values()), value)
-            yield g
+            fam = GaugeMetricFamily(name, doc, labels=["node"])
+            fam.add_metric([node], value)
+            yield fam
         for name, value in n.stats.items():
             c = CounterMetricFamily(f"shoal_{name}", f"{name.replace('_', ' ')} since start",
-                                    labels=list(labels))
-            c.add_metric(list(labels.values()), value)
+                                    labels=["node"])
+            c.add_metric([node], value)
             yield c
+        group_counters: dict[str, CounterMetricFamily] = {}
+        for gid, stats in n.group_stats().items():
+            for name, value in stats.items():
+                c = group_counters.setdefault(name, CounterMetricFamily(
+                    f"shoal_{name}", f"{name.replace('_', ' ')} since start", labels=["node", "group"]))
+                c.add_metric([node, str(gid)], value)
+        yield from group_counters.values()
         match = GaugeMetricFamily("shoal_peer_match_index", "leader's view of each follower",
-                                  labels=["node", "peer"])
+                                  labels=["node", "group", "peer"])
         for peer, p in st["peers"].items():
-            match.add_metric([str(n.id), str(peer)], p["match"])
+            match.add_metric([node, "0", str(peer)], p["match"])
         yield match
 
 

@@ -1,8 +1,21 @@
-"""The deterministic world: a virtual clock, an event queue, simulated nodes (each a consensus
-core with a disk and a KV state machine), a network, a nemesis and clients.
+"""The deterministic world: a virtual clock, an event queue, simulated node processes (each the
+production `Replica` over a simulated disk and clock), a network, a nemesis and clients.
+
+What runs here is what runs in production: the consensus engine, the MVCC store with leases
+and sessions, membership, snapshots and the waiters, all inside `shoal.replica.Replica`. The
+world only supplies time, a disk that loses unsynced writes, a network that loses, duplicates
+and delays messages, and faults: partitions, crashes, pauses, skewed clocks, leadership
+transfers and disk replacements (remove a member, wipe it, add it back under the same id).
 
 Everything random comes from one seeded generator and every event is ordered by
-(virtual time, sequence number), so a seed replays a run exactly, trace and all."""
+(virtual time, sequence number), so a seed replays a run exactly, trace and all.
+
+Checked as it runs: the engine invariants (election safety, one vote per term, persist before
+send, monotonic commit, leader completeness, state machine safety, log matching), the replica's
+member table against the engine's configuration, and lease safety (no lease expires sooner than
+its TTL after an acknowledged keep-alive, allowing for the fastest clock). At the end: every
+node converges, no acknowledged write is lost, every store agrees, and the clients' history is
+linearizable (checked by the campaign)."""
 
 from __future__ import annotations
 
@@ -15,26 +28,18 @@ from functools import partial
 
 from ..check.history import Event
 from ..consensus.engine import Engine
-from ..consensus.messages import (
-    NONE,
-    ConfState,
-    ConsensusError,
-    Durable,
-    EntryKind,
-    Message,
-    NodeId,
-    NotLeader,
-    ProposalDropped,
-    Ready,
-)
+from ..consensus.messages import ConfState, ConsensusError, Durable, Message, NodeId, Ready
 from ..consensus.paxos import MultiPaxos, PaxosConfig
 from ..consensus.raft import Raft, RaftConfig
+from ..kv.limits import KVLimits
+from ..replica import Applied, NodeError, Replica, ReplicaConfig, bootstrap
 from .disk import Disk
+from .host import INBOX_LIMIT, Ask, Change, Host, Input, Step, Tick
 from .invariants import Invariants, Violation
-from .kvsm import Command, KVStateMachine
 from .network import Network
+from .workload import MAX_CLOCK_RATE, Workload
 
-__all__ = ["SimConfig", "Violation", "World"]
+__all__ = ["MS", "Host", "SimConfig", "Violation", "World"]
 
 MS = 1000  # virtual time is in microseconds
 
@@ -44,10 +49,12 @@ class SimConfig:
     nodes: int = 5
     steps: int = 20_000
     engine: str = "raft"
-    bugs: frozenset[str] = frozenset()
+    bugs: frozenset[str] = frozenset()  # the engine's and the replica's planted bugs
     clients: int = 8
     keys: int = 3
+    leases: bool = True  # a client holding a lease with keep-alives (lease safety check)
     faults: bool = True
+    churn: bool = True  # membership nemesis: replace a member's disk (Raft only)
     tick_us: int = 10 * MS
     election_tick: int = 10
     pre_vote: bool = True
@@ -56,7 +63,9 @@ class SimConfig:
     client_timeout_us: int = 800 * MS
     snapshot_every: int = 150  # applied entries between snapshots
     snapshot_chunk_bytes: int = 256  # small, so installs take several chunks
+    auto_compact_revisions: int = 200  # small, so compaction runs under the watchers
     nemesis_mean_us: int = 250 * MS
+    max_clock_skew_ms: int = 5_000  # hosts' monotonic clocks differ by up to this much
     settle_us: int = 30_000 * MS  # how long the healed cluster has to converge
     trace_len: int = 60  # events kept for a violation report
     full_trace: bool = False  # record every event (for byte-identical replay checks)
@@ -71,52 +80,28 @@ def make_engine(cfg: SimConfig, id: NodeId, conf: ConfState, rng: random.Random,
                 durable: Durable | None) -> Engine:
     if cfg.engine == "raft":
         return Raft(id, conf, rng, durable, RaftConfig(
-            election_tick=cfg.election_tick, pre_vote=cfg.pre_vote, bugs=cfg.bugs,
-            snapshot_chunk_bytes=cfg.snapshot_chunk_bytes, max_size_per_msg=cfg.max_msg_bytes))
+            election_tick=cfg.election_tick, pre_vote=cfg.pre_vote, bugs=cfg.bugs & _RAFT_BUGS,
+            snapshot_chunk_bytes=cfg.snapshot_chunk_bytes, max_size_per_msg=cfg.max_msg_bytes,
+            forward_proposals=False))
     if cfg.engine == "paxos":
         return MultiPaxos(id, conf, rng, durable, PaxosConfig(election_ticks=cfg.election_tick,
-                                                              bugs=cfg.bugs))
+                                                              bugs=cfg.bugs & _PAXOS_BUGS))
     raise ValueError(f"unknown engine {cfg.engine!r}; known: raft, paxos")
 
 
-@dataclass(eq=False)
-class ClientOp:
-    process: int
-    seq: int
-    f: str
-    key: str
-    value: object
+_RAFT_BUGS = frozenset({"commit-old-terms", "read-without-readindex", "forget-vote", "skip-log-matching"})
+_PAXOS_BUGS = frozenset({"skip-phase1", "forget-promise", "mix-ballots"})
 
 
-@dataclass(eq=False)
-class Host:
-    """One simulated node process."""
+@dataclass
+class _Replacement:
+    """A disk replacement in progress: remove `node`, wipe it, add it back, restart it."""
 
-    id: NodeId
-    engine: Engine
-    disk: Disk = field(default_factory=Disk)
-    sm: KVStateMachine = field(default_factory=KVStateMachine)
-    applied: int = 0
-    up: bool = True
-    paused: bool = False
-    busy: bool = False  # waiting for an fsync
-    life: int = 0
-    drift: float = 1.0
-    inbox: deque[Callable[[], None]] = field(default_factory=deque)
-    writes: dict[tuple[int, int], tuple[int, ClientOp]] = field(default_factory=dict)
-    reads: dict[bytes, tuple[int, ClientOp]] = field(default_factory=dict)
-    waiting_reads: list[tuple[int, int, ClientOp]] = field(default_factory=list)
-
-    INBOX_LIMIT = 5000  # a paused process's socket buffers fill up; beyond this, input is lost
-
-
-@dataclass(eq=False)
-class Client:
-    slot: int
-    process: int
-    target: NodeId
-    seq: int = 0
-    op: ClientOp | None = None
+    node: NodeId
+    stage: str = "remove"  # remove -> add -> done
+    job: int = 0
+    asked_at: int = -1
+    history: list[str] = field(default_factory=list)
 
 
 class World:
@@ -128,31 +113,31 @@ class World:
         self._queue: list[tuple[int, int, Callable[[], None]]] = []
         self._seq = 0
         ids = list(range(1, cfg.nodes + 1))
-        self.conf = ConfState(voters=frozenset(ids))
+        self.specs = {i: f"{i}=sim" for i in ids}
         self.net = Network(ids, self.rng)
         self.net.faults.mean_latency_us = cfg.mean_latency_us
         self.inv = Invariants(log_shaped=cfg.engine == "raft")
-        self.hosts: dict[NodeId, Host] = {}
-        for i in ids:
-            h = Host(i, self._new_engine(i, None), drift=self.rng.uniform(0.9, 1.1))
-            self.hosts[i] = h
-            self._schedule_tick(h, self.rng.randrange(cfg.tick_us))
-        self.history: list[Event] = []
-        self.acked: list[tuple[int, int]] = []
-        self.applied_cmds: set[tuple[int, int]] = set()
-        self.last_values: dict[str, object] = {}
-        self.next_value = 0
-        self.next_process = cfg.clients
-        self.clients = [Client(s, s, self.rng.choice(ids)) for s in range(cfg.clients)]
-        self.clients_on = True
-        for c in self.clients:
-            self.at(self.rng.randrange(50 * MS), partial(self._client_next, c))
-        if cfg.faults:
-            self.at(self._nemesis_gap(), self._nemesis)
         self.trace: deque[tuple[int, object]] | list[tuple[int, object]] = (
             [] if cfg.full_trace else deque(maxlen=cfg.trace_len))
-        self.stats = {"elections": 0, "crashes": 0, "partitions": 0, "snapshots": 0, "lost_writes": 0,
-                      "messages": 0}
+        self.stats = {"elections": 0, "crashes": 0, "partitions": 0, "snapshots": 0,
+                      "lost_writes": 0, "messages": 0, "replacements": 0}
+        self.hosts: dict[NodeId, Host] = {}
+        for i in ids:
+            disk = Disk()
+            first = bootstrap(self.specs)
+            disk.write(Ready(hard_state=first.hard_state, entries=list(first.entries), must_sync=True))
+            disk.sync()
+            skew = self.rng.randint(-cfg.max_clock_skew_ms, cfg.max_clock_skew_ms)
+            h = Host(i, self._new_replica(i, disk.durable()), disk=disk,
+                     drift=self.rng.uniform(0.9, 1.1), clock_ms=1_000_000 + skew)
+            self.hosts[i] = h
+            self._schedule_tick(h, self.rng.randrange(cfg.tick_us))
+        self.clients_on = True
+        self.workload = Workload(self, cfg)
+        self._jobs = 0
+        self.replacing: _Replacement | None = None
+        if cfg.faults:
+            self.at(self._nemesis_gap(), self._nemesis)
 
     # ------------------------------------------------------------------ clock and events
     def at(self, delay: int, fn: Callable[[], None]) -> None:
@@ -171,6 +156,10 @@ class World:
     def trace_text(self) -> str:
         return "\n".join(f"{t / 1e6:12.6f}  {_describe(x)}" for t, x in self.trace)
 
+    @property
+    def history(self) -> list[Event]:
+        return self.workload.history
+
     # ------------------------------------------------------------------ running
     def run(self) -> None:
         """Run the faulty phase, then heal everything and require the cluster to converge."""
@@ -180,7 +169,6 @@ class World:
                 self.inv.check_log_matching(self._disks())
         self.finish()
 
-    # ------------------------------------------------------------------ scripting (tests)
     def run_for(self, us: int) -> None:
         """Advance virtual time by `us`, processing every event due."""
         end = self.now + us
@@ -198,30 +186,16 @@ class World:
                     self._step_once()
         return True
 
-    def leader(self) -> Host | None:
-        return self._leader()
-
-    def call(self, h: Host, fn: Callable[[], None]) -> None:
-        """Run `fn` against a node's core as its driver would, ignoring refusals."""
-        self._input(h, lambda: _ignore(lambda _: fn(), h.id))
-
-    def propose(self, h: Host, data: bytes) -> None:
-        """Hand a raw command to a node's core as its driver would."""
-        self._input(h, lambda: h.engine.propose(data))
-
-    def crash(self, node: NodeId) -> None:
-        self._crash(self.hosts[node])
-
-    def restart(self, node: NodeId) -> None:
-        self._restart(self.hosts[node])
-
     def finish(self) -> None:
         """Heal, converge, and check the end-of-run properties (as `run` does)."""
         self._heal_all()
         if not self.run_until(self._converged, self.cfg.settle_us, check_every=200):
             raise Violation("liveness", f"cluster did not converge within {self.cfg.settle_us / 1e6:.0f}s after healing: "
-                            + ", ".join(f"n{h.id} {h.engine.status().role} commit={h.engine.status().commit} applied={h.applied}"
-                                        for h in self.hosts.values()))
+                            + ", ".join(f"n{h.id} {h.replica.role} commit={h.engine.status().commit} "
+                                        f"applied={h.replica.applied} members={sorted(h.replica.members)}"
+                                        for h in self.hosts.values())
+                            + (f"; replacement of n{self.replacing.node} stuck at {self.replacing.stage}"
+                               if self.replacing else ""))
         self.inv.check_log_matching(self._disks())
         self._check_final()
 
@@ -229,25 +203,23 @@ class World:
         return {i: h.disk for i, h in self.hosts.items()}
 
     def _converged(self) -> bool:
-        if any(c.op is not None for c in self.clients):
+        if self.replacing is not None or not self.workload.idle():
             return False
-        sts = [h.engine.status() for h in self.hosts.values()]
-        leaders = [s for s in sts if s.role == "leader"]
+        leaders = [h for h in self.hosts.values() if h.up and h.replica.role == "leader"]
         if len(leaders) != 1:
             return False
-        lead = leaders[0]
-        return lead.commit == lead.last_index and all(
-            h.up and not h.busy and h.applied == lead.commit for h in self.hosts.values())
+        lead = leaders[0].engine.status()
+        return lead.commit == lead.last_index and set(lead.conf.voters) == set(self.hosts) and all(
+            h.up and not h.busy and h.replica.applied == lead.commit for h in self.hosts.values())
 
     def _check_final(self) -> None:
-        lost = [a for a in self.acked if a not in self.applied_cmds]
-        if lost:
-            raise Violation("acknowledged write lost", f"{len(lost)} acknowledged writes never applied, e.g. {lost[:3]}")
-        states = {i: h.sm.data for i, h in self.hosts.items()}
-        first = states[min(states)]
-        for i, data in states.items():
-            if data != first:
-                raise Violation("state machine safety", f"node {i} ended with {data}, node {min(states)} with {first}")
+        self.workload.check_final()
+        hashes = {i: h.replica.kv.hash() for i, h in self.hosts.items()}
+        first = min(hashes)
+        for i, digest in hashes.items():
+            if digest != hashes[first]:
+                raise Violation("state machine safety", f"node {i}'s store hashes to {digest}, "
+                                f"node {first}'s to {hashes[first]}")
 
     def _heal_all(self) -> None:
         self.log("nemesis: heal everything; clients stop")
@@ -258,13 +230,21 @@ class World:
             h.drift = 1.0
             if h.paused:
                 self._resume(h)
-            if not h.up:
+            if not h.up and not self._held_out(h):
                 self._restart(h)
+        if self.replacing is not None:
+            self._replace_step()
 
     # ------------------------------------------------------------------ nodes
-    def _new_engine(self, id: NodeId, durable: Durable | None) -> Engine:
+    def _new_replica(self, id: NodeId, durable: Durable) -> Replica:
         rng = random.Random(self.rng.getrandbits(64))
-        return make_engine(self.cfg, id, self.conf, rng, durable)
+        conf = ConfState(voters=frozenset(self.specs)) if self.cfg.engine == "paxos" else ConfState()
+        engine = make_engine(self.cfg, id, conf, rng, durable)
+        return Replica(id, engine, durable, dict(self.specs), incarnation=self.rng.getrandbits(62) + 1,
+                       cfg=ReplicaConfig(snapshot_entries=self.cfg.snapshot_every,
+                                         auto_compact_revisions=self.cfg.auto_compact_revisions,
+                                         bugs=self.cfg.bugs - _RAFT_BUGS - _PAXOS_BUGS),
+                       limits=KVLimits())
 
     def _schedule_tick(self, h: Host, delay: int) -> None:
         life = h.life
@@ -274,33 +254,56 @@ class World:
         if life != h.life or not h.up:
             return
         self._schedule_tick(h, int(self.cfg.tick_us * h.drift))
+        h.clock_ms += self.cfg.tick_us // MS  # the host's own clock: one tick's worth per tick
         if not h.paused:
-            self._input(h, h.engine.tick)
+            self.input(h, Tick())
 
-    def _input(self, h: Host, fn: Callable[[], None]) -> None:
+    def input(self, h: Host, item: Input) -> None:
+        """Hand `item` to a host as its driver would: at once if it is free, else queued."""
         if not h.up:
             return
         if h.paused or h.busy:
-            if len(h.inbox) < Host.INBOX_LIMIT:
-                h.inbox.append(fn)
+            if len(h.inbox) < INBOX_LIMIT:
+                h.inbox.append(item)
             return
-        fn()
+        self._take(h, item)
         self._run_host(h)
+
+    def _take(self, h: Host, item: Input) -> None:
+        r = h.replica
+        try:
+            if isinstance(item, Tick):
+                r.tick(h.clock_ms)
+            elif isinstance(item, Step):
+                r.step(item.msg)
+            elif isinstance(item, Ask):
+                token = r.propose(item.cmd) if item.cmd is not None else r.read_index()
+                h.asks[token] = item
+            else:
+                h.changes[r.change_membership(item.op, item.node, item.spec)] = item.job
+        except NodeError as exc:
+            if isinstance(item, Ask):
+                self.workload.refused(h, item, exc)
+            elif isinstance(item, Change):
+                self.log(f"n{h.id} refused {item.op} n{item.node}: {exc}")
+                self._change_done(item.job, exc)
+        except ConsensusError:
+            pass  # a message the engine refuses (stale, from a removed member): dropped
 
     def _run_host(self, h: Host) -> None:
         readies = 0
         while h.up and not h.paused and not h.busy:
-            if h.engine.has_ready():
+            if h.replica.has_ready():
                 readies += 1
                 assert readies < 1000, f"n{h.id} produces Ready batches without end"
                 self._start_ready(h)
             elif h.inbox:
-                h.inbox.popleft()()
+                self._take(h, h.inbox.popleft())
             else:
                 return
 
     def _start_ready(self, h: Host) -> None:
-        rd = h.engine.ready()
+        rd = h.replica.ready()
         self.inv.on_ready(h.id, rd)
         if rd.soft_state:
             self.log(f"n{h.id} is {rd.soft_state.role}, leader {rd.soft_state.leader}, term {h.engine.status().term}")
@@ -325,84 +328,88 @@ class World:
             self.inv.on_leader(h.id, st.term, h.disk)
         for m in rd.messages:
             self.inv.on_send(h.id, m, h.disk)
-            self._send(m)
-        if rd.snapshot is not None:
-            h.sm = KVStateMachine.restore(rd.snapshot.data)
-            h.applied = rd.snapshot.meta.index
-            h.waiting_reads.clear()  # answered below against the newer state
-            self.log(f"n{h.id} installed snapshot at {rd.snapshot.meta.index}")
+            self._send(h, m)
         for e in rd.committed:
-            assert e.index == h.applied + 1, f"n{h.id} applies {e.index} after {h.applied}"
             self.inv.on_apply(h.id, e)
-            h.applied = e.index
-            if e.kind is EntryKind.NORMAL and e.data:
-                self._apply_command(h, Command.decode(e.data))
-        for rs in rd.read_states:
-            pending = h.reads.pop(rs.context, None)
-            if pending is not None:
-                h.waiting_reads.append((rs.index, *pending))
-        h.engine.advance(rd)
-        self._serve_reads(h)
-        if h.applied - h.disk.offset() >= self.cfg.snapshot_every:
-            try:
-                snap = h.engine.compact(h.applied, h.sm.snapshot())
-            except ProposalDropped:
-                snap = None  # the engine asks to compact later (Paxos: a change not yet in effect)
-            if snap is not None:
-                h.disk.save_snapshot(snap)
-                self.stats["snapshots"] += 1
+        if rd.snapshot is not None:
+            self.log(f"n{h.id} installs snapshot at {rd.snapshot.meta.index}")
+        out = h.replica.advance(rd)
+        self._after_advance(h, out)
         h.busy = False
         if resume:
             self._run_host(h)
 
-    def _apply_command(self, h: Host, cmd: Command) -> None:
-        ok = h.sm.apply(cmd)
-        self.applied_cmds.add((cmd.client, cmd.seq))
-        pending = h.writes.pop((cmd.client, cmd.seq), None)
-        if pending is not None:
-            opid, op = pending
-            self._reply(op, opid, "ok" if ok else "fail", op.value, NONE)
+    def _after_advance(self, h: Host, out: Applied) -> None:
+        if out.snapshot is not None:
+            h.disk.save_snapshot(out.snapshot)
+            self.stats["snapshots"] += 1
+        for done in out.done:
+            if (ask := h.asks.pop(done.token, None)) is not None:
+                self.workload.answered(h, ask, done)
+            elif (job := h.changes.pop(done.token, None)) is not None:
+                self._change_done(job, done.error)
+        if out.members is not None:
+            self.log(f"n{h.id} members {sorted(out.members)}")
+        self._check_members(h)
+        self.workload.after_apply(h)
 
-    def _serve_reads(self, h: Host) -> None:
-        still = []
-        for index, opid, op in h.waiting_reads:
-            if h.applied >= index:
-                self._reply(op, opid, "ok", h.sm.data.get(op.key), NONE)
-            else:
-                still.append((index, opid, op))
-        h.waiting_reads = still
+    def _check_members(self, h: Host) -> None:
+        """The peers a replica talks to are the members its engine counts (Raft: exactly;
+        Paxos: a superset, as its changes take effect `alpha` instances late)."""
+        r = h.replica
+        if r.applied == 0:
+            return  # a joining node knows nothing yet but the addresses it was started with
+        conf = h.engine.status().conf.members()
+        table = set(r.members)
+        if (table != conf) if self.cfg.engine == "raft" else not table >= conf:
+            raise Violation("membership", f"n{h.id}'s member table {sorted(table)} disagrees with "
+                            f"its engine's configuration {sorted(conf)} at applied {r.applied}")
 
-    def _send(self, m: object) -> None:
+    def _send(self, h: Host, m: object) -> None:
         self.stats["messages"] += 1
-        src, dst = m.src, m.dst  # type: ignore[attr-defined]
-        for lat in self.net.latencies(src, dst):
+        dst = m.dst  # type: ignore[attr-defined]
+        if dst not in h.replica.members:
+            return  # like the transport: no connection to a node that is not a member
+        for lat in self.net.latencies(h.id, dst):
             self.at(lat, partial(self._deliver, m))
 
     def _deliver(self, m: object) -> None:
         h = self.hosts[m.dst]  # type: ignore[attr-defined]
+        if h.replica.applied > 0 and m.src not in h.replica.members:  # type: ignore[attr-defined]
+            return  # the transport refuses connections from non-members
         self.trace.append((self.now, m))  # formatted only if someone reads the trace
-        self._input(h, lambda: h.engine.step(m))
+        self.input(h, Step(m))
+
+    def crash(self, node: NodeId) -> None:
+        self._crash(self.hosts[node])
+
+    def restart(self, node: NodeId) -> None:
+        self._restart(self.hosts[node])
+
+    def leader(self) -> Host | None:
+        """The live node that believes it leads in the highest term, if any."""
+        best = None
+        for h in self.hosts.values():
+            if h.up and not h.busy and not h.paused:
+                st = h.engine.status()
+                if st.role == "leader" and (best is None or st.term > best[0]):
+                    best = (st.term, h)
+        return best[1] if best else None
 
     def _crash(self, h: Host) -> None:
         lost = h.disk.crash(self.rng)
         self.stats["crashes"] += 1
         self.stats["lost_writes"] += lost
         self.log(f"nemesis: crash n{h.id} (lost {lost} unsynced writes)")
-        h.up, h.busy, h.paused = False, False, False
-        h.life += 1
-        h.inbox.clear()
-        h.writes.clear()
-        h.reads.clear()
-        h.waiting_reads.clear()
+        self.workload.crashed(h)
+        h.reset()
 
     def _restart(self, h: Host) -> None:
         if h.up:
             return
         d = h.disk.durable()
         self.log(f"restart n{h.id} from term {d.hard_state.term} commit {d.hard_state.commit}, {len(d.entries)} entries after {h.disk.offset()}")
-        h.engine = self._new_engine(h.id, d)
-        h.sm = KVStateMachine.restore(d.snapshot.data if d.snapshot else b"")
-        h.applied = h.disk.offset()
+        h.replica = self._new_replica(h.id, d)
         h.up = True
         self.inv.node_restarted(h.id, d.hard_state.commit)
         self._schedule_tick(h, self.rng.randrange(self.cfg.tick_us))
@@ -414,6 +421,78 @@ class World:
             self.log(f"nemesis: resume n{h.id}")
             self._run_host(h)
 
+    def _held_out(self, h: Host) -> bool:
+        """A node whose disk is being replaced stays down until it is added back."""
+        return self.replacing is not None and self.replacing.node == h.id and self.replacing.stage != "done"
+
+    # ------------------------------------------------------------------ membership nemesis
+    def replace_disk(self, node: NodeId) -> None:
+        """Remove `node`, wipe its disk, add it back under the same id, restart it empty."""
+        assert self.replacing is None
+        self.replacing = _Replacement(node)
+        self.stats["replacements"] += 1
+        self.log(f"nemesis: replace the disk of n{node}")
+        self._replace_step()
+
+    def _replace_step(self) -> None:
+        rep = self.replacing
+        if rep is None:
+            return
+        lead = self.leader()
+        if rep.stage == "done":
+            self.replacing = None
+            return
+        if lead is None or (rep.stage == "remove" and lead.id == rep.node):
+            if lead is not None:  # the leader is the node to remove: hand leadership away
+                to = self.rng.choice([i for i in self.hosts if i != rep.node])
+                self._transfer(lead, to)
+            self.at(100 * MS, self._replace_step)
+            return
+        self._jobs += 1
+        rep.job = self._jobs
+        spec = self.specs[rep.node] if rep.stage == "add" else None
+        op = "remove" if rep.stage == "remove" else "add"
+        self.input(lead, Change(op, rep.node, spec, rep.job))
+        job = rep.job
+        self.at(1000 * MS, lambda: self._change_timeout(job))
+
+    def _change_timeout(self, job: int) -> None:
+        if self.replacing is not None and self.replacing.job == job:
+            self.replacing.job = 0
+            self._replace_step()  # no answer: ask the leader of now again (changes are idempotent)
+
+    def _change_done(self, job: int, error: Exception | None) -> None:
+        rep = self.replacing
+        if rep is None or rep.job != job:
+            return
+        rep.job = 0
+        if error is not None:
+            self.log(f"membership change failed: {error}; retrying")
+            self.at(50 * MS, self._replace_step)
+            return
+        h = self.hosts[rep.node]
+        if rep.stage == "remove":
+            if h.up:
+                self._crash(h)
+            h.disk = Disk()  # wiped: the node comes back knowing nothing
+            rep.stage = "add"
+            self.log(f"n{rep.node} removed and wiped")
+            self._replace_step()
+        else:
+            rep.stage = "done"
+            self.log(f"n{rep.node} added back; restarting it empty")
+            self.inv.node_restarted(h.id, 0)
+            self._restart(h)
+            self.replacing = None
+
+    def _transfer(self, lead: Host, to: NodeId) -> None:
+        if lead.up and not lead.busy and not lead.paused:
+            try:
+                lead.replica.transfer_leadership(to)
+            except NodeError:
+                pass
+            self._run_host(lead)
+
     # ------------------------------------------------------------------ nemesis
     def _nemesis_gap(self) -> int:
         return int(self.rng.expovariate(1.0 / self.cfg.nemesis_mean_us))
@@ -422,10 +501,13 @@ class World:
         if not self.clients_on:
             return
         self.at(self._nemesis_gap(), self._nemesis)
-        hosts = list(self.hosts.values())
-        action = self.rng.choice(["partition", "isolate-leader", "heal", "crash", "pause", "lossy",
-                                  "calm", "drift", "transfer"])
-        leader = self._leader()
+        hosts = [h for h in self.hosts.values() if not self._held_out(h)]
+        actions = ["partition", "isolate-leader", "heal", "crash", "pause", "lossy", "calm",
+                   "drift", "transfer"]
+        if self.cfg.churn and self.cfg.engine == "raft":
+            actions.append("replace")
+        action = self.rng.choice(actions)
+        leader = self.leader()
         if action == "isolate-leader" and leader is not None:
             # The leader and at most a minority of others on one side, the rest on the other.
             others = [i for i in self.hosts if i != leader.id]
@@ -444,10 +526,10 @@ class World:
             self.log("nemesis: heal partition")
         elif action == "crash":
             h = leader if leader is not None and self.rng.random() < 0.5 else self.rng.choice(hosts)
-            if h.up:
+            if h.up and not self._held_out(h):
                 self._crash(h)
                 self.at(self.rng.choice([self.rng.randint(1 * MS, 50 * MS), self.rng.randint(100 * MS, 2000 * MS)]),
-                        lambda: self._restart(h))
+                        lambda: None if self._held_out(h) else self._restart(h))
         elif action == "pause":
             h = self.rng.choice(hosts)
             if h.up and not h.paused:
@@ -463,101 +545,14 @@ class World:
             self.log("nemesis: calm network")
         elif action == "drift":
             h = self.rng.choice(hosts)
-            h.drift = self.rng.uniform(0.7, 1.3)
-            self.log(f"nemesis: n{h.id} clock runs at {h.drift:.2f}x")
+            h.drift = self.rng.uniform(1 / MAX_CLOCK_RATE, 1.3)
+            self.log(f"nemesis: n{h.id} ticks every {h.drift:.2f} ticks")
         elif action == "transfer" and leader is not None:
-            to = self.rng.choice([x.id for x in hosts if x.id != leader.id])
+            to = self.rng.choice([x.id for x in hosts if x.id != leader.id] or [leader.id])
             self.log(f"nemesis: ask n{leader.id} to transfer leadership to n{to}")
-            self._input(leader, lambda: _ignore(leader.engine.transfer_leadership, to))
-
-    def _leader(self) -> Host | None:
-        """The live node that believes it leads in the highest term, if any."""
-        best = None
-        for h in self.hosts.values():
-            if h.up and not h.busy and not h.paused:
-                st = h.engine.status()
-                if st.role == "leader" and (best is None or st.term > best[0]):
-                    best = (st.term, h)
-        return best[1] if best else None
-
-    # ------------------------------------------------------------------ clients
-    def _client_next(self, c: Client) -> None:
-        if not self.clients_on or c.op is not None:
-            return
-        key = f"k{self.rng.randrange(self.cfg.keys)}"
-        roll = self.rng.random()
-        c.seq += 1
-        value: object
-        if roll < 0.5:
-            f, value = "read", None
-        elif roll < 0.8:
-            self.next_value += 1
-            f, value = "write", self.next_value
-        else:
-            self.next_value += 1
-            f, value = "cas", [self.last_values.get(key), self.next_value]
-        op = ClientOp(c.process, c.seq, f, key, value)
-        c.op = op
-        self.history.append(Event(c.process, "invoke", f, key, value, self.now * 1000))
-        opid = self.steps
-        node = self.hosts[c.target]
-        self.at(self.rng.randint(100, 1000), lambda: self._input(node, lambda: self._request(node, op, opid)))
-        self.at(self.cfg.client_timeout_us, lambda: self._client_timeout(c, op))
-
-    def _request(self, h: Host, op: ClientOp, opid: int) -> None:
-        try:
-            if op.f == "read":
-                ctx = f"{op.process}:{op.seq}".encode()
-                h.engine.read_index(ctx)
-                h.reads[ctx] = (opid, op)
-            else:
-                h.engine.propose(Command(op.process, op.seq, op.f, op.key, op.value).encode())
-                h.writes[(op.process, op.seq)] = (opid, op)
-        except NotLeader as e:
-            self._reply(op, opid, "fail", None, e.leader)  # nothing was proposed: a definite failure
-        except ConsensusError:
-            self._reply(op, opid, "fail", None, NONE)
-
-    def _reply(self, op: ClientOp, opid: int, kind: str, value: object, leader: NodeId) -> None:
-        self.at(self.rng.randint(100, 1000), lambda: self._client_done(op, kind, value, leader))
-
-    def _client_done(self, op: ClientOp, kind: str, value: object, leader: NodeId) -> None:
-        c = next((c for c in self.clients if c.op is op), None)
-        if c is None:
-            return  # already timed out
-        c.op = None
-        if op.f == "read":
-            value = value if kind == "ok" else None
-        self.history.append(Event(op.process, kind, op.f, op.key, value, self.now * 1000))
-        if kind == "ok":
-            if op.f != "read":
-                self.acked.append((op.process, op.seq))
-                self.last_values[op.key] = op.value if op.f == "write" else op.value[1]  # type: ignore[index]
-            else:
-                self.last_values[op.key] = value
-        if leader != NONE:
-            c.target = leader
-        elif kind == "fail":
-            c.target = self.rng.choice(list(self.hosts))
-        self.at(self.rng.randint(0, 20 * MS), lambda: self._client_next(c))
-
-    def _client_timeout(self, c: Client, op: ClientOp) -> None:
-        if c.op is not op:
-            return
-        c.op = None
-        # A read changes nothing, so a lost read is a definite failure; a write may have landed.
-        self.history.append(Event(op.process, "fail" if op.f == "read" else "info", op.f, op.key, None, self.now * 1000))
-        self.next_process += 1
-        c.process, c.seq = self.next_process, 0  # an unknown outcome stays open: new process id
-        c.target = self.rng.choice(list(self.hosts))
-        self.at(self.rng.randint(0, 20 * MS), lambda: self._client_next(c))
-
-
-def _ignore(fn: Callable[[NodeId], None], arg: NodeId) -> None:
-    try:
-        fn(arg)
-    except ConsensusError:
-        pass
+            self._transfer(leader, to)
+        elif action == "replace" and self.replacing is None and len(self.hosts) >= 3:
+            self.replace_disk(self.rng.choice(sorted(self.hosts)))
 
 
 def _describe(m: object) -> str:
@@ -577,3 +572,4 @@ def _describe(m: object) -> str:
     if m.read_round:
         parts.append(f"round={m.read_round}")
     return " ".join(parts)
+

@@ -1,0 +1,420 @@
+"""One consensus group's runtime as a deterministic state machine: no I/O, no clock.
+
+A consensus engine (Raft or Multi-Paxos) only orders opaque entries. Between it and the
+sockets sits everything that makes a group a replicated key-value service, and it lives here,
+so the simulator runs exactly what production runs:
+
+- applying committed entries to the state machine (the MVCC store, leases, sessions,
+  watches) and the membership table, in log order;
+- proposal waiters: a write is answered by the application of *its* entry, recognised by
+  (proposer id, incarnation, token); the incarnation is drawn at every start, so an entry
+  proposed in a previous life can never answer a request of this one;
+- ReadIndex waiters: a linearizable read is released once the engine confirmed a read index
+  and the state machine has applied it;
+- membership waiters, keyed by the change's log index *and term*, so a change overwritten by a
+  new leader's log is reported as lost instead of answered by someone else's entry;
+- lease clocks: the host hands wall-clock time in with every `tick(now_ms)`; grants and
+  keep-alives are stamped with it at proposal time, a new leader restarts every lease's clock
+  (LeasePromote), and only a leader whose promotion of *this* term is applied expires leases,
+  so no lease is judged by a clock other than the one that last stamped it;
+- automatic history compaction and snapshots of the whole replicated state.
+
+The driving contract extends the engine's Ready loop (consensus/messages.py):
+
+    replica.tick(now_ms) | replica.step(msg) | replica.propose(cmd) | replica.read_index() ...
+    while replica.has_ready():
+        rd = replica.ready()
+        persist rd (snapshot, entries, hard state; fsync if rd.must_sync); then send rd.messages
+        out = replica.advance(rd)   # applies; returns Applied: finished requests, a changed
+                                    # member table, a snapshot to persist, watch news
+        persist out.snapshot (then release the log it covers); reconcile peers with out.members
+
+Requests are named by integer tokens the replica hands out; their outcomes come back as `Done`
+values in `Applied.done`. A host that gives up on a request calls `forget(token)`. Nothing is
+queued as a closure: every input and output is a value a test can compare."""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import msgpack
+
+from ..consensus.confchange import ConfChange
+from ..consensus.engine import Engine
+from ..consensus.messages import (
+    ConsensusError,
+    Durable,
+    Entry,
+    EntryKind,
+    NotLeader,
+    ProposalDropped,
+    Ready,
+    Snapshot,
+)
+from ..kv import KVStore
+from ..kv.errors import KVError
+from ..kv.limits import KVLimits
+from ..kv.requests import (
+    Command,
+    CompactionRequest,
+    LeaseExpireRequest,
+    LeaseGrantRequest,
+    LeaseKeepAliveRequest,
+    LeasePromoteRequest,
+    Request,
+    encode_command,
+)
+from ..kv.watch import WatchHub
+from .errors import NodeError
+from .membership import Members, apply_change, encode_context
+
+# Planted bugs the simulator must catch (tests only): a membership change re-applied after the
+# next one, a re-added member forgotten, leases expired before this leader's promotion.
+BUGS = frozenset({"apply-conf-twice", "forget-readd", "expire-before-promote"})
+
+
+@dataclass(frozen=True, slots=True)
+class ReplicaConfig:
+    snapshot_entries: int = 10_000  # applied entries between snapshots
+    auto_compact_revisions: int = 100_000  # history kept (0 = never compact automatically)
+    max_pending: int = 10_000  # requests in flight (writes, reads, membership changes)
+    lease_expiry_batch: int = 100  # expirations proposed per tick
+    bugs: frozenset[str] = frozenset()
+
+    def __post_init__(self) -> None:
+        assert self.snapshot_entries > 0 and self.max_pending > 0 and self.lease_expiry_batch > 0
+        assert self.auto_compact_revisions >= 0
+        if unknown := self.bugs - BUGS:
+            raise ValueError(f"unknown replica bugs {sorted(unknown)}; known: {sorted(BUGS)}")
+
+
+@dataclass(frozen=True, slots=True)
+class Done:
+    """A request finished: `result` is a kv Response (writes), None (reads, membership
+    changes); `error` is set instead when it failed (a KVError or a NodeError)."""
+
+    token: int
+    result: Any = None
+    error: Exception | None = None
+
+
+@dataclass(slots=True)
+class Applied:
+    """What one `advance` produced, for the host to act on."""
+
+    done: list[Done] = field(default_factory=list)
+    members: Members | None = None  # the member table, whenever it changed
+    snapshot: Snapshot | None = None  # taken now: persist it, then the log it covers may go
+    store_replaced: bool = False  # a snapshot replaced the store: its watches have ended
+    store_changed: bool = False  # entries were applied: watchers may have news
+    became_leader: bool = False
+
+
+class Replica:
+    def __init__(self, node_id: int, engine: Engine, durable: Durable, members: Members,
+                 incarnation: int, cfg: ReplicaConfig | None = None,
+                 limits: KVLimits | None = None):
+        assert node_id > 0 and engine.id == node_id
+        assert incarnation > 0, "draw the incarnation from the host's generator, at every start"
+        self.id = node_id
+        self.engine = engine
+        self.cfg = cfg or ReplicaConfig()
+        self.incarnation = incarnation
+        self.kv = KVStore(limits)
+        self.hub = WatchHub(self.kv.mvcc)
+        # Until the log or a snapshot says otherwise: a joining node needs these to answer.
+        self.members: Members = dict(members)
+        self.applied = self.snapshot_index = 0
+        if durable.snapshot is not None:
+            self._restore(durable.snapshot.data)
+            self.applied = self.snapshot_index = durable.snapshot.meta.index
+        self.role, self.leader = "follower", 0
+        self.now_ms = 0
+        self._tokens = itertools.count(1)
+        self._live: set[int] = set()  # tokens whose outcome someone still waits for
+        self._reads: dict[bytes, int] = {}  # ReadIndex context -> token
+        self._read_waits: list[tuple[int, int]] = []  # heap of (read index, token)
+        self._conf_waits: dict[int, tuple[int, int]] = {}  # log index -> (entry term, token)
+        self._pending_done: list[Done] = []  # finished while handling input, out next advance
+        self._promote_token = 0
+        self._promoted_term = -1  # the term whose lease promotion (ours) has been applied
+        self._expiring: set[int] = set()  # leases whose revocation we proposed
+        self._compacting = -1  # compact revision when we last proposed a compaction
+        self._last_change: ConfChange | None = None  # for the planted apply-conf-twice bug
+        self._removed: set[int] = set()  # for the planted forget-readd bug
+        self._leaving: set[int] = set()  # removed, but the engine still counts them
+        self.stats = {"proposals": 0, "applied_entries": 0, "read_index": 0, "snapshots": 0,
+                      "dropped_proposals": 0}
+
+    # ================================================================ inputs
+    def tick(self, now_ms: int) -> None:
+        """One tick of logical time; `now_ms` is the host's wall clock, for lease clocks."""
+        self.now_ms = now_ms
+        self.engine.tick()
+        if self.role == "leader":
+            self._expire_leases()
+            self._auto_compact()
+
+    def step(self, msg: object) -> None:
+        """A peer's message. Raises ConsensusError for one the engine refuses."""
+        self.engine.step(msg)
+
+    def propose(self, cmd: Command, data: bytes | None = None) -> int:
+        """Propose a kv write; its outcome arrives as Done(token). `data` is `cmd` already
+        encoded, when the caller has it, to save an encode."""
+        self._check_capacity()
+        if self.role != "leader":
+            raise self.not_leader()
+        stamped = _stamp(cmd.request, self.now_ms)
+        if data is None or stamped is not cmd.request:
+            data = encode_command(stamped, cmd.session)
+        token = next(self._tokens)
+        self._propose(token, data)
+        self._live.add(token)
+        self.stats["proposals"] += 1
+        return token
+
+    def read_index(self) -> int:
+        """Ask for a linearizable read point; Done(token) once it is applied here."""
+        self._check_capacity()
+        token = next(self._tokens)
+        ctx = token.to_bytes(8, "big")
+        try:
+            self.engine.read_index(ctx)
+        except ConsensusError:
+            raise self.not_leader() from None
+        self._reads[ctx] = token
+        self._live.add(token)
+        self.stats["read_index"] += 1
+        return token
+
+    def change_membership(self, op: str, node_id: int, spec: str | None = None) -> int:
+        """Propose one membership change; Done(token) once it is applied here."""
+        self._check_capacity()
+        if self.role != "leader":
+            raise self.not_leader()
+        context = encode_context({node_id: spec}) if spec else ""
+        try:
+            self.engine.propose_conf_change(ConfChange(((op, node_id),), context=context).encode())
+        except NotLeader:
+            raise self.not_leader() from None
+        except ProposalDropped as exc:  # e.g. the previous change is still settling: retry
+            raise NodeError("unavailable", str(exc)) from None
+        except (ConsensusError, ValueError) as exc:
+            raise NodeError("bad_request", str(exc)) from None
+        token = next(self._tokens)
+        index = self.engine.status().last_index
+        if (old := self._conf_waits.pop(index, None)) is not None:
+            self._pending_done.append(Done(old[1], error=_lost()))
+        self._conf_waits[index] = (self.engine.term, token)
+        self._live.add(token)
+        return token
+
+    def transfer_leadership(self, to: int) -> None:
+        if self.role != "leader":
+            raise self.not_leader()
+        try:
+            self.engine.transfer_leadership(to)
+        except ConsensusError as exc:
+            raise NodeError("bad_request", str(exc)) from None
+
+    def forget(self, token: int) -> None:
+        """The host stopped waiting for `token` (a timeout): report nothing more about it."""
+        self._live.discard(token)
+        self._reads.pop(token.to_bytes(8, "big"), None)
+
+    def not_leader(self) -> NodeError:
+        if self.leader == 0 or self.leader not in self.members:
+            return NodeError("no_leader", "no leader is known right now; retry shortly")
+        return NodeError("not_leader", f"not leader, leader is {self.leader}", leader=self.leader)
+
+    # ================================================================ the Ready loop
+    def has_ready(self) -> bool:
+        return self.engine.has_ready()
+
+    def ready(self) -> Ready:
+        return self.engine.ready()
+
+    def advance(self, rd: Ready) -> Applied:
+        """`rd` is persisted and its messages sent: apply it and hand it back to the engine."""
+        out = Applied(done=self._pending_done)
+        self._pending_done = []
+        if rd.snapshot is not None:
+            assert rd.snapshot.meta.index > self.applied, (rd.snapshot.meta.index, self.applied)
+            self._restore(rd.snapshot.data)
+            self.applied = self.snapshot_index = rd.snapshot.meta.index
+            out.members, out.store_replaced = dict(self.members), True
+            for index in [i for i in self._conf_waits if i <= self.applied]:
+                # Its outcome is inside the snapshot, not in any entry we will apply: unknown.
+                self._finish(out, Done(self._conf_waits.pop(index)[1], error=_lost()))
+        for e in rd.committed:
+            assert e.index == self.applied + 1, f"applies {e.index} after {self.applied}"
+            waiter = self._conf_waits.pop(e.index, None)
+            if e.kind is EntryKind.CONFIG:
+                self._apply_membership(e, out)
+            elif e.data:
+                self._apply_command(e, out)
+            if waiter is not None:
+                ok = e.kind is EntryKind.CONFIG and e.term == waiter[0]
+                self._finish(out, Done(waiter[1], error=None if ok else _lost()))
+            self.applied = e.index
+            # Per entry, not per batch: a compaction later in this batch drops the history
+            # the hub has not yet handed to its watchers.
+            self.hub.advance()
+        self.stats["applied_entries"] += len(rd.committed)
+        out.store_changed = bool(rd.committed) or rd.snapshot is not None
+        for rs in rd.read_states:
+            token = self._reads.pop(rs.context, None)
+            if token is not None:
+                heapq.heappush(self._read_waits, (rs.index, token))
+        while self._read_waits and self._read_waits[0][0] <= self.applied:
+            self._finish(out, Done(heapq.heappop(self._read_waits)[1]))
+        self.engine.advance(rd)
+        if self._leaving:
+            self._let_go(out)
+        if rd.soft_state is not None:
+            was_leader = self.role == "leader"
+            self.role, self.leader = rd.soft_state.role, rd.soft_state.leader
+            if self.role == "leader" and not was_leader:
+                out.became_leader = True
+                # A new leader restarts every lease's clock so none expires during failover.
+                self._promote_token = next(self._tokens)
+                self._propose_quietly(self._promote_token, LeasePromoteRequest(self.now_ms))
+            if self.role != "leader":
+                self._expiring.clear()
+        if self.applied - self.snapshot_index >= self.cfg.snapshot_entries:
+            try:
+                out.snapshot = self.engine.compact(self.applied, self.snapshot_data())
+                self.snapshot_index = self.applied
+                self.stats["snapshots"] += 1
+            except ProposalDropped:
+                pass  # the engine asks to compact later (Paxos: a change not yet in effect)
+        assert self.snapshot_index <= self.applied
+        return out
+
+    # ================================================================ applying
+    def _apply_command(self, e: Entry, out: Applied) -> None:
+        proposer, incarnation, token, command = msgpack.unpackb(e.data)
+        result: Any
+        try:
+            result = self.kv.apply_entry(command, e.index)
+        except KVError as exc:
+            result = exc
+        if proposer != self.id or incarnation != self.incarnation:
+            return
+        if token == self._promote_token:
+            self._promoted_term = e.term  # leases may expire in this term, not a later one
+        elif isinstance(result, KVError):
+            self._finish(out, Done(token, error=result))
+        else:
+            self._finish(out, Done(token, result))
+
+    def _apply_membership(self, e: Entry, out: Applied) -> None:
+        cc = ConfChange.decode(e.data)
+        if "forget-readd" in self.cfg.bugs:
+            cc = replace(cc, changes=tuple(c for c in cc.changes
+                                           if c[0] == "remove" or c[1] not in self._removed))
+            self._removed |= {n for op, n in cc.changes if op == "remove"}
+        self.members = apply_change(self.members, cc, self._leaving)
+        if "apply-conf-twice" in self.cfg.bugs and self._last_change is not None:
+            for op, n in self._last_change.changes:  # the previous change, applied again, naively
+                if op == "remove":
+                    self.members.pop(n, None)
+        self._last_change = cc
+        out.members = dict(self.members)
+
+    def _let_go(self, out: Applied) -> None:
+        """Drop the members the engine no longer counts. A removed member keeps its place in
+        the table while a joint configuration still needs its votes, and a member re-added
+        before that keeps it for good: the table only ever shrinks to the engine's view."""
+        conf = self.engine.status().conf.members()
+        if gone := {n for n in self._leaving if n not in conf}:
+            self._leaving -= gone
+            for n in gone:
+                self.members.pop(n, None)
+            out.members = dict(self.members)
+
+    def _finish(self, out: Applied, done: Done) -> None:
+        if done.token in self._live:
+            self._live.discard(done.token)
+            out.done.append(done)
+
+    # ================================================================ the leader's chores
+    def _expire_leases(self) -> None:
+        if self._promoted_term != self.engine.term and "expire-before-promote" not in self.cfg.bugs:
+            return  # leases carry the previous leader's stamps until our promotion applies
+        now = self.now_ms
+        for lease_id in self.kv.lessor.expired(now, limit=self.cfg.lease_expiry_batch):
+            if lease_id not in self._expiring:
+                self._expiring.add(lease_id)
+                self._propose_quietly(0, LeaseExpireRequest(lease_id, now))
+        self._expiring &= set(self.kv.lessor.ids())
+
+    def _auto_compact(self) -> None:
+        """Keep the last `auto_compact_revisions` revisions of history (etcd's revision mode):
+        the store lives in memory, so unbounded history would be unbounded memory. Proposed in
+        steps of half the retention, so compaction is rare and cheap per write."""
+        keep = self.cfg.auto_compact_revisions
+        if keep and self.kv.revision - self.kv.compact_revision >= keep + keep // 2:
+            if self._compacting != self.kv.compact_revision:
+                self._compacting = self.kv.compact_revision
+                self._propose_quietly(0, CompactionRequest(self.kv.revision - keep))
+
+    def _propose(self, token: int, data: bytes) -> None:
+        try:
+            self.engine.propose(msgpack.packb([self.id, self.incarnation, token, data]))
+        except NotLeader:
+            raise self.not_leader() from None
+        except ProposalDropped as exc:
+            self.stats["dropped_proposals"] += 1
+            raise NodeError("too_many_requests", str(exc)) from None
+
+    def _propose_quietly(self, token: int, request: Request) -> None:
+        try:
+            self._propose(token, encode_command(request))
+        except NodeError:
+            pass  # the leader's chores are retried on a later tick
+
+    def _check_capacity(self) -> None:
+        if len(self._live) >= self.cfg.max_pending:
+            raise NodeError("too_many_requests", f"{len(self._live)} requests in flight; retry later")
+
+    # ================================================================ snapshots
+    def snapshot_data(self) -> bytes:
+        """The replicated state as of `applied` (what `shoal snapshot save` writes)."""
+        return msgpack.packb([self.kv.snapshot(), dict(sorted(self.members.items())),
+                              sorted(self._leaving)])
+
+    def _restore(self, data: bytes) -> None:
+        kv_bytes, members, leaving = msgpack.unpackb(data, strict_map_key=False)
+        self.kv = KVStore.restore(kv_bytes, self.kv.limits)
+        self.hub = WatchHub(self.kv.mvcc)
+        self.members = {int(n): str(spec) for n, spec in members.items()}
+        self._leaving = {int(n) for n in leaving}
+
+    # ================================================================ status
+    def status(self) -> dict[str, Any]:
+        st = self.engine.status()
+        return {
+            "role": self.role, "term": st.term, "leader": self.leader, "commit": st.commit,
+            "applied": self.applied, "last_index": st.last_index, "revision": self.kv.revision,
+            "voters": sorted(st.conf.voters), "learners": sorted(st.conf.learners),
+            "members": dict(sorted(self.members.items())),
+            "peers": {n: {"match": m} for n, m in sorted(st.progress.items())},
+            "db_size": self.kv.size_bytes,
+        }
+
+
+def _stamp(request: Request, now_ms: int) -> Request:
+    """Lease requests carry the proposing leader's clock (the state machine reads none)."""
+    if isinstance(request, LeaseGrantRequest | LeaseKeepAliveRequest):
+        return replace(request, now_ms=now_ms)
+    return request
+
+
+def _lost() -> NodeError:
+    return NodeError("unavailable", "the membership change's outcome is unknown: the log moved "
+                     "on under another leader; check the member list and retry")
