@@ -15,7 +15,7 @@ import pytest
 from typer.testing import CliRunner
 
 from shoal.cli import app
-from shoal.cluster_local import LocalProcessCluster, free_ports
+from shoal.local.cluster import LocalProcessCluster, free_ports
 from shoal.server.node import cluster_number
 from shoal.storage import Storage
 

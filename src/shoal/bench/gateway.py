@@ -35,8 +35,8 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from ..cluster_local import LocalProcessCluster, free_ports
 from ..debian import ensure
+from ..local.cluster import LocalProcessCluster, free_ports
 
 console = Console()
 HOST = "127.0.0.1"

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from rich.console import Console
 from rich.table import Table
 
-from ..cluster_local import LocalProcessCluster, free_ports
+from ..local.cluster import LocalProcessCluster, free_ports
 from ..server.config import Member
 from .etcd import EtcdCluster, EtcdDriver
 from .loadgen import Driver, LoadResult, median_result, run_load

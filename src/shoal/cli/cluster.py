@@ -81,7 +81,7 @@ def cluster_up(
     stops them: SIGTERM to each, SIGKILL after 5 s."""
     from rich.console import Console
 
-    from ..cluster_local import LocalProcessCluster
+    from ..local.cluster import LocalProcessCluster
     from ..server.config import ConfigError
 
     console = Console()

@@ -17,6 +17,6 @@ def demo(
 
     Shows the failover time, reads back every acknowledged write and checks the history for
     linearizability. `shoal sim --demo` runs the simulated cluster instead."""
-    from ..demo import run_demo
+    from ..local.demo import run_demo
 
     raise typer.Exit(run_demo(history))

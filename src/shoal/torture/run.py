@@ -17,7 +17,7 @@ from pathlib import Path
 
 from ..check import CheckResult, check_history, dump_history
 from ..client import Client
-from ..cluster_local import LocalProcessCluster
+from ..local.cluster import LocalProcessCluster
 from .workload import Workload
 
 NODE_ARGS = ["--tick-ms", "50", "--election-ticks", "10", "--snapshot-entries", "500"]

@@ -24,10 +24,10 @@ from rich.live import Live
 from rich.panel import Panel
 from rich.table import Table
 
-from .check import Event, check_history, dump_history
-from .client import Client, ClientError
-from .cluster_local import LocalProcessCluster
-from .kv.errors import KVError
+from ..check import Event, check_history, dump_history
+from ..client import Client, ClientError
+from ..kv.errors import KVError
+from .cluster import LocalProcessCluster
 
 KEYS = ("demo/x", "demo/y", "demo/z")
 CLIENTS = 6

@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .server.config import Member, check_port_free
+from ..server.config import Member, check_port_free
 
 HOST = "127.0.0.1"
 
