@@ -11,10 +11,10 @@ import time
 import msgpack
 import pytest
 
-from shoal.debian import MissingTool, ensure
+from etcd_cluster import BackgroundCluster
 from shoal.etcdapi.api import unframe_snapshot
-from shoal.etcdapi.testing import BackgroundCluster
 from shoal.kv import KVStore
+from shoal_bench.debian import MissingTool, ensure
 
 
 def ensure_etcdctl() -> str:

@@ -15,6 +15,7 @@ import aetcd.exceptions
 import grpc
 import pytest
 
+from etcd_cluster import BackgroundCluster
 from shoal.etcdapi.pb import (
     auth_pb2,
     rpc_pb2,
@@ -24,7 +25,6 @@ from shoal.etcdapi.pb import (
     v3lock_pb2,
     v3lock_pb2_grpc,
 )
-from shoal.etcdapi.testing import BackgroundCluster
 
 
 @pytest.fixture(scope="module")

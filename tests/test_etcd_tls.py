@@ -6,8 +6,8 @@ from __future__ import annotations
 import os
 import subprocess
 
+from etcd_cluster import BackgroundCluster
 from shoal.etcdapi import TLSFiles
-from shoal.etcdapi.testing import BackgroundCluster
 from test_etcd_etcdctl import ensure_etcdctl
 from test_net import make_pki
 

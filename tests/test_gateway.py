@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import aiohttp
 
@@ -17,6 +18,7 @@ from shoal.gateway import Gateway, GatewayConfig
 from shoal.registry import HealthConfig, OutlierConfig
 
 SERVICE = "web"
+BACKEND = Path(__file__).with_name("http_backend.py")  # a small HTTP backend
 
 
 def run(coro, timeout: float = 120):
@@ -25,7 +27,7 @@ def run(coro, timeout: float = 120):
 
 def start_backend(ident: str, port: int, endpoints: list[str]) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, "-m", "shoal.gateway.testbackend", "--port", str(port), "--id", ident,
+        [sys.executable, str(BACKEND), "--port", str(port), "--id", ident,
          "--register", SERVICE, "--endpoints", ",".join(endpoints), "--ttl", "3"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 

@@ -1,6 +1,6 @@
 """Fast checks for the gateway benchmark's pieces and the gateway's performance work: wrk
 output parsing, the HAProxy configuration, the coarse timeouts, and the fast head parsers
-agreeing with the full ones. The benchmark itself (`shoal.bench.gateway`) is run by
+agreeing with the full ones. The benchmark itself (`shoal_bench.gateway`) is run by
 `make bench`, not here."""
 
 from __future__ import annotations
@@ -10,14 +10,6 @@ import os
 
 import pytest
 
-from shoal.bench.gateway import (
-    GatewayBenchPlan,
-    SystemResult,
-    WrkResult,
-    cpu_seconds,
-    haproxy_config,
-    parse_wrk,
-)
 from shoal.gateway.http1 import (
     HttpError,
     parse_request,
@@ -26,6 +18,14 @@ from shoal.gateway.http1 import (
     parse_response_full,
 )
 from shoal.gateway.timeouts import TICK, Watchdog, Wheel
+from shoal_bench.gateway import (
+    GatewayBenchPlan,
+    SystemResult,
+    WrkResult,
+    cpu_seconds,
+    haproxy_config,
+    parse_wrk,
+)
 
 WRK_OUTPUT = """Running 10s test @ http://127.0.0.1:8080/
   1 threads and 64 connections

@@ -1,5 +1,6 @@
 """`shoal bench` (Shoal beside etcd and HAProxy, or the core in the simulator) and
-`shoal lb-report` (every load-balancing picker measured)."""
+`shoal lb-report` (every load-balancing picker measured). The harnesses live in the separate
+`shoal_bench` package, imported only when a benchmark runs."""
 
 from __future__ import annotations
 
@@ -30,17 +31,17 @@ def bench(
 ) -> None:
     """Throughput and latency of a 3-node cluster (with --compare-etcd: beside etcd), or --core."""
     if core:
-        from ..bench.core import run_bench
+        from shoal_bench.core import run_bench
 
         run_bench(repeat)
         return
     if gateway:
-        from ..bench.gateway import GatewayBenchPlan, run_gateway_bench
+        from shoal_bench.gateway import GatewayBenchPlan, run_gateway_bench
 
         run_gateway_bench(GatewayBenchPlan(connections=int(clients.split(",")[0]),
                                            seconds=duration(time_), repeat=repeat))
         return
-    from ..bench.kv import BenchPlan, run_kv_bench
+    from shoal_bench.kv import BenchPlan, run_kv_bench
 
     plan = BenchPlan(clients=[int(c) for c in clients.split(",")], value_size=value_size,
                      mixes=mix.split(","), seconds=duration(time_), repeat=repeat,

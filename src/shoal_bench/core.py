@@ -9,10 +9,10 @@ from functools import partial
 
 from rich.console import Console
 from rich.table import Table
+from shoal.sim.kvsm import Command
 
-from ..check.bench import bench_checker
-from ..sim import SimConfig, World
-from ..sim.kvsm import Command
+from shoal.check.bench import bench_checker
+from shoal.sim import SimConfig, World
 
 console = Console()
 

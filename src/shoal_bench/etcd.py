@@ -11,8 +11,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ..debian import ensure
-from ..server.config import Member
+from shoal.server.config import Member
+
+from .debian import ensure
 
 
 def ensure_etcd() -> str:

@@ -14,8 +14,9 @@ from dataclasses import dataclass, field
 from rich.console import Console
 from rich.table import Table
 
-from ..local.cluster import LocalProcessCluster, free_ports
-from ..server.config import Member
+from shoal.local.cluster import LocalProcessCluster, free_ports
+from shoal.server.config import Member
+
 from .etcd import EtcdCluster, EtcdDriver
 from .loadgen import Driver, LoadResult, median_result, run_load
 from .shoal_driver import ShoalDriver

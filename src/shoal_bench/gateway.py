@@ -1,7 +1,7 @@
 """The gateway against HAProxy: the same backends, the same load generator (wrk), one run.
 
 `run_gateway_bench()` installs Debian's haproxy and wrk when they are missing, starts N
-identical minimal backends (this module, `python -m shoal.bench.gateway backend`), a 1-node
+identical minimal backends (this module, `python -m shoal_bench.gateway backend`), a 1-node
 Shoal store where the backends register themselves, the Shoal gateway (one process,
 round-robin) and HAProxy (one process, `nbthread 1`, round-robin, keep-alive both ways,
 `http-reuse always`) in front of the same backends. Then wrk runs against each proxy in turn,
@@ -35,8 +35,9 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from ..debian import ensure
-from ..local.cluster import LocalProcessCluster, free_ports
+from shoal.local.cluster import LocalProcessCluster, free_ports
+
+from .debian import ensure
 
 console = Console()
 HOST = "127.0.0.1"
@@ -94,8 +95,8 @@ async def serve_backend(port: int, ident: str, service: str | None, endpoints: l
         if service is None:
             await asyncio.Event().wait()
             return
-        from ..client import Client
-        from ..registry import Instance, Registration
+        from shoal.client import Client
+        from shoal.registry import Instance, Registration
 
         async with Client(endpoints) as client, Registration(
                 client, Instance(service, ident, f"{HOST}:{port}"), 10):
@@ -297,7 +298,7 @@ def run_gateway_bench(plan: GatewayBenchPlan | None = None,
         backend_ports, gw_port, gw_admin, ha_port = (ports[:plan.backends], *ports[plan.backends:])
         addrs = [f"{HOST}:{p}" for p in backend_ports]
         with console.status(f"starting {plan.backends} backends..."):
-            procs = [_spawn(stack, [py, "-m", "shoal.bench.gateway", "backend", "--port", str(p),
+            procs = [_spawn(stack, [py, "-m", "shoal_bench.gateway", "backend", "--port", str(p),
                                     "--id", f"b{i}", "--register", SERVICE,
                                     "--endpoints", endpoints], root / f"backend{i}.log")
                      for i, p in enumerate(backend_ports, 1)]
@@ -391,7 +392,7 @@ def main(argv: list[str] | None = None) -> None:
     r.add_argument("--repeat", type=int, default=3)
     args = p.parse_args(argv)
     if args.cmd == "backend":
-        from ..net import install_event_loop
+        from shoal.net import install_event_loop
 
         install_event_loop()
         try:

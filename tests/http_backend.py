@@ -1,6 +1,6 @@
 """A small HTTP backend for the gateway's tests and benchmarks, optionally self-registering.
 
-    python -m shoal.gateway.testbackend --port 8001 --id b1 [--register api --endpoints ...]
+    python tests/http_backend.py --port 8001 --id b1 [--register api --endpoints ...]
 
 GET / answers "hello from ID"; /health 200; /big?n=N streams N bytes chunked; /slow?s=S
 waits first; POST /echo streams the request body back. With --register it holds a leased
@@ -13,9 +13,9 @@ import asyncio
 
 from aiohttp import web
 
-from ..client import Client
-from ..net import install_event_loop
-from ..registry import Instance, Registration
+from shoal.client import Client
+from shoal.net import install_event_loop
+from shoal.registry import Instance, Registration
 
 
 def make_app(ident: str) -> web.Application:

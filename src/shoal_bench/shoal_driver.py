@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from ..client import Client
+from shoal.client import Client
 
 
 class ShoalDriver:

@@ -4,27 +4,15 @@ so that synchronous tests can point etcdctl (a subprocess) or any client at it."
 from __future__ import annotations
 
 import asyncio
-import socket
 import threading
 from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
 
-from ..server.config import Member, NodeConfig
-from ..server.main import Server
-from .server import EtcdServer, TLSFiles
-
-
-def free_ports(n: int) -> list[int]:
-    socks = []
-    for _ in range(n):
-        s = socket.socket()
-        s.bind(("127.0.0.1", 0))
-        socks.append(s)
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
+from cluster import free_ports
+from shoal.etcdapi.server import EtcdServer, TLSFiles
+from shoal.server.config import Member, NodeConfig
+from shoal.server.main import Server
 
 
 class BackgroundCluster:
