@@ -11,7 +11,7 @@ from cluster import LocalCluster, ep, eventually, run
 from shoal import kv
 from shoal.client import Client, ClientError
 from shoal.kv import PutRequest, Session, decode_response, encode_command
-from shoal.server.protocol import (
+from shoal.wire.protocol import (
     BAD_REQUEST,
     REQUEST_TOO_LARGE,
     RETRYABLE,

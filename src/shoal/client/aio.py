@@ -36,7 +36,7 @@ from ..kv.requests import (
     encode_command,
 )
 from ..kv.watch import WatchResponse
-from ..server.protocol import (
+from ..wire.protocol import (
     NOT_LEADER,
     RETRYABLE,
     TIMEOUT,

@@ -19,9 +19,7 @@ from ..kv.requests import (
     encode_response,
 )
 from ..kv.watch import WatchFilter, WatchResponse
-from .config import Member, parse_addr
-from .node import Node, NodeError
-from .protocol import (
+from ..wire.protocol import (
     BAD_REQUEST,
     FRAME_OVERHEAD,
     REQUEST_TOO_LARGE,
@@ -30,6 +28,8 @@ from .protocol import (
     frame,
     read_frame,
 )
+from .config import Member, parse_addr
+from .node import Node, NodeError
 
 log = logging.getLogger("shoal.client_api")
 
