@@ -9,10 +9,11 @@ from functools import partial
 
 from rich.console import Console
 from rich.table import Table
-from shoal.sim.kvsm import Command
 
 from shoal.check.bench import bench_checker
+from shoal.kv.requests import Command, PutRequest, RangeRequest
 from shoal.sim import SimConfig, World
+from shoal.sim.host import Ask
 
 console = Console()
 
@@ -34,7 +35,7 @@ def sim_throughput(engine: str, seeds: int = 5, steps: int = 20_000) -> tuple[fl
 def saturated_throughput(nodes: int = 3, batch: int = 100, virtual_s: float = 2.0) -> float:
     """Committed entries per wall-second with the leader fed `batch` proposals every 5 ms and
     no faults: what the core and the simulated I/O path can carry."""
-    w = World(0, SimConfig(nodes=nodes, clients=0, faults=False))
+    w = World(0, SimConfig(nodes=nodes, clients=0, faults=False, quiesce_after_ticks=0))
     w.run_until(lambda: w.leader() is not None, 2_000_000)
     start, seq = time.perf_counter(), 0
     first = max(h.applied for h in w.hosts.values())
@@ -43,7 +44,7 @@ def saturated_throughput(nodes: int = 3, batch: int = 100, virtual_s: float = 2.
         if leader is not None:
             for _ in range(batch):
                 seq += 1
-                w.propose(leader, Command(1, seq, "write", f"k{seq % 5}", seq).encode())
+                w.input(leader, Ask(0, _put(f"k{seq % 5}", seq)))
         w.run_for(5_000)
     wall = time.perf_counter() - start
     return (min(h.applied for h in w.hosts.values()) - first) / wall
@@ -68,21 +69,27 @@ def _profile_one(engine: str, nodes: int, seed: int) -> tuple[float, float]:
         assert leader is not None
         seq += 1
         target = max(h.applied for h in w.hosts.values()) + 1
-        w.propose(leader, Command(1, seq, "write", "k", seq).encode())
+        w.input(leader, Ask(0, _put("k", seq)))
         w.run_until(partial(_all_applied, w, target), 2_000_000)
     per_commit = (w.stats["messages"] - before) / 50
     leader = w.leader()
     assert leader is not None
     w.crash(leader.id)
     crashed_at = w.now
-    while w.now - crashed_at < 10_000_000 and not any(c >= 10_000 for _, c in w.applied_cmds):
+    while w.now - crashed_at < 10_000_000 and not _after_crash(w):
         w.run_for(10_000)
         new = w.leader()
         if new is not None and not new.busy:  # offer a command every 10 ms until one commits
-            seq += 1
-            data = Command(1, 10_000 + seq, "write", "k", seq).encode()
-            w.call(new, partial(new.engine.propose, data))
+            w.input(new, Ask(0, _put("after-crash", 1)))
     return per_commit, (w.now - crashed_at) / 1000
+
+
+def _put(key: str, value: int) -> Command:
+    return Command(PutRequest(key.encode(), b"%d" % value))
+
+
+def _after_crash(w: World) -> bool:
+    return any(h.up and h.replica.kv.range(RangeRequest(b"after-crash")).kvs for h in w.hosts.values())
 
 
 def _all_applied(w: World, index: int) -> bool:

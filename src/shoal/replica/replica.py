@@ -49,6 +49,7 @@ from ..consensus.messages import (
     Durable,
     Entry,
     EntryKind,
+    MsgType,
     NotLeader,
     ProposalDropped,
     Ready,
@@ -74,6 +75,7 @@ from .membership import Members, apply_change, encode_context
 # Planted bugs the simulator must catch (tests only): a membership change re-applied after the
 # next one, a re-added member forgotten, leases expired before this leader's promotion.
 BUGS = frozenset({"apply-conf-twice", "forget-readd", "expire-before-promote"})
+FOLLOWER_QUIET_TICKS = 2  # above one heartbeat interval, far below an election timeout
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,11 +84,16 @@ class ReplicaConfig:
     auto_compact_revisions: int = 100_000  # history kept (0 = never compact automatically)
     max_pending: int = 10_000  # requests in flight (writes, reads, membership changes)
     lease_expiry_batch: int = 100  # expirations proposed per tick
+    # Quiescence (CockroachDB's): a leader idle this many ticks, with every follower caught
+    # up and no lease to watch, stops ticking, so it sends no heartbeats; a follower stops
+    # ticking once it has heard nothing for FOLLOWER_QUIET_TICKS while its leader's process
+    # is alive. Any request or message wakes the group. 0 = never (Paxos: never).
+    quiesce_after_ticks: int = 0
     bugs: frozenset[str] = frozenset()
 
     def __post_init__(self) -> None:
         assert self.snapshot_entries > 0 and self.max_pending > 0 and self.lease_expiry_batch > 0
-        assert self.auto_compact_revisions >= 0
+        assert self.auto_compact_revisions >= 0 and self.quiesce_after_ticks >= 0
         if unknown := self.bugs - BUGS:
             raise ValueError(f"unknown replica bugs {sorted(unknown)}; known: {sorted(BUGS)}")
 
@@ -146,13 +153,21 @@ class Replica:
         self._last_change: ConfChange | None = None  # for the planted apply-conf-twice bug
         self._removed: set[int] = set()  # for the planted forget-readd bug
         self._leaving: set[int] = set()  # removed, but the engine still counts them
+        self._idle = 0  # ticks since the last sign of work (a request, an entry, a message)
+        self.quiet = False  # quiescent: ticks are skipped until something happens
         self.stats = {"proposals": 0, "applied_entries": 0, "read_index": 0, "snapshots": 0,
-                      "dropped_proposals": 0}
+                      "dropped_proposals": 0, "quiet_ticks": 0}
 
     # ================================================================ inputs
-    def tick(self, now_ms: int) -> None:
-        """One tick of logical time; `now_ms` is the host's wall clock, for lease clocks."""
+    def tick(self, now_ms: int, leader_alive: bool = True) -> None:
+        """One tick of logical time; `now_ms` is the host's monotonic clock, for lease clocks;
+        `leader_alive` says whether the leader's process was heard from lately (any group),
+        which a quiescent follower relies on instead of heartbeats."""
         self.now_ms = now_ms
+        self._idle += 1
+        if self._quiescent(leader_alive):
+            self.stats["quiet_ticks"] += 1
+            return
         self.engine.tick()
         if self.role == "leader":
             self._expire_leases()
@@ -160,7 +175,33 @@ class Replica:
 
     def step(self, msg: object) -> None:
         """A peer's message. Raises ConsensusError for one the engine refuses."""
+        if self.role != "leader" or getattr(msg, "type", None) is not MsgType.HEARTBEAT_RESP:
+            self._wake()  # a leader's own heartbeats coming back are not work
         self.engine.step(msg)
+
+    def _wake(self) -> None:
+        self._idle = 0
+        self.quiet = False
+
+    def _quiescent(self, leader_alive: bool) -> bool:
+        q = self.cfg.quiesce_after_ticks
+        if not q:
+            return False
+        if self.quiet:
+            if self.role == "leader" or leader_alive:
+                return True
+            self._wake()  # the leader's process went silent: tick again, so we may elect
+            return False
+        if self.role == "leader":
+            if self._idle < q or self._live or len(self.kv.lessor):
+                return False
+            st = self.engine.status()
+            self.quiet = st.commit == st.last_index == self.applied and all(
+                m == st.last_index for n, m in st.progress.items())
+        elif self.role == "follower":
+            self.quiet = (self._idle >= FOLLOWER_QUIET_TICKS and self.leader != 0 and leader_alive
+                          and self.engine.leader == self.leader)
+        return self.quiet
 
     def propose(self, cmd: Command, data: bytes | None = None) -> int:
         """Propose a kv write; its outcome arrives as Done(token). `data` is `cmd` already
@@ -168,6 +209,7 @@ class Replica:
         self._check_capacity()
         if self.role != "leader":
             raise self.not_leader()
+        self._wake()
         stamped = _stamp(cmd.request, self.now_ms)
         if data is None or stamped is not cmd.request:
             data = encode_command(stamped, cmd.session)
@@ -180,6 +222,7 @@ class Replica:
     def read_index(self) -> int:
         """Ask for a linearizable read point; Done(token) once it is applied here."""
         self._check_capacity()
+        self._wake()
         token = next(self._tokens)
         ctx = token.to_bytes(8, "big")
         try:
@@ -196,6 +239,7 @@ class Replica:
         self._check_capacity()
         if self.role != "leader":
             raise self.not_leader()
+        self._wake()
         context = encode_context({node_id: spec}) if spec else ""
         try:
             self.engine.propose_conf_change(ConfChange(((op, node_id),), context=context).encode())
@@ -216,6 +260,7 @@ class Replica:
     def transfer_leadership(self, to: int) -> None:
         if self.role != "leader":
             raise self.not_leader()
+        self._wake()
         try:
             self.engine.transfer_leadership(to)
         except ConsensusError as exc:
@@ -264,6 +309,8 @@ class Replica:
             # Per entry, not per batch: a compaction later in this batch drops the history
             # the hub has not yet handed to its watchers.
             self.hub.advance()
+        if rd.committed or rd.entries or rd.snapshot is not None:
+            self._wake()
         self.stats["applied_entries"] += len(rd.committed)
         out.store_changed = bool(rd.committed) or rd.snapshot is not None
         for rs in rd.read_states:
@@ -276,6 +323,7 @@ class Replica:
         if self._leaving:
             self._let_go(out)
         if rd.soft_state is not None:
+            self._wake()
             was_leader = self.role == "leader"
             self.role, self.leader = rd.soft_state.role, rd.soft_state.leader
             if self.role == "leader" and not was_leader:

@@ -70,6 +70,9 @@ async def _serve(cfg: NodeConfig) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
+    died = asyncio.create_task(server.node.dead.wait())
+    await asyncio.wait([asyncio.create_task(stop.wait()), died], return_when=asyncio.FIRST_COMPLETED)
     log.info("node %d stopping", cfg.id)
     await server.stop()
+    if died.done():
+        raise SystemExit(70)  # EX_SOFTWARE: a supervisor should restart us and look at the log

@@ -17,6 +17,7 @@ import asyncio
 import hashlib
 import logging
 import random
+import shutil
 import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
@@ -32,11 +33,17 @@ from ..consensus.raft import Raft, RaftConfig
 from ..kv import KVStore
 from ..kv.requests import (
     Command,
+    Compare,
+    CompareResult,
+    CompareTarget,
+    DeleteRangeRequest,
     LeaseLeasesRequest,
     LeaseLeasesResponse,
     LeaseTimeToLiveRequest,
+    PutRequest,
     RangeRequest,
     ResponseHeader,
+    TxnRequest,
     decode_command,
 )
 from ..net import (
@@ -45,7 +52,8 @@ from ..net import (
     Transport,
     paxos_codec,  # noqa: F401 - registers the "paxos" wire codec
 )
-from ..replica import Applied, Members, NodeError, Replica, ReplicaConfig, bootstrap
+from ..replica import Applied, Members, NodeError, Replica, ReplicaConfig, bootstrap, directory
+from ..replica.directory import GroupEntry
 from ..storage import Storage
 from .config import Member, NodeConfig, parse_member
 from .group import Group
@@ -131,12 +139,14 @@ class Node:
         self.groups: dict[int, Group] = {}
         self.started_at = time.monotonic()
         self.failed: BaseException | None = None  # why the Ready loop died, if it did
+        self.dead = asyncio.Event()  # set when it does: the process should exit
         self._rng = random.Random()
         self._inputs: deque[_Input] = deque()
         self._tick_queued = False
         self._wake = asyncio.Event()
         self._disk = ThreadPoolExecutor(1, thread_name_prefix=f"shoal-disk-{cfg.id}")
         self._parsed = _Parsed()
+        self._directory_dirty = True  # the meta group's directory may list other groups now
         self._tasks: list[asyncio.Task[Any]] = []
         self._stopping = False
         self.stats = {"fsyncs": 0, "readies": 0, "dropped_inputs": 0, "unroutable": 0}
@@ -187,6 +197,7 @@ class Node:
                                    self._on_peer_message, tls, codec=self.cfg.engine,
                                    faults=self.faults)
         self._sync_peers()
+        self._watch_directory()
         await self.transport.start()
         ready = asyncio.create_task(self._ready_loop(), name=f"ready-{self.id}")
         ready.add_done_callback(self._ready_loop_ended)
@@ -262,6 +273,7 @@ class Node:
         self._stopping = True
         for g in self.groups.values():
             g.fail_all(NodeError("unavailable", f"node {self.id} failed: {self.failed!r}"))
+        self.dead.set()
 
     # ================================================================ the Ready loop
     def _input(self, item: _Input) -> None:
@@ -305,6 +317,8 @@ class Node:
                         self.transport.send(g.id, m)
                 for g, rd in batch:
                     self._after_advance(g, g.replica.advance(rd))
+                if self._directory_dirty:
+                    self._reconcile_groups()
                 self._drain()  # what arrived during the fsync joins the next batch
 
     def _persist(self, batch: list[tuple[Group, Ready]]) -> None:
@@ -395,6 +409,85 @@ class Node:
                     want[n] = parse_member(spec).peer
         self.transport.set_peers(want)
 
+    # ================================================================ the directory of groups
+    def _watch_directory(self) -> None:
+        """Every change to the directory marks it for reconciling after the current batch. A
+        snapshot that replaces the meta store ends this watch; it is started again."""
+        self.groups[META].watch(self._directory_changed, key=directory.PREFIX,
+                                range_end=directory.END)
+        self._directory_dirty = True
+
+    def _directory_changed(self, resp: Any) -> None:
+        self._directory_dirty = True
+        if resp.canceled and not self._stopping:
+            asyncio.get_running_loop().call_soon(self._watch_directory)
+
+    def listed_groups(self) -> dict[int, GroupEntry]:
+        """The groups the meta group lists, as this node has applied it."""
+        rows = self.kv.range(RangeRequest(directory.PREFIX, directory.END)).kvs
+        out = {}
+        for kv in rows:
+            try:
+                entry = directory.decode(kv.key, kv.value)
+            except directory.DirectoryError as exc:
+                log.error("node %d: skipping a directory entry: %s", self.id, exc)
+                continue
+            out[entry.group] = entry
+        return out
+
+    def _reconcile_groups(self) -> None:
+        """Open the replicas the directory assigns here; close the ones it no longer does."""
+        self._directory_dirty = False
+        want = {gid: e for gid, e in self.listed_groups().items() if self.id in e.members}
+        for gid in sorted(set(want) - set(self.groups)):
+            self._open_group(gid, self._group_dir(gid), want[gid].members, fresh=True)
+        for gid in sorted(set(self.groups) - set(want) - {META}):
+            g = self.groups.pop(gid)
+            g.fail_all(NodeError("unavailable", f"group {gid} was removed from node {self.id}"))
+            self._disk.submit(_discard, g.storage, self._group_dir(gid))
+            log.info("node %d group %d closed: the directory no longer lists it here", self.id, gid)
+        self._sync_peers()
+
+    def _group_dir(self, group: int) -> Path:
+        return self.cfg.data_dir / "groups" / str(group)
+
+    async def create_group(self, group: int, replicas: int, timeout: float) -> GroupEntry:
+        """List a new group in the directory, on the `replicas` voters of the meta group that
+        host the fewest groups; every one of them opens it when it applies the entry."""
+        if not 0 < replicas <= directory.MAX_MEMBERS:
+            raise NodeError("bad_request", f"replicas must be 1..{directory.MAX_MEMBERS}, not {replicas}")
+        voters = sorted(self.core.status().conf.voters)
+        if replicas > len(voters):
+            raise NodeError("bad_request", f"{replicas} replicas asked for, but only {len(voters)} "
+                            f"voters in the meta group ({voters})")
+        load = {n: 0 for n in voters}
+        for e in self.listed_groups().values():
+            for n in e.members:
+                if n in load:
+                    load[n] += 1
+        chosen = sorted(voters, key=lambda n: (load[n], n))[:replicas]
+        specs = self.meta.members
+        entry = GroupEntry(group, {n: specs[n] for n in chosen})
+        try:
+            k = directory.key(group)
+        except directory.DirectoryError as exc:
+            raise NodeError("bad_request", str(exc)) from None
+        txn = TxnRequest((Compare(k, CompareTarget.CREATE, CompareResult.EQUAL, 0),),
+                         (PutRequest(k, entry.encode()),))
+        resp = await self.write(b"", timeout, decoded=Command(txn))
+        if not resp.succeeded:
+            raise NodeError("bad_request", f"group {group} already exists")
+        return entry
+
+    async def remove_group(self, group: int, timeout: float) -> None:
+        try:
+            k = directory.key(group)
+        except directory.DirectoryError as exc:
+            raise NodeError("bad_request", str(exc)) from None
+        resp = await self.write(b"", timeout, decoded=Command(DeleteRangeRequest(k)))
+        if not resp.deleted:
+            raise NodeError("bad_request", f"group {group} does not exist")
+
     # ================================================================ client-facing operations
     def _group(self, group: int) -> Group:
         g = self.groups.get(group)
@@ -427,7 +520,7 @@ class Node:
         if g.replica.role != "leader":
             raise self._explain(g.replica.not_leader())
         cmd = decoded if decoded is not None else decode_command(command, g.replica.kv.limits)
-        return await self._call(g, _Propose(group, self._future(), cmd=cmd, data=command), timeout,
+        return await self._call(g, _Propose(group, self._future(), cmd=cmd, data=command or None), timeout,
                                 "the write was not applied in time; it may still be")
 
     async def read(self, request: RangeRequest | LeaseTimeToLiveRequest | LeaseLeasesRequest,
@@ -500,6 +593,12 @@ def _group_line(g: Group) -> dict[str, Any]:
     st = g.replica.engine.status()
     return {"role": g.replica.role, "leader": g.replica.leader, "term": st.term,
             "commit": st.commit, "applied": g.replica.applied, "voters": sorted(st.conf.voters)}
+
+
+def _discard(storage: Storage, dir: Path) -> None:
+    """On the disk thread: a group no longer hosted here leaves no files behind."""
+    storage.close()
+    shutil.rmtree(dir, ignore_errors=True)
 
 
 def _empty(d: Durable) -> bool:

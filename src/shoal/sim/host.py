@@ -68,6 +68,8 @@ class Host:
     inbox: deque[Input] = field(default_factory=deque)
     asks: dict[int, Ask] = field(default_factory=dict)  # replica token -> the ask it answers
     changes: dict[int, int] = field(default_factory=dict)  # replica token -> membership job
+    heard: dict[NodeId, int] = field(default_factory=dict)  # peer -> when we last heard it
+    sent: dict[NodeId, int] = field(default_factory=dict)  # peer -> when we last sent to it
 
     @property
     def engine(self) -> Engine:

@@ -231,7 +231,7 @@ class Workload:
                                             else op.value[1])  # type: ignore[index]
             if isinstance(err, KVError) and "session" in str(err).lower():
                 c.session, c.seq = 0, 0
-        delay = KEEPALIVE_EVERY_US if c.lease and self.lease_id else w.rng.randint(0, 20 * MS)
+        delay = KEEPALIVE_EVERY_US if c.lease and self.lease_id else w.rng.randint(0, self.cfg.think_us)
         w.at(delay, lambda: self._next(c))
 
     # ------------------------------------------------------------------ checks

@@ -61,6 +61,8 @@ class SimConfig:
     mean_latency_us: int = 1500
     max_msg_bytes: int = 4096  # entries per append, in bytes (small = many appends)
     client_timeout_us: int = 800 * MS
+    quiesce_after_ticks: int = 10  # idle groups stop ticking (Raft only; 0 = never)
+    think_us: int = 20 * MS  # the most a client waits between requests
     snapshot_every: int = 150  # applied entries between snapshots
     snapshot_chunk_bytes: int = 256  # small, so installs take several chunks
     auto_compact_revisions: int = 200  # small, so compaction runs under the watchers
@@ -242,6 +244,8 @@ class World:
         engine = make_engine(self.cfg, id, conf, rng, durable)
         return Replica(id, engine, durable, dict(self.specs), incarnation=self.rng.getrandbits(62) + 1,
                        cfg=ReplicaConfig(snapshot_entries=self.cfg.snapshot_every,
+                                         quiesce_after_ticks=self.cfg.quiesce_after_ticks
+                                         if self.cfg.engine == "raft" else 0,
                                          auto_compact_revisions=self.cfg.auto_compact_revisions,
                                          bugs=self.cfg.bugs - _RAFT_BUGS - _PAXOS_BUGS),
                        limits=KVLimits())
@@ -256,7 +260,24 @@ class World:
         self._schedule_tick(h, int(self.cfg.tick_us * h.drift))
         h.clock_ms += self.cfg.tick_us // MS  # the host's own clock: one tick's worth per tick
         if not h.paused:
+            self._keepalive(h)
             self.input(h, Tick())
+
+    def _keepalive(self, h: Host) -> None:
+        """The transport's keep-alive: a peer that heard nothing from us for a tick hears a
+        ping, so a quiescent follower can tell a silent leader from a dead one."""
+        for p in self.hosts:
+            if p != h.id and self.now - h.sent.get(p, -10**12) >= self.cfg.tick_us:
+                h.sent[p] = self.now
+                for lat in self.net.latencies(h.id, p):
+                    self.at(lat, partial(self._heard, p, h.id))
+
+    def _heard(self, dst: NodeId, src: NodeId) -> None:
+        self.hosts[dst].heard[src] = self.now
+
+    def _leader_alive(self, h: Host) -> bool:
+        window = self.cfg.election_tick // 2 * self.cfg.tick_us
+        return self.now - h.heard.get(h.replica.leader, -10**12) <= window
 
     def input(self, h: Host, item: Input) -> None:
         """Hand `item` to a host as its driver would: at once if it is free, else queued."""
@@ -273,7 +294,7 @@ class World:
         r = h.replica
         try:
             if isinstance(item, Tick):
-                r.tick(h.clock_ms)
+                r.tick(h.clock_ms, self._leader_alive(h))
             elif isinstance(item, Step):
                 r.step(item.msg)
             elif isinstance(item, Ask):
@@ -306,7 +327,7 @@ class World:
         rd = h.replica.ready()
         self.inv.on_ready(h.id, rd)
         if rd.soft_state:
-            self.log(f"n{h.id} is {rd.soft_state.role}, leader {rd.soft_state.leader}, term {h.engine.status().term}")
+            self.log(f"n{h.id} is {rd.soft_state.role}, leader {rd.soft_state.leader}, term {h.engine.term}")
         h.disk.write(rd)
         if rd.must_sync:
             h.busy = True
@@ -320,12 +341,12 @@ class World:
             return  # crashed before the sync finished: those writes may be lost
         if rd.must_sync:
             h.disk.sync()
-        st = h.engine.status()
-        if st.role == "leader" and rd.hard_state is not None:
-            self.inv.on_commit(rd.hard_state.commit, st.term)
+        engine = h.engine
+        if rd.hard_state is not None and engine.role == "leader":
+            self.inv.on_commit(rd.hard_state.commit, engine.term)
         if rd.soft_state and rd.soft_state.role == "leader":
             self.stats["elections"] += 1
-            self.inv.on_leader(h.id, st.term, h.disk)
+            self.inv.on_leader(h.id, engine.term, h.disk)
         for m in rd.messages:
             self.inv.on_send(h.id, m, h.disk)
             self._send(h, m)
@@ -348,9 +369,9 @@ class World:
                 self.workload.answered(h, ask, done)
             elif (job := h.changes.pop(done.token, None)) is not None:
                 self._change_done(job, done.error)
-        if out.members is not None:
+        if out.members is not None:  # the table changes only with a CONFIG entry or snapshot
             self.log(f"n{h.id} members {sorted(out.members)}")
-        self._check_members(h)
+            self._check_members(h)
         self.workload.after_apply(h)
 
     def _check_members(self, h: Host) -> None:
@@ -370,13 +391,15 @@ class World:
         dst = m.dst  # type: ignore[attr-defined]
         if dst not in h.replica.members:
             return  # like the transport: no connection to a node that is not a member
+        h.sent[dst] = self.now
         for lat in self.net.latencies(h.id, dst):
             self.at(lat, partial(self._deliver, m))
 
     def _deliver(self, m: object) -> None:
+        # Accepted from anyone: a node that applied a member's removal must still hear that
+        # member once it is re-added and leads, or it never learns of the re-add (see net/).
         h = self.hosts[m.dst]  # type: ignore[attr-defined]
-        if h.replica.applied > 0 and m.src not in h.replica.members:  # type: ignore[attr-defined]
-            return  # the transport refuses connections from non-members
+        h.heard[m.src] = self.now  # type: ignore[attr-defined]
         self.trace.append((self.now, m))  # formatted only if someone reads the trace
         self.input(h, Step(m))
 
@@ -391,9 +414,9 @@ class World:
         best = None
         for h in self.hosts.values():
             if h.up and not h.busy and not h.paused:
-                st = h.engine.status()
-                if st.role == "leader" and (best is None or st.term > best[0]):
-                    best = (st.term, h)
+                e = h.engine
+                if e.role == "leader" and (best is None or e.term > best[0]):
+                    best = (e.term, h)
         return best[1] if best else None
 
     def _crash(self, h: Host) -> None:
