@@ -162,6 +162,22 @@ def test_member_list_and_status(endpoints: str) -> None:
     assert out.count("leader") >= 1 and out.count("follower") == 2
     for col in ("term", "commit", "applied", "revision", "db size"):
         assert col in out
+    assert out.count("healthy") == 3 and "unhealthy" not in out and "unreachable" not in out
+
+
+def test_status_names_unhealthy_and_unreachable_members_and_fails(tmp_path: Path) -> None:
+    with LocalProcessCluster(3, tmp_path) as cluster:
+        cluster.start_node(1)  # alone: one of three never elects a leader
+        deadline = time.monotonic() + 20
+        while cluster.status(1) is None:  # poll until it serves
+            assert time.monotonic() < deadline, "node 1 did not come up"
+            time.sleep(0.05)
+        code, out, _ = shoal("status", "--endpoints", cluster.endpoints[0])
+    assert code == 1
+    lines = out.splitlines()
+    one, two, three = cluster.endpoints
+    assert any(line.startswith(f"member 1 ({one}) is unhealthy: no leader") for line in lines), out
+    assert f"member 2 ({two}) is unreachable" in lines and f"member 3 ({three}) is unreachable" in lines
 
 
 def test_snapshot_save(endpoints: str, tmp_path: Path) -> None:

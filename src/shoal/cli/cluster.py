@@ -27,11 +27,17 @@ app.add_typer(cluster_app, name="cluster")
 
 @app.command()
 def status(endpoints: str = ENDPOINTS) -> None:
-    """A table of every member: role, term, leader, commit and applied index, revision, size."""
+    """A table of every member: role, term, leader, commit and applied index, revision, size,
+    health.
+
+    Below it, why each unhealthy member is unhealthy (no leader, no voters, or its applied
+    index far behind its commit index: the same verdict as the member's /health). Exits 1 when
+    any member is unhealthy or unreachable, 0 when all are healthy."""
     from rich.console import Console
 
     from ..client import ClientError
     from ..server.config import parse_member
+    from ..server.health import unhealthy_reasons
 
     async def body(client: Client) -> int:
         first = await client.status()
@@ -43,26 +49,38 @@ def status(endpoints: str = ENDPOINTS) -> None:
                 rows.append((m.id, ep, await asyncio.wait_for(client.status(ep), 2.0)))
             except (ClientError, TimeoutError):
                 rows.append((m.id, ep, None))
-        Console().print(_status_table(rows))
-        return 0 if all(st is not None for _, _, st in rows) else 1
+        verdicts = {ident: unhealthy_reasons(st) if st is not None else ["unreachable"]
+                    for ident, _, st in rows}
+        console = Console()
+        console.print(_status_table(rows, verdicts))
+        for ident, ep, st in rows:
+            if st is None:
+                console.print(f"member {ident} ({ep}) is unreachable", highlight=False)
+            elif verdicts[ident]:
+                console.print(f"member {ident} ({ep}) is unhealthy: {'; '.join(verdicts[ident])}",
+                              highlight=False)
+        return 1 if any(verdicts.values()) else 0
 
     run_client(endpoints, body)
 
 
-def _status_table(rows: list[tuple[int, str, dict[str, Any] | None]]) -> Table:
+def _status_table(rows: list[tuple[int, str, dict[str, Any] | None]],
+                  verdicts: dict[int, list[str]]) -> Table:
     from rich.table import Table
 
     table = Table(title_justify="left")
     for col in ("id", "endpoint", "role", "term", "leader", "commit", "applied", "revision",
-                "db size"):
-        table.add_column(col, justify="right" if col not in ("endpoint", "role") else "left")
+                "db size", "health"):
+        table.add_column(col, justify="right" if col not in ("endpoint", "role", "health")
+                         else "left")
     for ident, ep, st in rows:
         if st is None:
-            table.add_row(str(ident), ep, "[red]unreachable[/]", *["-"] * 6)
+            table.add_row(str(ident), ep, "[red]unreachable[/]", *["-"] * 6, "[red]unreachable[/]")
             continue
         role = f"[bold green]{st['role']}[/]" if st["role"] == "leader" else st["role"]
+        health = "[red]unhealthy[/]" if verdicts[ident] else "[green]healthy[/]"
         table.add_row(str(ident), ep, role, str(st["term"]), str(st["leader"]), str(st["commit"]),
-                      str(st["applied"]), str(st["revision"]), size(st["db_size"]))
+                      str(st["applied"]), str(st["revision"]), size(st["db_size"]), health)
     return table
 
 

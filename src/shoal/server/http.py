@@ -1,5 +1,8 @@
 """The node's HTTP port: /health, /status (JSON), /metrics (Prometheus), and /faults, the
-fault-injection hook the torture test uses to cut links without touching the processes."""
+fault-injection hook the torture test uses to cut links without touching the processes.
+
+/health answers 200 `{"health": true, "leader": ID, "reasons": []}` when the member is healthy,
+and 503 with the reasons when it is not (health.py says when)."""
 
 from __future__ import annotations
 
@@ -10,6 +13,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
+from .health import unhealthy_reasons
 from .node import Node
 
 
@@ -68,8 +72,10 @@ def make_app(node: Node) -> web.Application:
     registry.register(_NodeCollector(node))  # type: ignore[arg-type]
 
     async def health(_: web.Request) -> web.Response:
-        ok = node.leader != 0
-        return web.json_response({"health": ok, "leader": node.leader}, status=200 if ok else 503)
+        st = node.status()
+        reasons = unhealthy_reasons(st)
+        return web.json_response({"health": not reasons, "leader": st["leader"], "reasons": reasons},
+                                 status=503 if reasons else 200)
 
     async def status(_: web.Request) -> web.Response:
         return web.json_response(node.status(), dumps=_dumps)
