@@ -185,3 +185,60 @@ def test_every_watcher_sees_exactly_the_history(program, bound, start):
     strip = [e.__class__(e.type, e.kv) for e in history]
     assert drained[ids[0]] == [e for e in strip if e.kv.mod_revision >= start]
     assert drained[ids[1]] == [e for e in strip if e.kv.key == b"b"]
+
+
+def test_the_pending_queue_is_bounded_by_bytes_too_and_catches_up_without_loss():
+    """Few events but big ones: the byte bound unsyncs the watcher, and history still gives
+    it every event, at most max_pending_bytes per poll (or one whole revision, if larger)."""
+    from shoal.kv.watch import event_bytes
+
+    n = Node(max_pending=1_000, max_pending_bytes=3_000)
+    w = n.hub.create(b"k").watch_id
+    for i in range(10):
+        n(PutRequest(b"k", bytes([i]) * 1_000))
+    assert not n.hub._watchers[w].synced  # it overflowed by bytes, not by count
+    n(PutRequest(b"k", b"x" * 5_000))  # one revision larger than the bound
+    seen = []
+    for _ in range(20):
+        got = n.hub.poll(w)
+        if got is None:
+            break
+        size = sum(map(event_bytes, got.events))
+        assert size <= 3_000 or len(got.events) == 1
+        seen += [e.kv.value for e in got.events]
+    assert seen == [bytes([i]) * 1_000 for i in range(10)] + [b"x" * 5_000]
+    n(PutRequest(b"k", b"live"))  # synced again
+    assert [e.kv.value for e in n.hub.poll(w).events] == [b"live"]
+
+
+def test_a_gate_with_no_room_holds_the_watcher_back_bounded_and_pull_loses_nothing():
+    """A consumer's WatchGate: while it has no room the hub hands the watcher nothing (its
+    events wait in the bounded pending queue, then in history); pull() delivers them all, in
+    order, once it has room. Compaction still cancels a held-back watcher."""
+    from shoal.kv.watch import WatchGate
+
+    room = [False]
+    n = Node(max_pending=3, catchup_revisions=2)
+    gate = WatchGate(lambda: room[0])
+    w = n.hub.create(b"k", gate=gate).watch_id
+    assert gate.watch_id == w
+    for i in range(10):
+        n(PutRequest(b"k", b"%d" % i))
+        assert n.hub.poll(w) is None and n.hub.poll_all() == []  # held back
+        assert len(n.hub._watchers[w].pending) <= 3  # bounded; past it, history keeps them
+    assert not n.hub._watchers[w].synced
+    room[0] = True
+    seen = []
+    while (got := gate.pull()) is not None:
+        seen += [e.kv.value for e in got.events]
+    assert seen == [b"%d" % i for i in range(10)]
+    n(PutRequest(b"k", b"live"))
+    assert [e.kv.value for e in n.hub.poll(w).events] == [b"live"]
+
+    room[0] = False
+    for i in range(6):  # past the pending bound: it goes unsynced at the 4th
+        n(PutRequest(b"k", b"later%d" % i))
+    n(CompactionRequest(n.store.revision))  # past where it stands in history
+    got = n.hub.poll(w)  # a cancel is told even with no room
+    assert got.canceled and got.compact_revision == n.store.revision
+    assert gate.pull() is None  # the watcher is gone

@@ -23,6 +23,19 @@ class Unavailable(ClientError):
         super().__init__(message, "unavailable")
 
 
+class WatchCanceled(ClientError):
+    """The server, or this client, canceled a watch whose consumer could not keep up with its
+    events (or for another reason the cluster gave). Nothing was lost up to `resume_revision`:
+    everything before it was delivered, so `watch(..., start_revision=resume_revision)` carries
+    on. It is not resumed automatically, because a consumer that is still slow would be
+    canceled again and again."""
+
+    def __init__(self, reason: str, resume_revision: int):
+        super().__init__(f"watch canceled: {reason}", "watch_canceled",
+                         reason=reason, resume_revision=resume_revision)
+        self.reason, self.resume_revision = reason, resume_revision
+
+
 def error_from(code: str, body: Any) -> Exception:
     message = body.get("message", code) if isinstance(body, dict) else str(body)
     cls = getattr(kv_errors, code, None)

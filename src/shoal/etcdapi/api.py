@@ -40,8 +40,9 @@ from ..kv.requests import (
     TxnRequest,
     TxnResponse,
 )
-from ..kv.watch import WatchFilter
+from ..kv.watch import WatchFilter, WatchGate
 from ..kv.watch import WatchResponse as HubResponse
+from ..kv.watch_queue import DEFAULT_WATCH_STREAM_BYTES, WatchQueue, first_revision
 from ..server.config import Member
 from ..server.node import Node, NodeError
 from . import convert
@@ -64,7 +65,15 @@ log = logging.getLogger("shoal.etcdapi")
 
 VERSION = "3.5.0"  # the etcd API level served (clients gate features on it)
 SNAPSHOT_CHUNK = 32 * 1024
-WATCH_QUEUE_LIMIT = 10_000  # responses queued per watch stream before its watches are canceled
+# A Watch stream paces each of its watches through a WatchGate: the hub hands a watch a response
+# only while nothing of it waits in the stream's queue, and the stream pulls it again as gRPC
+# takes its responses, so a stream nobody reads holds at most one response per watch. Behind
+# that, the queue's hard bounds (the node's watch_queue_events and watch_queue_bytes per watch,
+# WATCH_STREAM_BYTES for all of them) cancel a watch alone, the last resort. Answers to the
+# stream's own requests (created, canceled, progress) are never dropped: past
+# WATCH_CONTROL_LIMIT of them unsent, the stream stops reading requests.
+WATCH_STREAM_BYTES = DEFAULT_WATCH_STREAM_BYTES
+WATCH_CONTROL_LIMIT = 1_000
 DUPLICATE_WATCH_ID = "mvcc: duplicate watch ID provided on the WatchStream"
 
 
@@ -89,6 +98,7 @@ class EtcdAPI:
         tick_s = node.cfg.tick_ms / 1000
         # etcd's minimum lease TTL: long enough to survive a leader election
         self.min_ttl = max(1, math.ceil(3 * node.cfg.election_ticks * tick_s))
+        self.watch_streams: set[WatchStream] = set()  # open Watch RPCs (for stats and tests)
 
     def header(self, revision: int | None = None) -> rpc_pb2.ResponseHeader:
         return self.backend.header(revision)
@@ -257,15 +267,17 @@ class EtcdAPI:
         user = self.auth.user_of(call.token)
         stream = WatchStream(self, user)
         reader = asyncio.create_task(stream.read(requests))
+        self.watch_streams.add(stream)
         try:
             while True:
-                item = await stream.out.get()
+                item = await stream.get()
                 if item is None:
                     return
                 if isinstance(item, BaseException):
                     raise item
                 yield item
         finally:
+            self.watch_streams.discard(stream)
             reader.cancel()
             stream.close()
 
@@ -749,19 +761,18 @@ class EtcdAPI:
         user = self.auth.user_of(call.token)
         prefix = m.name + b"/"
         self.auth.check(user, prefix, prefix_end(prefix), write=False)
-        changes: asyncio.Queue[None] = asyncio.Queue()
+        changed = asyncio.Event()  # set by any change: one flag, not a queue of them
         last: KeyValue | None = None
         kv, rev = await self._leader_kv(m.name)
-        created = self.node.watch(lambda resp: changes.put_nowait(None), key=prefix,
+        created = self.node.watch(lambda resp: changed.set(), key=prefix,
                                   range_end=prefix_end(prefix), start_revision=rev + 1)
         try:
             while True:
                 if kv is not None and (last is None or (kv.key, kv.mod_revision) != (last.key, last.mod_revision)):
                     last = kv
                     yield v3election_pb2.LeaderResponse(header=self.header(rev), kv=convert.keyvalue(kv))
-                await changes.get()
-                while not changes.empty():
-                    changes.get_nowait()
+                await changed.wait()
+                changed.clear()
                 kv, rev = await self._leader_kv(m.name)
         finally:
             self.node.cancel_watch(created.watch_id)
@@ -811,12 +822,21 @@ class _KeepAlive:
 
 
 class WatchStream:
-    """One Watch RPC: many watchers, ids local to the stream, responses in one queue."""
+    """One Watch RPC: many watchers, ids local to the stream, responses in one bounded queue
+    (kv/watch_queue.py), each watcher paced by its gate; one that still overflows is canceled
+    alone."""
 
     def __init__(self, api: EtcdAPI, user: str | None):
         self.api, self.node, self.user = api, api.node, user
-        self.out: asyncio.Queue[Any] = asyncio.Queue()
+        cfg = api.node.cfg
+        self.out: WatchQueue[Any] = WatchQueue(cfg.watch_queue_events, cfg.watch_queue_bytes,
+                                               max(WATCH_STREAM_BYTES, cfg.watch_queue_bytes))
+        self._ready = asyncio.Event()  # something is queued, or a held watch may be pulled
+        self._room = asyncio.Event()  # the stream's own answers are below WATCH_CONTROL_LIMIT
+        self._room.set()
         self.hub_ids: dict[int, int] = {}  # stream watch id -> hub watch id
+        self.gates: dict[int, WatchGate] = {}  # stream watch id -> its gate
+        self._held: dict[int, WatchGate] = {}  # watches the hub holds back for us: pull them
         self.next_id = 0
         self.closed = False
 
@@ -824,15 +844,66 @@ class WatchStream:
         try:
             async for req in requests:
                 self.handle(req)
+                if self.out.control >= WATCH_CONTROL_LIMIT:  # the client is not reading us
+                    self._room.clear()
+                    await self._room.wait()
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # noqa: BLE001 - reported to the client as the stream's end
-            self.out.put_nowait(exc)
+            self._end(exc)
             return
-        self.out.put_nowait(None)
+        self._end(None)
+
+    async def get(self) -> Any:
+        """The next response to send, in order; None or an exception ends the stream. Called
+        as gRPC takes each response, so this is where held-back watches are pulled again."""
+        while True:
+            self._pull_held()
+            if self.out:
+                break
+            self._ready.clear()
+            await self._ready.wait()
+        item = self.out.pop()
+        if self.out.control < WATCH_CONTROL_LIMIT:
+            self._room.set()
+        return item
+
+    def _has_room(self, sid: int) -> bool:
+        if self.closed or sid not in self.gates:
+            return False
+        if not self.out.holds(sid) and self.out.bytes < self.out.max_total_bytes // 2:
+            return True
+        self._held[sid] = self.gates[sid]
+        return False
+
+    def _pull_held(self) -> None:
+        for sid, gate in list(self._held.items()):
+            if sid not in self.hub_ids:
+                self._held.pop(sid, None)
+            elif self._has_room(sid):
+                resp = gate.pull()
+                if resp is None:  # caught up: its next events come through the node's polls
+                    self._held.pop(sid, None)
+                else:
+                    self.emit(sid, resp)
+
+    def _end(self, item: BaseException | None) -> None:
+        self.out.push(None, item)
+        self._ready.set()
 
     def send(self, resp: rpc_pb2.WatchResponse) -> None:
-        self.out.put_nowait(resp)
+        """An answer of the stream's own (created, canceled, progress): never dropped."""
+        self.out.push(None, resp, nbytes=resp.ByteSize())
+        self._ready.set()
+
+    def _forget(self, sid: int) -> int | None:
+        """Stop following a watch here; its hub watch id, if it was live."""
+        gate = self.gates.pop(sid, None)
+        if gate is not None:
+            gate.close()
+        self._held.pop(sid, None)
+        self.out.forget(sid)
+        return self.hub_ids.pop(sid, None)
 
     def handle(self, req: rpc_pb2.WatchRequest) -> None:
         kind = req.WhichOneof("request_union")
@@ -840,7 +911,7 @@ class WatchStream:
             self.create(req.create_request)
         elif kind == "cancel_request":
             sid = req.cancel_request.watch_id
-            hub = self.hub_ids.pop(sid, None)
+            hub = self._forget(sid)
             if hub is not None:
                 self.node.cancel_watch(hub)
                 self.send(rpc_pb2.WatchResponse(header=self.api.header(), watch_id=sid, canceled=True))
@@ -866,8 +937,12 @@ class WatchStream:
                 self.next_id += 1
             sid = self.next_id
             self.next_id += 1
-        early: list[HubResponse] = []
+        # Until the created answer is queued, the gate has no room: the node's first push gives
+        # nothing, and the watch's history is pulled after that answer, at the stream's pace.
         ready = False
+        early: list[HubResponse] = []  # (only a cancel can come before that)
+        gate = WatchGate(lambda: ready and self._has_room(sid))
+        self.gates[sid] = gate
 
         def sink(resp: HubResponse) -> None:
             if ready:
@@ -879,14 +954,16 @@ class WatchStream:
         try:
             created = self.node.watch(sink, key=c.key, range_end=c.range_end,
                                       start_revision=max(0, c.start_revision), prev_kv=c.prev_kv,
-                                      filters=filters, progress_notify=c.progress_notify)
+                                      filters=filters, progress_notify=c.progress_notify, gate=gate)
         except ErrCompacted as exc:
+            self.gates.pop(sid, None)
             self.send(rpc_pb2.WatchResponse(header=header, watch_id=sid, created=True))
             self.send(rpc_pb2.WatchResponse(
                 header=header, watch_id=sid, canceled=True, compact_revision=exc.compact_revision,
                 cancel_reason=E.COMPACTED.message.removeprefix("etcdserver: ")))
             return
         except KVError as exc:
+            self.gates.pop(sid, None)
             self.send(rpc_pb2.WatchResponse(header=header, watch_id=sid, created=True, canceled=True,
                                             cancel_reason=E.from_exception(exc).message))
             return
@@ -895,31 +972,51 @@ class WatchStream:
         ready = True
         for resp in early:
             self.emit(sid, resp)
+        self._held[sid] = gate  # its history, if any, comes through get()
+        self._ready.set()
 
     def emit(self, sid: int, resp: HubResponse) -> None:
-        if self.closed or sid not in self.hub_ids:
+        if self.closed or sid not in self.gates:
             return
         events = [e for e in resp.events if e.kv.key != AUTH_KEY]
         if resp.events and not events and not resp.canceled:
             return
         rev = max([resp.revision, *(e.kv.mod_revision for e in events)])
-        self.send(rpc_pb2.WatchResponse(
+        msg = rpc_pb2.WatchResponse(
             header=self.api.header(rev), watch_id=sid, events=[convert.event(e) for e in events],
             canceled=resp.canceled, compact_revision=resp.compact_revision,
-            cancel_reason=resp.cancel_reason))
-        if resp.canceled:
+            cancel_reason=resp.cancel_reason)
+        if resp.canceled:  # the node ended it: nothing follows
+            gate = self.gates.pop(sid, None)
+            if gate is not None:
+                gate.close()
+            self._held.pop(sid, None)
             self.hub_ids.pop(sid, None)
-        elif self.out.qsize() > WATCH_QUEUE_LIMIT:
-            hub = self.hub_ids.pop(sid)
-            self.node.cancel_watch(hub)
-            self.send(rpc_pb2.WatchResponse(header=self.api.header(), watch_id=sid, canceled=True,
-                                            cancel_reason="etcdserver: watch stream is not read"))
+            self.out.push_final(sid, msg, msg.ByteSize())
+        else:
+            overflow = self.out.push(sid, msg, events=len(events), nbytes=msg.ByteSize(),
+                                     first_revision=first_revision(resp.events, resp.revision))
+            if overflow is not None:  # the last resort: cancel it alone, say where to resume
+                hub = self._forget(overflow.watch_id)
+                if hub is not None:
+                    self.node.cancel_watch(hub)
+                log.info("etcd watch %d could not keep up; canceled: %s", overflow.watch_id,
+                         overflow.reason)
+                end = rpc_pb2.WatchResponse(header=self.api.header(), watch_id=overflow.watch_id,
+                                            canceled=True, cancel_reason=overflow.reason)
+                self.out.push_final(overflow.watch_id, end, end.ByteSize())
+        self._ready.set()
 
     def close(self) -> None:
         self.closed = True
+        for gate in self.gates.values():
+            gate.close()
         for hub in self.hub_ids.values():
             self.node.cancel_watch(hub)
+        self.gates.clear()
+        self._held.clear()
         self.hub_ids.clear()
+        self.out.clear()
 
 
 SNAPSHOT_MAGIC = b"SHOALSNP"

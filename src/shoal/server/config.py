@@ -9,6 +9,8 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from ..kv.watch_queue import DEFAULT_WATCH_QUEUE_BYTES, DEFAULT_WATCH_QUEUE_EVENTS
+
 DEFAULT_MAX_REQUEST_BYTES = 1536 * 1024  # 1.5 MiB, as etcd
 
 
@@ -45,6 +47,10 @@ class NodeConfig:
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
     max_pending_requests: int = 10_000  # per node, proposals + reads in flight
     max_connections: int = 1_000
+    # A watch whose unsent responses (client port or etcd Watch stream) pass either bound is
+    # canceled with "watcher could not keep up ... re-create it from revision R".
+    watch_queue_events: int = DEFAULT_WATCH_QUEUE_EVENTS
+    watch_queue_bytes: int = DEFAULT_WATCH_QUEUE_BYTES
     fsync: bool = True
     tls_cert: Path | None = None
     tls_key: Path | None = None
@@ -66,7 +72,8 @@ class NodeConfig:
         if self.engine not in ("raft", "paxos"):
             raise ConfigError(f"engine must be 'raft' or 'paxos', not {self.engine!r}")
         for name in ("tick_ms", "election_ticks", "snapshot_entries", "max_request_bytes",
-                     "max_pending_requests", "max_connections"):
+                     "max_pending_requests", "max_connections", "watch_queue_events",
+                     "watch_queue_bytes"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be positive, not {getattr(self, name)}")
         if self.election_ticks < 3:
