@@ -10,10 +10,15 @@ from collections.abc import Callable
 
 import pytest
 
-from shoal.consensus.confchange import ConfChange
-from shoal.consensus.messages import ConfState, Message, MsgType
+import msgpack
+
+from shoal.consensus.messages import ConfState, Entry, Message, MsgType
+from shoal.kv.keyvalue import ALL_KEYS
+from shoal.kv.limits import KVLimits
+from shoal.kv.requests import Command, PutRequest, RangeRequest, decode_command
+from shoal.replica import Applied, Replica
 from shoal.sim.campaign import run_seed
-from shoal.sim.kvsm import Command
+from shoal.sim.host import Ask
 from shoal.sim.world import MS, Host, SimConfig, World
 
 SEC = 1000 * MS
@@ -24,8 +29,23 @@ def quiet(nodes: int = 5, **kw: object) -> SimConfig:
     return SimConfig(nodes=nodes, faults=False, clients=0, **kw)  # type: ignore[arg-type]
 
 
-def cmd(seq: int, key: str | None = None, value: object = None, client: int = 1) -> bytes:
-    return Command(client, seq, "write", key or f"k{seq}", seq if value is None else value).encode()
+def cmd(seq: int, key: str | None = None, value: object = None) -> Command:
+    """A put of `key` (default k{seq}) to `value` (default seq), as a client would send it."""
+    return Command(PutRequest((key or f"k{seq}").encode(), str(seq if value is None else value).encode()))
+
+
+def data(h: Host) -> dict[str, int]:
+    """Everything in a node's store, as {key: value}."""
+    kvs = h.replica.kv.range(RangeRequest(ALL_KEYS, ALL_KEYS)).kvs
+    return {kv.key.decode(): int(kv.value) for kv in kvs}
+
+
+def put_key(e: Entry) -> str | None:
+    """The key a put entry writes (None for the no-op, leases, sessions...)."""
+    if not e.data or e.kind.name != "NORMAL":
+        return None
+    request = decode_command(msgpack.unpackb(e.data)[3], KVLimits()).request
+    return request.key.decode() if isinstance(request, PutRequest) else None
 
 
 def wait_leader(w: World, limit_us: int = 3 * SEC) -> Host:
@@ -37,7 +57,7 @@ def wait_leader(w: World, limit_us: int = 3 * SEC) -> Host:
 
 def applied_everywhere(w: World, keys: list[str], hosts: list[int] | None = None) -> bool:
     ids = hosts if hosts is not None else list(w.hosts)
-    return all(w.hosts[i].up and all(k in w.hosts[i].sm.data for k in keys) for i in ids)
+    return all(w.hosts[i].up and all(k in data(w.hosts[i]) for k in keys) for i in ids)
 
 
 def wait_applied(w: World, keys: list[str], hosts: list[int] | None = None,
@@ -47,22 +67,23 @@ def wait_applied(w: World, keys: list[str], hosts: list[int] | None = None,
         + ", ".join(f"n{h.id} applied={h.applied} up={h.up}" for h in w.hosts.values()))
 
 
-def propose_on_leader(w: World, data: bytes) -> Host:
+def propose_on_leader(w: World, c: Command) -> Host:
     lead = wait_leader(w)
-    w.propose(lead, data)
+    w.input(lead, Ask(0, c))
     return lead
 
 
-def record_applies(w: World) -> dict[int, list[tuple[int, int]]]:
-    """Per node, the (client, seq) commands in the order its state machine applied them."""
-    order: dict[int, list[tuple[int, int]]] = {i: [] for i in w.hosts}
-    orig = w._apply_command
+def record_applies(w: World, monkeypatch: pytest.MonkeyPatch) -> dict[int, list[str]]:
+    """Per node, the keys of the puts in the order its state machine applied them."""
+    order: dict[int, list[str]] = {i: [] for i in w.hosts}
+    orig = Replica.advance
 
-    def wrapped(h: Host, c: Command) -> None:
-        order[h.id].append((c.client, c.seq))
-        orig(h, c)
+    def wrapped(self: Replica, rd) -> Applied:  # type: ignore[no-untyped-def]
+        if self.id in order:
+            order[self.id] += [k for e in rd.committed if (k := put_key(e)) is not None]
+        return orig(self, rd)
 
-    w._apply_command = wrapped  # type: ignore[method-assign]
+    monkeypatch.setattr(Replica, "advance", wrapped)
     return order
 
 
@@ -86,15 +107,20 @@ def idle(w: World, h: Host) -> None:
 
 
 def input_on(w: World, h: Host, fn: Callable[[], None]) -> None:
-    """Call into a core as its driver would (never mid-Ready), right now."""
+    """Call into a replica as its host would (never mid-Ready), right now."""
     idle(w, h)
     assert h.up and not h.paused
-    w._input(h, fn)
+    fn()
+    w._run_host(h)
 
 
-def propose_all(h: Host, datas: list[bytes]) -> None:
-    for d in datas:
-        h.engine.propose(d)
+def propose_at(w: World, h: Host, c: Command) -> None:
+    w.input(h, Ask(0, c))
+
+
+def propose_all(h: Host, cmds: list[Command]) -> None:
+    for c in cmds:
+        h.replica.propose(c)
 
 
 # ============================================================================ elections
@@ -161,18 +187,18 @@ def test_many_elections_seven_nodes(seed: int) -> None:
 
 
 # ============================================================================ agreement
-def test_basic_agreement() -> None:
+def test_basic_agreement(monkeypatch: pytest.MonkeyPatch) -> None:
     w = World(10, quiet())
-    order = record_applies(w)
+    order = record_applies(w, monkeypatch)
     keys = []
     for i in range(1, 11):
         propose_on_leader(w, cmd(i))
         keys.append(f"k{i}")
         wait_applied(w, keys, limit_us=1 * SEC)
     first = order[1]
-    assert first == [(1, i) for i in range(1, 11)]
+    assert first == [f"k{i}" for i in range(1, 11)]
     assert all(o == first for o in order.values())
-    assert all(h.sm.data == w.hosts[1].sm.data for h in w.hosts.values())
+    assert all(data(h) == data(w.hosts[1]) for h in w.hosts.values())
     w.finish()
 
 
@@ -188,10 +214,10 @@ def test_agreement_with_follower_down() -> None:
         propose_on_leader(w, cmd(i))
         keys.append(f"k{i}")
     wait_applied(w, keys, up, 2 * SEC)
-    assert "k2" not in w.hosts[down].sm.data
+    assert "k2" not in data(w.hosts[down])
     w.restart(down)
     wait_applied(w, keys, limit_us=3 * SEC)
-    assert w.hosts[down].sm.data == w.leader().sm.data  # type: ignore[union-attr]
+    assert data(w.hosts[down]) == data(w.leader())  # type: ignore[union-attr]
     w.finish()
 
 
@@ -204,13 +230,13 @@ def test_no_agreement_without_quorum() -> None:
     for i in down:
         w.crash(i)
     commit = lead.engine.status().commit
-    w.propose(lead, cmd(2))
+    propose_at(w, lead, cmd(2))
     assert lead.engine.status().last_index == commit + 1  # appended, not committed
     w.run_for(2 * SEC)
     for i in (lead.id, followers[3]):
         assert w.hosts[i].engine.status().commit == commit
-        assert "k2" not in w.hosts[i].sm.data
-    assert (1, 2) not in w.applied_cmds
+        assert "k2" not in data(w.hosts[i])
+    assert all("k2" not in data(h) for h in w.hosts.values() if h.up)
     assert w.leader() is None  # check-quorum: the cut-off leader stepped down
     for i in down:
         w.restart(i)
@@ -222,23 +248,21 @@ def test_no_agreement_without_quorum() -> None:
     w.finish()
 
 
-def test_concurrent_proposals() -> None:
+def test_concurrent_proposals(monkeypatch: pytest.MonkeyPatch) -> None:
     w = World(13, quiet())
-    order = record_applies(w)
+    order = record_applies(w, monkeypatch)
     wait_leader(w)
     w.run_for(300 * MS)  # every follower knows the leader
     assert all(h.engine.status().leader == w.leader().id for h in w.hosts.values())  # type: ignore[union-attr]
     keys = []
     for seq in range(1, 6):
-        for h in w.hosts.values():  # the same instant, through every node (forwarded)
-            # One client per command: a session expects one outstanding command at a time,
-            # and forwarded proposals may be reordered in the network.
-            data = cmd(1, f"c{h.id}-{seq}", client=10 * h.id + seq)
-            w._input(h, lambda h=h, data=data: h.engine.propose(data))
+        lead = wait_leader(w)
+        for h in w.hosts.values():  # the same instant: one client per node's worth of keys
+            propose_at(w, lead, cmd(1, f"c{h.id}-{seq}"))
             keys.append(f"c{h.id}-{seq}")
     wait_applied(w, keys, limit_us=3 * SEC)
     first = order[1]
-    assert sorted(first) == sorted((10 * c + s, 1) for c in w.hosts for s in range(1, 6))
+    assert sorted(first) == sorted(keys)
     assert all(o == first for o in order.values())
     w.finish()
 
@@ -252,14 +276,14 @@ def test_partitioned_leader_entries_discarded() -> None:
     majority = set(w.hosts) - minority
     w.net.partition([minority, majority], "old leader cut off")
     old_commit = old.engine.status().commit
-    stale = [(9, s) for s in range(1, 6)]
-    input_on(w, old, lambda: propose_all(old, [cmd(s, f"stale{s}", client=c) for c, s in stale]))
+    stale = list(range(1, 6))
+    input_on(w, old, lambda: propose_all(old, [cmd(s, f"stale{s}") for s in stale]))
     assert old.engine.status().last_index == old_commit + len(stale)
     assert w.run_until(lambda: w.leader() is not None and w.leader().id in majority, 2 * SEC)
     new = w.leader()
     assert new is not None
     for s in range(2, 5):
-        w.propose(new, cmd(s))
+        propose_at(w, new, cmd(s))
     wait_applied(w, ["k2", "k3", "k4"], sorted(majority))
     assert old.engine.status().commit == old_commit
     w.net.heal()
@@ -270,8 +294,7 @@ def test_partitioned_leader_entries_discarded() -> None:
         assert h.engine.status().last_index == ref.last_index()
         for i in range(max(h.disk.offset(), ref.offset()) + 1, ref.last_index() + 1):
             assert h.disk.entry(i) == ref.entry(i)
-        assert not any(k.startswith("stale") for k in h.sm.data)
-    assert not any(x in w.applied_cmds for x in stale)
+        assert not any(k.startswith("stale") for k in data(h))
 
 
 def test_fast_backup_over_many_conflicting_entries() -> None:
@@ -280,7 +303,7 @@ def test_fast_backup_over_many_conflicting_entries() -> None:
     wait_applied(w, ["k1"])
     others = set(w.hosts) - {old.id}
     w.net.partition([{old.id}, others], "old leader alone")
-    stale = [cmd(s, f"stale{s}", client=9) for s in range(1, 61)]
+    stale = [cmd(s, f"stale{s}") for s in range(1, 61)]
     input_on(w, old, lambda: propose_all(old, stale))  # 60 entries that will never commit
     stale_last = old.engine.status().last_index
     assert stale_last >= 60
@@ -288,7 +311,7 @@ def test_fast_backup_over_many_conflicting_entries() -> None:
     second = w.leader()
     assert second is not None
     for s in range(2, 62):  # 60 entries of the new term at the same indexes
-        w.propose(second, cmd(s))
+        propose_at(w, second, cmd(s))
     keys = [f"k{s}" for s in range(2, 62)]
     wait_applied(w, keys, sorted(others), 3 * SEC)
     # A third leader, elected with its whole log in place, starts probing the old leader at
@@ -307,7 +330,7 @@ def test_fast_backup_over_many_conflicting_entries() -> None:
     assert 1 <= n <= 5, rejects
     w.restart(second.id)
     w.finish()
-    assert not any(k.startswith("stale") for k in old.sm.data)
+    assert not any(k.startswith("stale") for k in data(old))
 
 
 # ============================================================================ persistence
@@ -325,7 +348,7 @@ def _fill(w: World, start: int, count: int, hosts: list[int] | None = None) -> l
 def test_persistence_all_nodes_crash() -> None:
     w = World(20, quiet())
     keys = _fill(w, 1, 10)
-    before = dict(w.hosts[1].sm.data)
+    before = dict(data(w.hosts[1]))
     for i in w.hosts:
         w.crash(i)
     w.run_for(100 * MS)
@@ -333,7 +356,7 @@ def test_persistence_all_nodes_crash() -> None:
         w.restart(i)
     wait_leader(w)
     wait_applied(w, keys)
-    assert all(h.sm.data == before for h in w.hosts.values())
+    assert all(data(h) == before for h in w.hosts.values())
     keys += _fill(w, 11, 3)
     # And once more, with everything down at once right after a write.
     for i in w.hosts:
@@ -343,7 +366,7 @@ def test_persistence_all_nodes_crash() -> None:
     wait_leader(w)
     wait_applied(w, keys)
     w.finish()
-    assert all(k in w.hosts[1].sm.data for k in keys)
+    assert all(k in data(w.hosts[1]) for k in keys)
 
 
 def test_persistence_leader_crash() -> None:
@@ -351,12 +374,12 @@ def test_persistence_leader_crash() -> None:
     keys = _fill(w, 1, 5)
     for rnd in range(3):
         lead = wait_leader(w)
-        before = dict(lead.sm.data)
+        before = dict(data(lead))
         w.crash(lead.id)
         keys += _fill(w, 10 * (rnd + 1), 3)
         w.restart(lead.id)
         wait_applied(w, keys)
-        assert all(before.items() <= h.sm.data.items() for h in w.hosts.values())
+        assert all(before.items() <= data(h).items() for h in w.hosts.values())
     w.finish()
 
 
@@ -367,14 +390,14 @@ def test_persistence_leader_and_follower_crash() -> None:
     for rnd in range(3):
         lead = wait_leader(w)
         follower = rng.choice([i for i in w.hosts if i != lead.id])
-        before = dict(lead.sm.data)
+        before = dict(data(lead))
         w.crash(lead.id)
         w.crash(follower)
         keys += _fill(w, 10 * (rnd + 1), 3)
         w.restart(follower)
         w.restart(lead.id)
         wait_applied(w, keys)
-        assert all(before.items() <= h.sm.data.items() for h in w.hosts.values())
+        assert all(before.items() <= data(h).items() for h in w.hosts.values())
     w.finish()
 
 
@@ -390,7 +413,7 @@ def _figure8(w: World, seed: int, iters: int) -> None:
         lead = w.leader()
         if lead is not None:
             seq += 1
-            w.propose(lead, cmd(seq))
+            propose_at(w, lead, cmd(seq))
         if rng.random() < 0.9:
             w.run_for(rng.randint(0, 13) * MS)
         else:
@@ -401,10 +424,10 @@ def _figure8(w: World, seed: int, iters: int) -> None:
             down.append(lead.id)
         if len(w.hosts) - len(down) < 3:
             w.restart(down.pop(rng.randrange(len(down))))
-    applied_before = set(w.applied_cmds)
+    applied_before = set(data(max(w.hosts.values(), key=lambda h: h.replica.applied)))
     w.finish()
-    final = w.hosts[1].sm.data
-    assert all(f"k{s}" in final for c, s in applied_before if c == 1)
+    final = data(w.hosts[1])
+    assert applied_before <= set(final)
     assert w.stats["elections"] > 10
 
 
@@ -451,8 +474,8 @@ def test_snapshot_basic() -> None:
         assert h.disk.offset() > 0
         assert len(h.disk.entries) < 40
     w.finish()
-    assert all(h.sm.data == w.hosts[1].sm.data for h in w.hosts.values())
-    assert all(k in w.hosts[1].sm.data for k in keys)
+    assert all(data(h) == data(w.hosts[1]) for h in w.hosts.values())
+    assert all(k in data(w.hosts[1]) for k in keys)
 
 
 def test_snapshot_install() -> None:
@@ -471,7 +494,7 @@ def test_snapshot_install() -> None:
     assert snaps[f"n{lead.id}->n{f} SNAP"] > 1  # several chunks
     assert w.hosts[f].disk.offset() > behind
     w.finish()
-    assert w.hosts[f].sm.data == lead.sm.data
+    assert data(w.hosts[f]) == data(lead)
 
 
 def test_snapshot_install_with_crash() -> None:
@@ -492,13 +515,16 @@ def test_snapshot_install_with_crash() -> None:
     w.restart(f)
     wait_applied(w, keys, [f], 3 * SEC)
     w.finish()
-    assert w.hosts[f].sm.data == w.leader().sm.data  # type: ignore[union-attr]
+    assert data(w.hosts[f]) == data(w.leader())  # type: ignore[union-attr]
 
 
 # ============================================================================ membership
 def _change(w: World, *changes: tuple[str, int]) -> None:
     lead = wait_leader(w)
-    input_on(w, lead, lambda: lead.engine.propose_conf_change(ConfChange(changes).encode()))
+    for op, n in changes:  # one at a time: the replica proposes one change per entry
+        input_on(w, lead, lambda op=op, n=n: lead.replica.change_membership(op, n, w.specs.get(n)))
+        assert w.run_until(lambda: not lead.engine.status().conf.joint
+                           and lead.engine.status().applied == lead.engine.status().last_index, 3 * SEC)
 
 
 def _wait_conf(w: World, conf: ConfState, hosts: list[int]) -> None:
@@ -517,7 +543,7 @@ def test_membership_change_while_node_down() -> None:
     w.crash(down)
     # Remove 5 while another voter is down: C(old,new) needs 3 of 5 and 3 of 4.
     if lead.id == 5:
-        input_on(w, lead, lambda: lead.engine.transfer_leadership(next(
+        input_on(w, lead, lambda: lead.replica.transfer_leadership(next(
             i for i in w.hosts if i not in (5, down))))
         assert w.run_until(lambda: w.leader() not in (None, lead), 1 * SEC)
     _change(w, ("remove", 5))
@@ -525,8 +551,8 @@ def test_membership_change_while_node_down() -> None:
     up = [i for i in four if i != down]
     _wait_conf(w, ConfState(voters=four), up)
     keys += _fill(w, 10, 3, up)  # 3 of the 4 voters are up: still a quorum
-    assert "k10" not in w.hosts[5].sm.data  # no longer a member: gets nothing new
-    assert all(k in w.hosts[i].sm.data for i in up for k in keys)
+    assert "k10" not in data(w.hosts[5])  # no longer a member: gets nothing new
+    assert all(k in data(w.hosts[i]) for i in up for k in keys)
     w.restart(down)
     _wait_conf(w, ConfState(voters=four), sorted(four))
     wait_applied(w, keys, sorted(four))
@@ -551,16 +577,16 @@ def test_leadership_transfer(seed: int) -> None:
     term = lead.engine.status().term
     to = next(i for i in sorted(w.hosts) if i != lead.id)
     for s in range(10, 15):  # in flight while the transfer starts
-        w.propose(lead, cmd(s))
+        propose_at(w, lead, cmd(s))
         keys.append(f"k{s}")
-    input_on(w, lead, lambda: lead.engine.transfer_leadership(to))
+    input_on(w, lead, lambda: lead.replica.transfer_leadership(to))
     assert w.run_until(lambda: w.leader() is w.hosts[to], 300 * MS)
     new = w.hosts[to].engine.status()
     assert new.term > term
     w.run_for(100 * MS)
     assert lead.engine.status().role == "follower" and lead.engine.status().leader == to
     for s in range(20, 23):
-        w.propose(w.hosts[to], cmd(s))
+        propose_at(w, w.hosts[to], cmd(s))
         keys.append(f"k{s}")
     wait_applied(w, keys, limit_us=2 * SEC)
     w.finish()

@@ -213,3 +213,23 @@ def test_ci_campaign_of_the_whole_replica(chunk):
         if not (r := run_seed(s, cfg)).ok:
             bad.append((r, cfg))
     assert not bad, f"seed {bad[0][0].seed}: {bad[0][0].violation}\nreplay: {bad[0][1].replay_command(bad[0][0].seed)}"
+
+
+# Planted bugs in the replica layer, each caught within a bounded number of seeds of a harsh
+# 3-node profile (a nemesis every 60 ms: disk replacements, crashes and leader changes come
+# often). The bounds leave room over the first catching seed found when they were set.
+TEETH = dict(nodes=3, steps=10_000, nemesis_mean_us=60 * MS)
+
+
+@pytest.mark.parametrize("bug,bound", [
+    ("apply-conf-twice", 20),
+    ("forget-readd", 20),
+    ("expire-on-follower-clock", 40),
+])
+def test_a_broken_replica_is_caught(bug, bound):
+    cfg = SimConfig(bugs=frozenset([bug]), **TEETH)  # type: ignore[arg-type]
+    for seed in range(bound):
+        if not (r := run_seed(seed, cfg)).ok:
+            assert r.violation
+            return
+    raise AssertionError(f"{bug} went unnoticed for {bound} seeds")

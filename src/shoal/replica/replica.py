@@ -72,9 +72,11 @@ from ..kv.watch import WatchHub
 from .errors import NodeError
 from .membership import Members, apply_change, encode_context
 
-# Planted bugs the simulator must catch (tests only): a membership change re-applied after the
-# next one, a re-added member forgotten, leases expired before this leader's promotion.
-BUGS = frozenset({"apply-conf-twice", "forget-readd", "expire-before-promote"})
+# Planted bugs the simulator must catch (tests only): a membership change applied twice (when
+# its entry is appended, and again when it commits), a re-added member forgotten, and a new
+# leader that expires leases without restarting their clocks, judging stamps another node's
+# clock made by its own.
+BUGS = frozenset({"apply-conf-twice", "forget-readd", "expire-on-follower-clock"})
 FOLLOWER_QUIET_TICKS = 2  # above one heartbeat interval, far below an election timeout
 
 
@@ -150,7 +152,6 @@ class Replica:
         self._promoted_term = -1  # the term whose lease promotion (ours) has been applied
         self._expiring: set[int] = set()  # leases whose revocation we proposed
         self._compacting = -1  # compact revision when we last proposed a compaction
-        self._last_change: ConfChange | None = None  # for the planted apply-conf-twice bug
         self._removed: set[int] = set()  # for the planted forget-readd bug
         self._leaving: set[int] = set()  # removed, but the engine still counts them
         self._idle = 0  # ticks since the last sign of work (a request, an entry, a message)
@@ -161,8 +162,9 @@ class Replica:
     # ================================================================ inputs
     def tick(self, now_ms: int, leader_alive: bool = True) -> None:
         """One tick of logical time; `now_ms` is the host's monotonic clock, for lease clocks;
-        `leader_alive` says whether the leader's process was heard from lately (any group),
-        which a quiescent follower relies on instead of heartbeats."""
+        `leader_alive` says whether the leader's process lately claimed, in the hosts'
+        coalesced heartbeat, to lead this group in our term: what a quiescent follower relies
+        on instead of the group's own heartbeats."""
         self.now_ms = now_ms
         self._idle += 1
         if self._quiescent(leader_alive):
@@ -190,7 +192,7 @@ class Replica:
         if self.quiet:
             if self.role == "leader" or leader_alive:
                 return True
-            self._wake()  # the leader's process went silent: tick again, so we may elect
+            self._wake()  # the leader went silent or stopped leading: tick, so we may elect
             return False
         if self.role == "leader":
             if self._idle < q or self._live or len(self.kv.lessor):
@@ -295,6 +297,12 @@ class Replica:
             for index in [i for i in self._conf_waits if i <= self.applied]:
                 # Its outcome is inside the snapshot, not in any entry we will apply: unknown.
                 self._finish(out, Done(self._conf_waits.pop(index)[1], error=_lost()))
+        if "apply-conf-twice" in self.cfg.bugs:  # once when appended, again when committed
+            for e in rd.entries:
+                if e.kind is EntryKind.CONFIG:
+                    for op, n in ConfChange.decode(e.data).changes:
+                        if op == "remove":
+                            self.members.pop(n, None)
         for e in rd.committed:
             assert e.index == self.applied + 1, f"applies {e.index} after {self.applied}"
             waiter = self._conf_waits.pop(e.index, None)
@@ -329,8 +337,8 @@ class Replica:
             if self.role == "leader" and not was_leader:
                 out.became_leader = True
                 # A new leader restarts every lease's clock so none expires during failover.
-                self._promote_token = next(self._tokens)
-                self._propose_quietly(self._promote_token, LeasePromoteRequest(self.now_ms))
+                self._promote_token = 0
+                self._promote()
             if self.role != "leader":
                 self._expiring.clear()
         if self.applied - self.snapshot_index >= self.cfg.snapshot_entries:
@@ -367,11 +375,6 @@ class Replica:
                                            if c[0] == "remove" or c[1] not in self._removed))
             self._removed |= {n for op, n in cc.changes if op == "remove"}
         self.members = apply_change(self.members, cc, self._leaving)
-        if "apply-conf-twice" in self.cfg.bugs and self._last_change is not None:
-            for op, n in self._last_change.changes:  # the previous change, applied again, naively
-                if op == "remove":
-                    self.members.pop(n, None)
-        self._last_change = cc
         out.members = dict(self.members)
 
     def _let_go(self, out: Applied) -> None:
@@ -391,8 +394,23 @@ class Replica:
             out.done.append(done)
 
     # ================================================================ the leader's chores
+    def _promote(self) -> None:
+        """Propose this term's LeasePromote, once it is accepted (a refusal is retried on the
+        next tick: without it this leader could never expire a lease)."""
+        if "expire-on-follower-clock" in self.cfg.bugs:
+            self._promoted_term = self.engine.term
+            return
+        token = next(self._tokens)
+        try:
+            self._propose(token, encode_command(LeasePromoteRequest(self.now_ms)))
+            self._promote_token = token
+        except NodeError:
+            pass
+
     def _expire_leases(self) -> None:
-        if self._promoted_term != self.engine.term and "expire-before-promote" not in self.cfg.bugs:
+        if self._promoted_term != self.engine.term:
+            if not self._promote_token:
+                self._promote()
             return  # leases carry the previous leader's stamps until our promotion applies
         now = self.now_ms
         for lease_id in self.kv.lessor.expired(now, limit=self.cfg.lease_expiry_batch):

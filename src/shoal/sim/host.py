@@ -68,8 +68,8 @@ class Host:
     inbox: deque[Input] = field(default_factory=deque)
     asks: dict[int, Ask] = field(default_factory=dict)  # replica token -> the ask it answers
     changes: dict[int, int] = field(default_factory=dict)  # replica token -> membership job
-    heard: dict[NodeId, int] = field(default_factory=dict)  # peer -> when we last heard it
-    sent: dict[NodeId, int] = field(default_factory=dict)  # peer -> when we last sent to it
+    # peer -> (when its last keep-alive arrived, {group: term} it claimed to lead then)
+    claims: dict[NodeId, tuple[int, dict[int, int]]] = field(default_factory=dict)
 
     @property
     def engine(self) -> Engine:

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 
 from ..check.history import Event
 from ..consensus.messages import NodeId
-from ..kv.errors import KVError
+from ..kv.errors import ErrLeaseExists, KVError
 from ..kv.requests import (
     Command,
     Compare,
@@ -82,6 +82,7 @@ class Workload:
         if cfg.leases and cfg.clients:
             self.clients.append(Client(-1, world.rng.choice(list(world.hosts)), lease=True))
         self.lease_id = 0  # the lease held now (0: none)
+        self.next_lease = 1000
         self.lease_ok_us = 0  # true time of the invocation of its last acknowledged keep-alive
         self.holders: set[NodeId] = set()  # nodes whose store has held the current lease
         for c in self.clients:
@@ -97,7 +98,11 @@ class Workload:
             return
         if c.lease:
             if self.lease_id == 0:
-                c.op = Op("grant", cmd=Command(LeaseGrantRequest(LEASE_TTL_S)))
+                # A fresh id for every lease: ids the store picks may be reused once a lease
+                # expires, and a catching-up node revoking the old one would look like the new
+                # one vanishing.
+                self.next_lease += 1
+                c.op = Op("grant", cmd=Command(LeaseGrantRequest(LEASE_TTL_S, id=self.next_lease)))
             else:
                 c.op = Op("keepalive", cmd=Command(LeaseKeepAliveRequest(self.lease_id)))
         elif c.session == 0:
@@ -205,8 +210,11 @@ class Workload:
             if err is None:
                 c.session = done.result.client_id
         elif op.f == "grant":
-            if err is None:
-                self.lease_id, self.lease_ok_us = done.result.id, op.invoked_us
+            assert op.cmd is not None and isinstance(op.cmd.request, LeaseGrantRequest)
+            if err is None or (isinstance(err, ErrLeaseExists) and op.tries > 1):
+                # Granted (a retry finding it exists was granted by an earlier attempt, after
+                # this one was invoked: the TTL runs from no earlier than that).
+                self.lease_id, self.lease_ok_us = op.cmd.request.id, op.invoked_us
                 self.holders.clear()
         elif op.f == "keepalive":
             if err is None:

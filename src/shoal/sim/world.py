@@ -264,20 +264,25 @@ class World:
             self.input(h, Tick())
 
     def _keepalive(self, h: Host) -> None:
-        """The transport's keep-alive: a peer that heard nothing from us for a tick hears a
-        ping, so a quiescent follower can tell a silent leader from a dead one."""
+        """The hosts' coalesced heartbeat, one per pair of processes per tick, whatever the
+        number of groups: it names the groups the sender leads and their terms. A quiescent
+        follower stays quiet only while its leader's process keeps claiming the group in the
+        follower's term; a leader that stepped down, restarted or died stops claiming it."""
+        e = h.engine
+        claims = {0: e.term} if e.role == "leader" else {}
         for p in self.hosts:
-            if p != h.id and self.now - h.sent.get(p, -10**12) >= self.cfg.tick_us:
-                h.sent[p] = self.now
+            if p != h.id:
                 for lat in self.net.latencies(h.id, p):
-                    self.at(lat, partial(self._heard, p, h.id))
+                    self.at(lat, partial(self._claimed, p, h.id, claims))
 
-    def _heard(self, dst: NodeId, src: NodeId) -> None:
-        self.hosts[dst].heard[src] = self.now
+    def _claimed(self, dst: NodeId, src: NodeId, claims: dict[int, int]) -> None:
+        if self.hosts[dst].up:
+            self.hosts[dst].claims[src] = (self.now, claims)
 
     def _leader_alive(self, h: Host) -> bool:
+        when, claims = h.claims.get(h.replica.leader, (-10**12, {}))
         window = self.cfg.election_tick // 2 * self.cfg.tick_us
-        return self.now - h.heard.get(h.replica.leader, -10**12) <= window
+        return self.now - when <= window and claims.get(0) == h.engine.term
 
     def input(self, h: Host, item: Input) -> None:
         """Hand `item` to a host as its driver would: at once if it is free, else queued."""
@@ -391,7 +396,6 @@ class World:
         dst = m.dst  # type: ignore[attr-defined]
         if dst not in h.replica.members:
             return  # like the transport: no connection to a node that is not a member
-        h.sent[dst] = self.now
         for lat in self.net.latencies(h.id, dst):
             self.at(lat, partial(self._deliver, m))
 
@@ -399,7 +403,6 @@ class World:
         # Accepted from anyone: a node that applied a member's removal must still hear that
         # member once it is re-added and leads, or it never learns of the re-add (see net/).
         h = self.hosts[m.dst]  # type: ignore[attr-defined]
-        h.heard[m.src] = self.now  # type: ignore[attr-defined]
         self.trace.append((self.now, m))  # formatted only if someone reads the trace
         self.input(h, Step(m))
 
@@ -445,8 +448,8 @@ class World:
             self._run_host(h)
 
     def _held_out(self, h: Host) -> bool:
-        """A node whose disk is being replaced stays down until it is added back."""
-        return self.replacing is not None and self.replacing.node == h.id and self.replacing.stage != "done"
+        """A node whose disk was wiped stays down until it is added back."""
+        return self.replacing is not None and self.replacing.node == h.id and self.replacing.stage == "add"
 
     # ------------------------------------------------------------------ membership nemesis
     def replace_disk(self, node: NodeId) -> None:
@@ -473,6 +476,10 @@ class World:
             return
         self._jobs += 1
         rep.job = self._jobs
+        conf = lead.engine.status().conf
+        if (rep.node in conf.members()) == (rep.stage == "add") and not conf.joint:
+            self._change_done(rep.job, None)  # an earlier attempt took effect; its answer was lost
+            return
         spec = self.specs[rep.node] if rep.stage == "add" else None
         op = "remove" if rep.stage == "remove" else "add"
         self.input(lead, Change(op, rep.node, spec, rep.job))
