@@ -1,6 +1,12 @@
 """The asyncio client: many endpoints, leader discovery and redirect, retries with backoff under
 a deadline, exactly-once writes through sessions, and watch streams that resume after a
-reconnect from the last revision they delivered."""
+reconnect from the last revision they delivered.
+
+A watch's responses wait for its consumer in a bounded inbox (`watch_queue_events`,
+`watch_queue_bytes`). A consumer that falls that far behind gets `WatchCanceled` naming the
+revision to resume from, as it does when the server cancels a watcher that could not keep up;
+the client does not re-create such a watch by itself, since a consumer that is still slow
+would only be canceled again."""
 
 from __future__ import annotations
 
@@ -35,7 +41,15 @@ from ..kv.requests import (
     decode_response,
     encode_command,
 )
-from ..kv.watch import WatchResponse
+from ..kv.watch import STORE_REPLACED, WatchResponse
+from ..kv.watch_queue import (
+    DEFAULT_WATCH_QUEUE_BYTES,
+    DEFAULT_WATCH_QUEUE_EVENTS,
+    Overflow,
+    WatchQueue,
+    first_revision,
+    slow_watcher_reason,
+)
 from ..wire.protocol import (
     NOT_LEADER,
     RETRYABLE,
@@ -45,9 +59,48 @@ from ..wire.protocol import (
     frame,
     read_frame,
 )
-from .errors import ClientError, Unavailable, compacted, error_from
+from .errors import ClientError, Unavailable, WatchCanceled, compacted, error_from
 
 RESPONSE_LIMIT = 256 * 1024 * 1024  # snapshots come back in one frame
+
+
+class _WatchInbox:
+    """One watch's responses that its consumer has not taken yet: bounded, and ended by the
+    overflow, the watch's cancel response or the connection's failure, after what came before."""
+
+    def __init__(self, max_events: int, max_bytes: int):
+        self.queue: WatchQueue[WatchResponse] = WatchQueue(max_events, max_bytes, max_bytes)
+        self.ready = asyncio.Event()
+        self.end: Overflow | BaseException | None = None
+        self.rid = 0  # the watch request's id on its connection
+
+    def put(self, resp: WatchResponse, nbytes: int) -> Overflow | None:
+        if resp.canceled:
+            self.queue.push_final(resp.watch_id, resp, nbytes)
+        else:
+            overflow = self.queue.push(resp.watch_id, resp, events=len(resp.events), nbytes=nbytes,
+                                       first_revision=first_revision(resp.events, resp.revision))
+            if overflow is not None:
+                self.queue.clear()  # what the consumer was behind on is released, not kept
+                self.end = overflow
+                self.ready.set()
+                return overflow
+        self.ready.set()
+        return None
+
+    def fail(self, error: BaseException) -> None:
+        if self.end is None:
+            self.end = error
+        self.ready.set()
+
+    async def get(self) -> WatchResponse | Overflow | BaseException:
+        while not self.queue and self.end is None:
+            self.ready.clear()
+            await self.ready.wait()
+        if self.queue:  # (an overflow emptied it: then the overflow comes at once)
+            return self.queue.pop()
+        assert self.end is not None
+        return self.end
 
 
 class _Conn:
@@ -57,7 +110,7 @@ class _Conn:
         self.endpoint, self.reader, self.writer = endpoint, reader, writer
         self.ids = itertools.count(1)
         self.pending: dict[int, asyncio.Future[tuple[str, Any]]] = {}
-        self.streams: dict[int, asyncio.Queue[Any]] = {}
+        self.streams: dict[int, _WatchInbox] = {}
         self.task = asyncio.create_task(self._read_loop())
 
     async def _read_loop(self) -> None:
@@ -68,31 +121,64 @@ class _Conn:
                 if msg is None:
                     break
                 rid, code, body = msg
-                if code == "event" and rid in self.streams:
-                    self.streams[rid].put_nowait(body)
+                if code == "event":
+                    if self._event(rid, body):
+                        # Let its consumer take it before the next frame, or a burst already
+                        # buffered here would land in its inbox in one go, however fast the
+                        # consumer is.
+                        await asyncio.sleep(0)
                     continue
                 fut = self.pending.pop(rid, None)
                 if fut is not None and not fut.done():
                     fut.set_result((code, body))
-        except (ProtocolError, ConnectionError, ValueError) as exc:
+        except (ProtocolError, ConnectionError, ValueError, kv.MalformedRequest) as exc:
             error = Unavailable(f"connection to {self.endpoint} failed: {exc}")
         finally:
             for fut in self.pending.values():
                 if not fut.done():
                     fut.set_exception(error)
-            for q in self.streams.values():
-                q.put_nowait(error)
+            for inbox in self.streams.values():
+                inbox.fail(error)
             self.writer.close()
+
+    def _event(self, rid: Any, body: Any) -> bool:
+        """Hand a watch response to its inbox; True if it went in (its consumer has news)."""
+        resp = _watch_response(body)
+        inbox = self.streams.get(rid)
+        if inbox is None:  # a watch nobody reads any more (its iterator was dropped): stop it
+            if not resp.canceled:
+                self.cast("watch_cancel", resp.watch_id)
+            return False
+        if resp.canceled:
+            del self.streams[rid]  # the server ended it: nothing follows
+        if inbox.put(resp, len(body)) is not None:
+            del self.streams[rid]
+            self.cast("watch_cancel", resp.watch_id)
+            return False
+        return True
+
+    def cast(self, op: str, body: Any) -> None:
+        """A request whose answer nobody waits for (it is dropped when it arrives)."""
+        if not self.writer.is_closing():
+            self.writer.write(frame([next(self.ids), op, body]))
+
+    def end_watch(self, inbox: _WatchInbox, watch_id: int | None) -> None:
+        """The consumer is gone: forget the watch here and, if it is still live, there too."""
+        if self.streams.get(inbox.rid) is inbox:
+            del self.streams[inbox.rid]
+            if watch_id is not None and self.alive:
+                self.cast("watch_cancel", watch_id)
 
     @property
     def alive(self) -> bool:
         return not self.task.done()
 
-    async def call(self, op: str, body: Any, stream: asyncio.Queue[Any] | None = None) -> tuple[str, Any]:
+    async def call(self, op: str, body: Any, stream: _WatchInbox | None = None) -> tuple[str, Any]:
         rid = next(self.ids)
         fut: asyncio.Future[tuple[str, Any]] = asyncio.get_running_loop().create_future()
         self.pending[rid] = fut
         if stream is not None:
+            stream.rid = rid
             self.streams[rid] = stream
         try:
             self.writer.write(frame([rid, op, body]))
@@ -117,11 +203,16 @@ class _SessionSlot:
 class Client:
     """`async with Client(["127.0.0.1:2379", ...]) as c: await c.put(b"k", b"v")`"""
 
-    def __init__(self, endpoints: list[str] | str, timeout: float = 10.0, connect_timeout: float = 2.0):
+    def __init__(self, endpoints: list[str] | str, timeout: float = 10.0, connect_timeout: float = 2.0,
+                 *, watch_queue_events: int = DEFAULT_WATCH_QUEUE_EVENTS,
+                 watch_queue_bytes: int = DEFAULT_WATCH_QUEUE_BYTES):
         self.endpoints = [endpoints] if isinstance(endpoints, str) else list(endpoints)
         if not self.endpoints:
             raise ValueError("a client needs at least one endpoint")
+        if watch_queue_events <= 0 or watch_queue_bytes <= 0:
+            raise ValueError("watch_queue_events and watch_queue_bytes must be positive")
         self.timeout, self.connect_timeout = timeout, connect_timeout
+        self.watch_queue_events, self.watch_queue_bytes = watch_queue_events, watch_queue_bytes
         self._conns: dict[str, _Conn] = {}
         self._connecting: dict[str, asyncio.Future[_Conn]] = {}
         self._leader: str | None = None
@@ -297,41 +388,65 @@ class Client:
     async def watch(self, key: bytes, *, range_end: bytes = b"", prefix: bool = False,
                     start_revision: int = 0, prev_kv: bool = False,
                     progress_notify: bool = False) -> AsyncIterator[WatchResponse]:
-        """Yield watch responses forever. After a lost connection the watch is re-created on
-        any live node from the revision after the last one delivered, so no event is missed
-        or repeated (unless history was compacted, which ends the stream with ErrCompacted)."""
+        """Yield watch responses until the watch ends. After a lost connection (or a node
+        replacing its store with a snapshot) the watch is re-created on any live node from the
+        revision after the last one delivered, so no event is missed or repeated.
+
+        It ends with ErrCompacted if history it needs was compacted, and with WatchCanceled
+        (`.reason`, `.resume_revision`) if its consumer could not keep up: more than
+        `watch_queue_events` events or `watch_queue_bytes` bytes waited here, or the server's
+        own bounds for the connection were passed. Re-create it from `resume_revision` to carry
+        on without a gap. Leaving the loop (break, cancel, aclose) cancels it on the server."""
         if prefix:
             range_end = kv.prefix_end(key)
         next_rev = start_revision
         while True:
-            queue: asyncio.Queue[Any] = asyncio.Queue()
+            inbox = _WatchInbox(self.watch_queue_events, self.watch_queue_bytes)
             body = {"key": key, "range_end": range_end, "start_revision": next_rev,
                     "prev_kv": prev_kv, "progress_notify": progress_notify}
+            conn: _Conn | None = None
             try:
                 conn = await self._conn(self._pick(leader=False))
-                code, created = await asyncio.wait_for(conn.call("watch", body, stream=queue), self.timeout)
+                code, created = await asyncio.wait_for(conn.call("watch", body, stream=inbox), self.timeout)
             except (Unavailable, TimeoutError):
+                if conn is not None:
+                    conn.end_watch(inbox, None)
                 await asyncio.sleep(0.1)
                 continue
+            except BaseException:
+                if conn is not None:
+                    conn.end_watch(inbox, None)
+                raise
             if code != "ok":
+                conn.end_watch(inbox, None)
                 raise error_from(code, created)
             first = _watch_response(created)
             if first.canceled:
+                conn.end_watch(inbox, None)
                 raise compacted(first.compact_revision) if first.compact_revision else ClientError(first.cancel_reason)
-            while True:
-                item = await queue.get()
-                if isinstance(item, Exception):
-                    break  # reconnect and resume
-                resp = _watch_response(item)
-                if resp.canceled:
-                    if resp.compact_revision:
-                        raise compacted(resp.compact_revision)
-                    break
-                if resp.events:
-                    next_rev = resp.events[-1].kv.mod_revision + 1
-                elif resp.revision:
-                    next_rev = max(next_rev, resp.revision + 1)
-                yield resp
+            try:
+                while True:
+                    item = await inbox.get()
+                    if isinstance(item, Overflow):
+                        raise WatchCanceled(
+                            slow_watcher_reason(item.events, item.bytes, next_rev) + " (in the client)",
+                            next_rev)
+                    if isinstance(item, BaseException):
+                        break  # reconnect and resume
+                    resp = item
+                    if resp.canceled:
+                        if resp.compact_revision:
+                            raise compacted(resp.compact_revision)
+                        if resp.cancel_reason == STORE_REPLACED:
+                            break  # nothing to do with this consumer's pace: resume
+                        raise WatchCanceled(resp.cancel_reason or "canceled by the server", next_rev)
+                    if resp.events:
+                        next_rev = resp.events[-1].kv.mod_revision + 1
+                    elif resp.revision:
+                        next_rev = max(next_rev, resp.revision + 1)
+                    yield resp
+            finally:
+                conn.end_watch(inbox, first.watch_id)
 
     # ------------------------------------------------------------------ cluster
     async def status(self, endpoint: str | None = None) -> dict[str, Any]:

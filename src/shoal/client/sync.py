@@ -14,11 +14,11 @@ class SyncClient:
     """`with SyncClient(["127.0.0.1:2379"]) as c: c.put(b"k", b"v")` — every coroutine method of
     `Client` is available as a plain method; `watch` returns a blocking iterator."""
 
-    def __init__(self, endpoints: list[str] | str, timeout: float = 10.0):
+    def __init__(self, endpoints: list[str] | str, timeout: float = 10.0, **kw: Any):
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="shoal-client", daemon=True)
         self._thread.start()
-        self._client = self._run(_make(endpoints, timeout))
+        self._client = self._run(_make(endpoints, timeout, **kw))  # kw: watch queue bounds
 
     def _run(self, coro: Any) -> Any:
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
@@ -30,9 +30,18 @@ class SyncClient:
         return lambda *a, **kw: self._run(attr(*a, **kw))
 
     def watch(self, key: bytes, **kw: Any) -> Iterator[Any]:
+        """Blocking iteration over `Client.watch`: it raises what that raises, WatchCanceled
+        for a consumer that could not keep up among them; leaving the loop cancels the watch."""
         stream = self._client.watch(key, **kw)
-        while True:
-            yield self._run(stream.__anext__())
+        try:
+            while True:
+                try:
+                    yield self._run(stream.__anext__())
+                except StopAsyncIteration:
+                    return
+        finally:
+            if self._loop.is_running():  # not waited for: this may run in the GC, anywhere
+                asyncio.run_coroutine_threadsafe(stream.aclose(), self._loop)
 
     def close(self) -> None:
         self._run(self._client.close())
@@ -46,5 +55,5 @@ class SyncClient:
         self.close()
 
 
-async def _make(endpoints: list[str] | str, timeout: float) -> Client:
-    return Client(endpoints, timeout)
+async def _make(endpoints: list[str] | str, timeout: float, **kw: Any) -> Client:
+    return Client(endpoints, timeout, **kw)

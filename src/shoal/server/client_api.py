@@ -1,12 +1,25 @@
 """The client port: pipelined requests over length-prefixed msgpack frames (protocol.py).
 
 Each request runs as its own task, bounded per connection, so a slow linearizable read never
-holds up the writes behind it; responses go back tagged with their request id."""
+holds up the writes behind it; responses go back tagged with their request id.
+
+Watch events enter the socket's buffer only while it holds less than WATCH_FLUSH_BYTES. The
+rest wait in the connection's WatchQueue (kv/watch_queue.py), and a flusher task moves them on
+as the socket drains. Each watch paces the hub through a WatchGate: it has room only while
+nothing of it waits here (and the connection is under half its total bound), so the hub holds
+a slow watch's events back, bounded, or leaves them in history, and the flusher pulls the
+watch again once its last response is in the socket. A history replay therefore runs at the
+speed of the socket, and a socket nobody reads costs at most one response per watch here.
+The queue's hard bounds (`watch_queue_events`, `watch_queue_bytes` per watch,
+WATCH_CONNECTION_BYTES per connection) remain the last resort: a watch that passes one is
+canceled alone, with a reason naming the revision to resume from, and the connection and its
+other watches carry on."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from dataclasses import dataclass
 from typing import Any
 
 from ..kv.codec import pack, to_wire
@@ -18,7 +31,8 @@ from ..kv.requests import (
     decode_command,
     encode_response,
 )
-from ..kv.watch import WatchFilter, WatchResponse
+from ..kv.watch import WatchFilter, WatchGate, WatchResponse
+from ..kv.watch_queue import DEFAULT_WATCH_STREAM_BYTES, WatchQueue, first_revision
 from ..wire.protocol import (
     BAD_REQUEST,
     FRAME_OVERHEAD,
@@ -36,6 +50,8 @@ log = logging.getLogger("shoal.client_api")
 READS = (RangeRequest, LeaseTimeToLiveRequest, LeaseLeasesRequest)
 MAX_INFLIGHT_PER_CONNECTION = 512
 WRITE_BUFFER_HIGH = 8 * 1024 * 1024  # a client that stops reading is cut off, not buffered forever
+WATCH_FLUSH_BYTES = 64 * 1024  # watch events enter the socket's buffer only while it is below this
+WATCH_CONNECTION_BYTES = DEFAULT_WATCH_STREAM_BYTES  # watch events pending per connection
 
 
 def encode_watch(resp: WatchResponse) -> bytes:
@@ -93,12 +109,29 @@ class ClientServer:
             conn.close()
 
 
+@dataclass(eq=False, slots=True)
+class _Watch:
+    req_id: Any  # the watch request's id: every frame of the watch carries it
+    gate: WatchGate  # how it paces the hub; gate.watch_id is its hub watch id
+    ended: bool = False  # canceled, by the node or here; nothing more of it is sent
+    started: bool = False  # its created answer is sent: its events may follow
+
+
 class _Connection:
     def __init__(self, server: ClientServer, writer: asyncio.StreamWriter):
         self.server, self.node, self.writer = server, server.node, writer
         self.slots = asyncio.Semaphore(MAX_INFLIGHT_PER_CONNECTION)
         self.tasks: set[asyncio.Task[None]] = set()
-        self.watches: set[int] = set()
+        self.watches: dict[int, _Watch] = {}  # hub watch id -> its request
+        cfg = server.node.cfg
+        self.outbox: WatchQueue[bytes] = WatchQueue(
+            cfg.watch_queue_events, cfg.watch_queue_bytes,
+            max(WATCH_CONNECTION_BYTES, cfg.watch_queue_bytes))
+        self._held: dict[int, _Watch] = {}  # watches the hub holds back for us: pull them
+        self._flusher: asyncio.Task[None] | None = None
+        self.closed = False
+        # drain() then waits exactly while the buffer is above the level the flusher fills to
+        writer.transport.set_write_buffer_limits(high=WATCH_FLUSH_BYTES)
 
     def send(self, obj: Any) -> None:
         if self.writer.is_closing():
@@ -114,11 +147,112 @@ class _Connection:
         self.slots.release()
 
     def close(self) -> None:
-        for w in self.watches:
+        self.closed = True
+        for w, watch in self.watches.items():
+            watch.gate.close()
             self.node.cancel_watch(w)
+        self.watches.clear()
+        self._held.clear()
+        self.outbox.clear()
+        if self._flusher is not None:
+            self._flusher.cancel()
         for t in self.tasks:
             t.cancel()
         self.writer.close()
+
+    # ------------------------------------------------------------ watch events
+    def on_watch(self, watch: _Watch, resp: WatchResponse) -> None:
+        """The node's sink for one watch: queue the response and write what the socket takes;
+        never block, and never poll the hub from here (the node is mid-way through its own
+        list of responses, and ours must not overtake them)."""
+        self._accept(watch, resp)
+        self._write_some()
+        self._start_flusher()
+
+    def _has_room(self, watch: _Watch) -> bool:
+        """The gate's answer for one watch: room only once its created answer is out, while
+        nothing of it is queued here and the connection is under half its total bound. No room:
+        the flusher pulls it later."""
+        watch_id = watch.gate.watch_id
+        if self.closed or watch.ended or watch_id is None:
+            return False
+        if watch.started and not self.outbox.holds(watch_id) and self.outbox.bytes < self.outbox.max_total_bytes // 2:
+            return True
+        self._held[watch_id] = watch
+        self._start_flusher()
+        return False
+
+    def _accept(self, watch: _Watch, resp: WatchResponse) -> None:
+        if self.closed or watch.ended:
+            return
+        data = frame([watch.req_id, "event", encode_watch(resp)])
+        if resp.canceled:  # the node ended it (compaction, a snapshot): nothing follows
+            self._end(resp.watch_id, watch)
+            self.outbox.push_final(resp.watch_id, data, len(data))
+            return
+        overflow = self.outbox.push(resp.watch_id, data, events=len(resp.events), nbytes=len(data),
+                                    first_revision=first_revision(resp.events, resp.revision))
+        if overflow is None:
+            return
+        # The last resort (the gate keeps a watch from getting here, unless one response is
+        # huge or the node ignored the gate): cancel it alone, and say from where to resume.
+        slow = self.watches.get(overflow.watch_id, watch if overflow.watch_id == resp.watch_id else None)
+        self.node.cancel_watch(overflow.watch_id)
+        log.info("watch %d could not keep up; canceled: %s", overflow.watch_id, overflow.reason)
+        if slow is not None:
+            self._end(overflow.watch_id, slow)
+            cancel = WatchResponse(overflow.watch_id, overflow.resume_revision - 1, canceled=True,
+                                   cancel_reason=overflow.reason)
+            end = frame([slow.req_id, "event", encode_watch(cancel)])
+            self.outbox.push_final(overflow.watch_id, end, len(end))
+
+    def _end(self, watch_id: int, watch: _Watch) -> None:
+        watch.ended = True
+        watch.gate.close()
+        self.watches.pop(watch_id, None)
+        self._held.pop(watch_id, None)
+
+    def _write_some(self) -> None:
+        """Queued frames into the socket's buffer, while it holds at most WATCH_FLUSH_BYTES."""
+        transport = self.writer.transport
+        while self.outbox and not self.writer.is_closing() \
+                and transport.get_write_buffer_size() <= WATCH_FLUSH_BYTES:
+            self.writer.write(self.outbox.pop())
+
+    def _pull_held(self) -> bool:
+        """Poll the held-back watches that have room again; True if one gave something."""
+        pulled = False
+        for watch_id, watch in list(self._held.items()):
+            if watch.ended or not self._has_room(watch):
+                continue
+            resp = watch.gate.pull()
+            if resp is None:  # caught up: its next events come through the node's polls
+                self._held.pop(watch_id, None)
+            else:
+                self._accept(watch, resp)
+                pulled = True
+        return pulled
+
+    def _start_flusher(self) -> None:
+        if (self.outbox or self._held) and self._flusher is None and not self.writer.is_closing():
+            self._flusher = asyncio.get_running_loop().create_task(self._flush())
+
+    async def _flush(self) -> None:
+        try:
+            while not self.writer.is_closing():
+                self._write_some()
+                if self._pull_held():
+                    self._write_some()
+                if self.outbox:
+                    await self.writer.drain()  # the buffer is above WATCH_FLUSH_BYTES: wait
+                elif self._held:
+                    await asyncio.sleep(0)  # a replay from history: one pull per watch a turn
+                else:
+                    return
+        except ConnectionError:
+            pass
+        finally:
+            self._flusher = None
 
     async def handle(self, req_id: Any, op: str, body: Any) -> None:
         try:
@@ -150,19 +284,27 @@ class _Connection:
                 resp = await node.write(data, timeout, decoded=cmd)
             return encode_response(resp)
         if op == "watch":
+            watch = _Watch(req_id, WatchGate(lambda: self._has_room(watch)))
             created = node.watch(
-                lambda resp: self.send([req_id, "event", encode_watch(resp)]),
+                lambda resp: self.on_watch(watch, resp),
                 key=bytes(body["key"]), range_end=bytes(body.get("range_end", b"")),
                 start_revision=int(body.get("start_revision", 0)),
                 prev_kv=bool(body.get("prev_kv")),
                 filters=tuple(WatchFilter(f) for f in body.get("filters", ())),
-                progress_notify=bool(body.get("progress_notify")))
-            if not created.canceled:
-                self.watches.add(created.watch_id)
+                progress_notify=bool(body.get("progress_notify")), gate=watch.gate)
+            if not created.canceled and not watch.ended:  # (it may have overflowed already)
+                self.watches[created.watch_id] = watch
+            # The node's first push found no room: the flusher pulls the watch's history (if
+            # any) after `handle` has sent this answer, at the socket's pace.
+            watch.started = True
             return encode_watch(created)
         if op == "watch_cancel":
-            self.watches.discard(int(body))
-            node.cancel_watch(int(body))
+            watch_id = int(body)
+            mine = self.watches.get(watch_id)
+            if mine is not None:  # only this connection's own
+                self._end(watch_id, mine)
+                node.cancel_watch(watch_id)
+                self.outbox.forget(watch_id)
             return None
         if op == "status":
             return node.status()
