@@ -219,6 +219,8 @@ class Client:
         self._next = 0
         self._sessions: list[_SessionSlot] = []  # idle sessions, one per concurrent write
         self._rng = random.Random()
+        self.group_id = 0  # the consensus group this client's key-value calls go to
+        self._owns_conns = True
 
     async def __aenter__(self) -> Client:
         return self
@@ -226,7 +228,31 @@ class Client:
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
+    def group(self, group_id: int) -> Client:
+        """A client for the key-value store of group `group_id`, sharing this client's
+        connections (one per node for every group); it has its own leader and sessions."""
+        if group_id < 0:
+            raise ValueError(f"group ids are non-negative, not {group_id}")
+        view = Client(self.endpoints, self.timeout, self.connect_timeout,
+                      watch_queue_events=self.watch_queue_events,
+                      watch_queue_bytes=self.watch_queue_bytes)
+        view.group_id, view._owns_conns = group_id, False
+        view._conns, view._connecting = self._conns, self._connecting
+        return view
+
+    async def create_group(self, group_id: int, replicas: int = 3) -> dict[str, Any]:
+        return await self.call("group_create", {"group": group_id, "replicas": replicas})  # type: ignore[no-any-return]
+
+    async def remove_group(self, group_id: int) -> None:
+        await self.call("group_remove", {"group": group_id})
+
+    async def groups(self) -> dict[int, list[int]]:
+        """Every group the directory lists, with its members."""
+        return {int(g): m for g, m in (await self.call("group_list", {})).items()}
+
     async def close(self) -> None:
+        if not self._owns_conns:
+            return  # the client it came from closes the shared connections
         conns = list(self._conns.values())
         self._conns.clear()
         for c in conns:
@@ -303,8 +329,11 @@ class Client:
             await asyncio.sleep(delay * (0.5 + self._rng.random()))
             delay = min(delay * 2, 0.1)  # a new leader is usually elected within a second
 
+    def _kv_body(self, cmd: bytes, **kw: Any) -> dict[str, Any]:
+        return {"cmd": cmd, **kw, **({"group": self.group_id} if self.group_id else {})}
+
     async def _read(self, request: Request, serializable: bool = False) -> Any:
-        body = {"cmd": encode_command(request), "serializable": serializable}
+        body = self._kv_body(encode_command(request), serializable=serializable)
         return decode_response(await self.call("kv", body, leader=not serializable))
 
     async def _write(self, request: Request) -> Any:
@@ -315,7 +344,7 @@ class Client:
         cmd = encode_command(request, Session(slot.client_id, slot.seq))
         expired = False
         try:
-            return decode_response(await self.call("kv", {"cmd": cmd}))
+            return decode_response(await self.call("kv", self._kv_body(cmd)))
         except kv.ErrSessionExpired:
             expired = True  # the cluster forgot this session: never use it again
             raise
@@ -324,7 +353,7 @@ class Client:
                 self._sessions.append(slot)
 
     async def _open_session(self) -> _SessionSlot:
-        resp = decode_response(await self.call("kv", {"cmd": encode_command(OpenSessionRequest())}))
+        resp = decode_response(await self.call("kv", self._kv_body(encode_command(OpenSessionRequest()))))
         assert isinstance(resp, OpenSessionResponse), f"opening a session answered {resp!r:.80}"
         return _SessionSlot(resp.client_id)
 

@@ -15,6 +15,7 @@ class SyncClient:
     `Client` is available as a plain method; `watch` returns a blocking iterator."""
 
     def __init__(self, endpoints: list[str] | str, timeout: float = 10.0, **kw: Any):
+        self._view = False  # a view of another client's group (group()) owns nothing
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="shoal-client", daemon=True)
         self._thread.start()
@@ -43,7 +44,16 @@ class SyncClient:
             if self._loop.is_running():  # not waited for: this may run in the GC, anywhere
                 asyncio.run_coroutine_threadsafe(stream.aclose(), self._loop)
 
+    def group(self, group_id: int) -> SyncClient:
+        """A blocking client for group `group_id`, on this client's loop and connections."""
+        view = SyncClient.__new__(SyncClient)
+        view._loop, view._thread, view._client = self._loop, self._thread, self._client.group(group_id)
+        view._view = True
+        return view
+
     def close(self) -> None:
+        if self._view:
+            return  # the client it came from owns the loop
         self._run(self._client.close())
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join()

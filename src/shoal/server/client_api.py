@@ -277,12 +277,22 @@ class _Connection:
             data = body["cmd"]
             if not isinstance(data, bytes):
                 raise ValueError("cmd must be bytes")
+            group = int(body.get("group", 0))
             cmd = decode_command(data, node.kv.limits)
             if isinstance(cmd.request, READS):
-                resp = await node.read(cmd.request, bool(body.get("serializable")), timeout)
+                resp = await node.read(cmd.request, bool(body.get("serializable")), timeout, group)
             else:
-                resp = await node.write(data, timeout, decoded=cmd)
+                resp = await node.write(data, timeout, decoded=cmd, group=group)
             return encode_response(resp)
+        if op == "group_create":
+            entry = await node.create_group(int(body["group"]), int(body.get("replicas", 3)), timeout)
+            return {"group": entry.group, "members": sorted(entry.members)}
+        if op == "group_remove":
+            await node.remove_group(int(body["group"]), timeout)
+            return None
+        if op == "group_list":
+            await node.read_barrier(timeout)
+            return {gid: sorted(e.members) for gid, e in sorted(node.listed_groups().items())}
         if op == "watch":
             watch = _Watch(req_id, WatchGate(lambda: self._has_room(watch)))
             created = node.watch(

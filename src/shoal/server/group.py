@@ -9,7 +9,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from ..kv.watch import WatchResponse
+from ..kv.watch import STORE_REPLACED, WatchResponse
 from ..replica import Applied, Replica
 from ..storage import Storage
 
@@ -46,7 +46,7 @@ class Group:
             # streams (canceled, no compaction); clients re-create them from their last revision.
             for watch_id, sink in self.watch_sinks.items():
                 sink(WatchResponse(watch_id, 0, canceled=True,
-                                   cancel_reason="store replaced by a snapshot"))
+                                   cancel_reason=STORE_REPLACED))
             self.watch_sinks.clear()
         if out.store_changed:
             self.push_watch_events()
