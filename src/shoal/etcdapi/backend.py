@@ -62,8 +62,12 @@ class Backend:
 
     async def read(self, request: RangeRequest | LeaseTimeToLiveRequest | LeaseLeasesRequest,
                    serializable: bool = False) -> Any:
+        # A lease's remaining time is the leader's to tell (only its clock stamps leases):
+        # a member that does not lead asks the leader, as etcd's do.
+        forward = ((lambda ep: self._forward_kv(ep, encode_command(request)))
+                   if isinstance(request, LeaseTimeToLiveRequest) else None)
         return await self._retrying(lambda: self.node.read(request, serializable, self.timeout),
-                                    None)
+                                    forward)
 
     async def barrier(self) -> None:
         await self._retrying(lambda: self.node.read_barrier(self.timeout), None)
