@@ -17,6 +17,7 @@ from shoal.consensus.messages import (
     Entry,
     EntryKind,
     HardState,
+    LocalProtocolError,
     NotLeader,
     ProposalDropped,
     Ready,
@@ -161,8 +162,7 @@ class Cluster:
                 self.deliver(0)
 
     def leader(self) -> MultiPaxos | None:
-        leaders = [n for i, n in self.nodes.items()
-                   if i not in self.down and n.status().role == "leader"]
+        leaders = [n for i, n in self.nodes.items() if i not in self.down and n.role == "leader"]
         return max(leaders, key=lambda n: n.ballot, default=None)
 
     def elect(self) -> MultiPaxos:
@@ -221,6 +221,7 @@ def test_elects_a_single_leader_that_others_follow():
         st = n.status()
         assert st.leader == lead.id and st.term == ballot_round(lead.ballot)
         assert st.role == ("leader" if n is lead else "follower")
+        assert (n.term, n.role, n.leader) == (st.term, st.role, st.leader)  # the cheap reads
 
 
 def test_single_node_cluster_commits_alone():
@@ -560,6 +561,47 @@ def test_bad_membership_change_is_refused():
 
 
 # ------------------------------------------------------------------------------ persistence
+
+
+def test_ready_advance_contract():
+    c = Cluster(3, seed=9)
+    lead = c.elect()
+    c.settle(3)
+    lead.propose(b"x")
+    assert lead.has_ready()
+    rd = lead.ready()
+    assert rd.entries and rd.must_sync and rd.messages
+    assert not lead.has_ready()  # nothing to take mid-Ready, and asking changes nothing
+    to = next(i for i in c.ids if i != lead.id)
+    for call in (lead.tick, lambda: lead.step(Prepare(to, lead.id, ballot(99, to), 1)),
+                 lambda: lead.propose(b"y"),
+                 lambda: lead.propose_conf_change(ConfChange((("add", 4),)).encode()),
+                 lambda: lead.read_index(b"r"), lambda: lead.transfer_leadership(to),
+                 lambda: lead.compact(1, b""), lead.ready, lambda: lead.advance(Ready())):
+        with pytest.raises(LocalProtocolError):
+            call()
+    c.stores[lead.id].save(rd)
+    c.net += rd.messages
+    for e in rd.committed:
+        c.apply(lead.id, e)
+    lead.advance(rd)
+    with pytest.raises(LocalProtocolError):
+        lead.advance(rd)  # a Ready is handed back once
+    c.process(lead.id)
+    c.settle(5)
+    assert all(log[-1] == (0, b"x") for log in c.applied.values())
+
+
+def test_soft_state_reports_role_and_leader_changes_as_plain_strings():
+    n = MultiPaxos(2, ConfState(voters=frozenset({1, 2, 3})), random.Random(0), None)
+    assert not n.has_ready() and (n.role, n.leader, n.term) == ("follower", 0, 0)
+    n.step(Accept(1, 2, ballot(3, 1), (), 0, 0))
+    rd = n.ready()
+    assert rd.soft_state is not None and type(rd.soft_state.role) is str
+    assert (rd.soft_state.role, rd.soft_state.leader) == ("follower", 1) == (n.role, n.leader)
+    assert n.term == 3 and rd.hard_state is not None and rd.hard_state.term == ballot(3, 1)
+    n.advance(rd)
+    assert not n.has_ready()
 
 
 def test_promise_is_persisted_before_the_reply_leaves():

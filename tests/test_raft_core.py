@@ -72,10 +72,10 @@ class Cluster:
 
     def elect(self, i: int) -> Raft:
         for _ in range(100):
-            if self.nodes[i].status().role == "leader":
+            if self.nodes[i].role == "leader":
                 break
             self.tick(i)
-        assert self.nodes[i].status().role == "leader"
+        assert self.nodes[i].role == "leader"
         self.pump()
         return self.nodes[i]
 
@@ -89,20 +89,44 @@ def test_ready_advance_contract() -> None:
             break
     assert n.has_ready()
     rd = n.ready()
+    assert rd.messages and rd.soft_state is not None  # pre-votes, as a pre-candidate
+    # Mid-Ready there is nothing to take: has_ready says so, and changes nothing.
+    assert not n.has_ready()
     msg = Message(MsgType.HEARTBEAT, 2, 1, term=5)
-    with pytest.raises(LocalProtocolError):
-        n.step(msg)
-    with pytest.raises(LocalProtocolError):
-        n.tick()
-    with pytest.raises(LocalProtocolError):
-        n.propose(b"x")
-    with pytest.raises(LocalProtocolError):
-        n.ready()
-    with pytest.raises(LocalProtocolError):
-        n.advance(Ready())
+    for call in (lambda: n.step(msg), n.tick, lambda: n.propose(b"x"),
+                 lambda: n.propose_conf_change(ConfChange((("add", 4),)).encode()),
+                 lambda: n.read_index(b"r"), lambda: n.transfer_leadership(2),
+                 lambda: n.compact(0, b""), n.ready, lambda: n.advance(Ready())):
+        with pytest.raises(LocalProtocolError):
+            call()
     n.advance(rd)
+    assert not n.has_ready()  # everything it had was in that one Ready
+    with pytest.raises(LocalProtocolError):
+        n.advance(rd)  # a Ready is handed back once
     n.step(msg)  # fine once advanced
-    assert n.status().term == 5
+    assert n.term == n.status().term == 5
+
+
+def test_cheap_term_role_and_leader_agree_with_status() -> None:
+    c = Cluster()
+    seen: set[str] = set()
+
+    def check() -> None:
+        for n in c.nodes.values():
+            st = n.status()
+            assert (n.term, n.role, n.leader) == (st.term, st.role, st.leader)
+            seen.add(n.role)
+
+    c.observe = check
+    lead = c.elect(1)
+    assert (lead.role, lead.leader) == ("leader", 1) and {"pre-candidate", "candidate"} <= seen
+    assert all(n.leader == 1 and n.term == lead.term for n in c.nodes.values())
+    n = c.nodes[2]
+    n.step(Message(MsgType.HEARTBEAT, 3, 2, term=lead.term + 1))
+    rd = n.ready()
+    assert rd.soft_state is not None and type(rd.soft_state.role) is str  # a plain str
+    assert (rd.soft_state.role, rd.soft_state.leader) == ("follower", 3) == (n.role, n.leader)
+    n.advance(rd)
 
 
 def test_election_and_replication_by_hand() -> None:

@@ -41,9 +41,6 @@ class ConfChange:
                 raise ConfChangeError(f"bad membership change ({op!r}, {n}); ops are {OPS}")
         return cls(changes, context)
 
-    def __str__(self) -> str:
-        return ", ".join(f"{op} {n}" for op, n in self.changes) or "leave joint"
-
 
 def apply_change(conf: ConfState, cc: ConfChange) -> ConfState:
     if not cc.changes:

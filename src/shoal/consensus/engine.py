@@ -1,21 +1,22 @@
 """The interface every consensus engine (Raft, Multi-Paxos) offers its driver.
 
 The simulator and the node runtime are written against this protocol only, so a second
-engine is driven, persisted and verified exactly like the first."""
+engine is driven, persisted and verified exactly like the first. Both engines get
+`has_ready`, `ready` and `advance` from one place, `RawNode` (rawnode.py), so the Ready
+contract (messages.py) means the same for both."""
 
 from __future__ import annotations
 
-import random
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from .messages import ConfState, Durable, NodeId, Ready, Snapshot
+from .messages import ConfState, NodeId, Ready, Snapshot
 
 
 @dataclass(frozen=True, slots=True)
 class Status:
     id: NodeId
-    role: str  # "leader", "follower", "candidate", "pre-candidate", "learner"
+    role: str  # "leader", "follower", "candidate", "pre-candidate" (a learner is a follower)
     term: int  # Raft term, or Paxos ballot round
     leader: NodeId
     commit: int
@@ -27,6 +28,22 @@ class Status:
 
 class Engine(Protocol):
     id: NodeId
+
+    # Cheap reads (O(1), no allocation), for drivers that need one of them and not a whole
+    # `status()`. Each equals the field of the same name in `status()`.
+    @property
+    def term(self) -> int:
+        """Raft: the current term. Multi-Paxos: the round of the promised ballot (its
+        HardState.term holds the whole ballot). Never decreases."""
+
+    @property
+    def role(self) -> str:
+        """"leader", "follower", "candidate", or with Raft's pre-vote "pre-candidate"; a
+        learner is a "follower". A Ready's `soft_state` reports each change of it."""
+
+    @property
+    def leader(self) -> NodeId:
+        """The leader this node knows of (itself when leading), NONE when it knows none."""
 
     def tick(self) -> None:
         """One unit of logical time has passed."""
@@ -50,16 +67,15 @@ class Engine(Protocol):
         """The state machine as of applied `index` is `data`: drop the log up to it and
         return the snapshot, which the driver persists atomically."""
 
-    def has_ready(self) -> bool: ...
+    def has_ready(self) -> bool:
+        """True exactly when `ready()` may be called now and would hand out work. False
+        while a Ready is outstanding; never raises."""
 
-    def ready(self) -> Ready: ...
+    def ready(self) -> Ready:
+        """The next batch of work. Until it is handed back to `advance`, every input above
+        (and `ready` itself) raises LocalProtocolError."""
 
-    def advance(self, rd: Ready) -> None: ...
+    def advance(self, rd: Ready) -> None:
+        """`rd` has been carried out; it must be the very object `ready()` returned."""
 
     def status(self) -> Status: ...
-
-
-class EngineFactory(Protocol):
-    def __call__(
-        self, id: NodeId, peers: ConfState, rng: random.Random, durable: Durable | None
-    ) -> Engine: ...

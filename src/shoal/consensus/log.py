@@ -20,9 +20,6 @@ class RaftLog:
         self.stable = self.last_index()  # everything up to here is on the driver's disk
 
     # -- reading -------------------------------------------------------------------------
-    def first_index(self) -> int:
-        return self.offset + 1
-
     def last_index(self) -> int:
         return self.offset + len(self.entries)
 

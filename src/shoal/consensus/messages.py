@@ -102,12 +102,6 @@ class Ready:
     read_states: list[ReadState] = field(default_factory=list)
     must_sync: bool = False
 
-    def empty(self) -> bool:
-        return not (
-            self.soft_state or self.hard_state or self.entries or self.snapshot
-            or self.committed or self.messages or self.read_states
-        )
-
 
 @dataclass(frozen=True, slots=True)
 class Durable:

@@ -15,6 +15,9 @@ The mapping onto the shared `Ready` contract (messages.py):
                        acceptor's vote, the leader's own included, counts only after that.
 
 Ballots are ints, `round << 16 | node id`, so they order by (round, node) and fit in a term.
+The engine's `term` (as `status().term`) is the promised ballot's round.
+The Ready hand-over (has_ready, ready, advance, the mid-Ready guard) is shared with Raft and
+lives in `RawNode` (rawnode.py); this module supplies its hooks.
 Nothing here reads a clock, a socket, a disk or global randomness.
 """
 
@@ -22,7 +25,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 
 from .confchange import ConfChange, ConfChangeError, apply_change
 from .engine import Status
@@ -42,9 +45,9 @@ from .messages import (
     RemoteProtocolError,
     Snapshot,
     SnapshotMeta,
-    SoftState,
 )
 from .quorum import has_quorum
+from .rawnode import RawNode
 
 # Deliberately broken behaviours, switched on only by tests that prove the harness has teeth.
 BUGS = frozenset({
@@ -202,7 +205,7 @@ class TimeoutNow:
 PaxosMessage = Prepare | Promise | Nack | Accept | Accepted | InstallSnapshot | TimeoutNow
 
 
-class Role(Enum):
+class Role(StrEnum):  # a str (Role.LEADER == "leader"): the attribute is the protocol's `role`
     FOLLOWER = "follower"
     CANDIDATE = "candidate"
     LEADER = "leader"
@@ -211,7 +214,12 @@ class Role(Enum):
 # ------------------------------------------------------------------------------ the core
 
 
-class MultiPaxos:
+class MultiPaxos(RawNode[PaxosMessage]):
+    # The Engine protocol's cheap `role` and `leader` are these plain attributes; `term` is
+    # a property over `promised`.
+    role: Role
+    leader: NodeId  # NONE when unknown
+
     def __init__(
         self,
         id: NodeId,
@@ -257,21 +265,21 @@ class MultiPaxos:
         self.reads_waiting: list[tuple[bytes, int]] = []  # arrived during a round
         self.reads_confirmed: list[tuple[bytes, int]] = []  # awaiting commit >= index
 
-        # Driver-facing state.
-        self.msgs: list[PaxosMessage] = []
+        # Driver-facing state (the rest is RawNode's).
         self.unstable_from = 1  # first instance not yet handed out for persistence
-        self.pending_snapshot: Snapshot | None = None
         self.commit_dirty = False  # followers have not heard the latest commit
-        self.read_states: list[ReadState] = []
-        self.prev_hs = HardState()
-        self.prev_ss = SoftState(NONE, Role.FOLLOWER.value)
-        self.outstanding: Ready | None = None
+        super().__init__(durable.hard_state if durable is not None else HardState())
         if durable is not None:
             self._restore(durable)
 
     # ================================================================ Engine interface
+    @property
+    def term(self) -> int:
+        """The round of the promised ballot (HardState.term holds the whole ballot)."""
+        return ballot_round(self.promised)
+
     def tick(self) -> None:
-        self._not_mid_ready()
+        self._refuse_mid_ready()
         if self.role is Role.LEADER:
             self.heartbeat_elapsed += 1
             if self.heartbeat_elapsed >= self.cfg.heartbeat_ticks:
@@ -283,7 +291,7 @@ class MultiPaxos:
             self._campaign()
 
     def step(self, msg: object) -> None:
-        self._not_mid_ready()
+        self._refuse_mid_ready()
         if not isinstance(msg, PaxosMessage):
             raise RemoteProtocolError(f"node {self.id} got a non-Paxos message: {msg!r:.200}")
         if msg.dst != self.id or msg.src == self.id or ballot_node(msg.ballot) == 0:
@@ -305,9 +313,11 @@ class MultiPaxos:
             self._campaign()
 
     def propose(self, data: bytes) -> None:
+        self._refuse_mid_ready()
         self._propose(EntryKind.NORMAL, data)
 
     def propose_conf_change(self, change: bytes) -> None:
+        self._refuse_mid_ready()
         try:
             self._next_conf(self._latest_conf(), change)
         except ConfChangeError as exc:
@@ -317,7 +327,7 @@ class MultiPaxos:
         self._propose(EntryKind.CONFIG, change)
 
     def read_index(self, context: bytes) -> None:
-        self._not_mid_ready()
+        self._refuse_mid_ready()
         self._require_leader()
         pending = len(self.reads_in_round) + len(self.reads_waiting) + len(self.reads_confirmed)
         if pending >= self.cfg.max_pending_reads:
@@ -325,7 +335,7 @@ class MultiPaxos:
         self.reads_waiting.append((context, max(self.commit, self.read_floor)))
 
     def transfer_leadership(self, to: NodeId) -> None:
-        self._not_mid_ready()
+        self._refuse_mid_ready()
         self._require_leader()
         if to == self.id:
             return
@@ -336,7 +346,7 @@ class MultiPaxos:
     def compact(self, index: int, data: bytes) -> Snapshot:
         """Drop the log up to `index`; the driver persists the returned snapshot itself (it is
         not repeated in a Ready)."""
-        self._not_mid_ready()
+        self._refuse_mid_ready()
         if not self.offset < index <= self.applied:
             raise LocalProtocolError(f"compact at {index}: not in ({self.offset}, {self.applied}]")
         if self.confs[-1][0] > index + 1:
@@ -346,51 +356,31 @@ class MultiPaxos:
         self._drop_through(snap)
         return snap
 
-    def has_ready(self) -> bool:
-        if self.outstanding is not None:
-            return False
-        self._flush()
-        return bool(
-            self.msgs or self.read_states or self.pending_snapshot
-            or self.unstable_from <= self._last() or self._hard_state() != self.prev_hs
-            or self._soft_state() != self.prev_ss or self.commit > self._applied_floor()
+    def status(self) -> Status:
+        return Status(
+            id=self.id, role=self.role.value, term=self.term, leader=self.leader,
+            commit=self.commit, applied=self.applied, last_index=self._last(),
+            conf=self._conf_for(self.commit + 1),
+            progress=dict(self.match) if self.role is Role.LEADER else {},
         )
 
-    def ready(self) -> Ready:
-        self._not_mid_ready()
-        self._flush()
-        hs, ss = self._hard_state(), self._soft_state()
-        entries = self.log[max(0, self.unstable_from - self.offset - 1):]
+    # ================================================================ Ready hooks (RawNode)
+    def _log_pending(self) -> bool:
+        return self.unstable_from <= self._last() or self.commit > self._applied_floor()
+
+    def _take_log(self) -> tuple[list[Entry], list[Entry]]:
+        assert self.unstable_from > self.offset, "unstable instances were compacted away"
+        entries = self.log[self.unstable_from - self.offset - 1:]
         first = self._applied_floor() + 1
         last = min(self.commit, first + self.cfg.max_apply - 1)
+        assert first > self.offset, f"instance {first} to apply is compacted away"
         committed = self.log[first - self.offset - 1:last - self.offset]
-        rd = Ready(
-            soft_state=ss if ss != self.prev_ss else None,
-            hard_state=hs if hs != self.prev_hs else None,
-            entries=entries,
-            snapshot=self.pending_snapshot,
-            committed=committed,
-            messages=list(self.msgs),
-            read_states=self.read_states,
-            must_sync=bool(entries) or bool(self.pending_snapshot) or hs.term != self.prev_hs.term,
-        )
-        self.msgs, self.read_states = [], []
         self.unstable_from = self._last() + 1
-        self.outstanding = rd
-        return rd
+        return entries, committed
 
-    def advance(self, rd: Ready) -> None:
-        if rd is not self.outstanding:
-            raise LocalProtocolError("advance() must be given the Ready that ready() returned")
-        self.outstanding = None
-        if rd.hard_state:
-            self.prev_hs = rd.hard_state
-        if rd.soft_state:
-            self.prev_ss = rd.soft_state
+    def _on_advance(self, rd: Ready) -> None:
         if rd.snapshot is not None:
             self.applied = max(self.applied, rd.snapshot.meta.index)
-            if self.pending_snapshot is rd.snapshot:
-                self.pending_snapshot = None
         if rd.committed:
             assert rd.committed[0].index == self.applied + 1, "applied out of order"
             self.applied = rd.committed[-1].index
@@ -402,14 +392,7 @@ class MultiPaxos:
                 if e.term == self.ballot and e.index > self.commit:
                     self.acks.setdefault(e.index, set()).add(self.id)
             self._maybe_commit()
-
-    def status(self) -> Status:
-        return Status(
-            id=self.id, role=self.role.value, term=ballot_round(self.promised), leader=self.leader,
-            commit=self.commit, applied=self.applied, last_index=self._last(),
-            conf=self._conf_for(self.commit + 1),
-            progress=dict(self.match) if self.role is Role.LEADER else {},
-        )
+        assert self.offset <= self.applied <= self.commit <= self._last()
 
     # ================================================================ acceptor
     def _on_prepare(self, m: Prepare) -> None:
@@ -566,7 +549,6 @@ class MultiPaxos:
 
     # ================================================================ leader
     def _propose(self, kind: EntryKind, data: bytes) -> None:
-        self._not_mid_ready()
         self._require_leader()
         i = self._last() + 1
         if i >= self.boundary or i > self.commit + self.cfg.alpha:
@@ -739,10 +721,6 @@ class MultiPaxos:
         if self.role is not Role.LEADER:
             raise NotLeader(self.leader)
 
-    def _not_mid_ready(self) -> None:
-        if self.outstanding is not None:
-            raise LocalProtocolError("the driver must advance() the outstanding Ready first")
-
     def _reset_timeout(self) -> None:
         self.timeout = self.cfg.election_ticks + self.rng.randrange(self.cfg.election_ticks)
 
@@ -761,9 +739,6 @@ class MultiPaxos:
         promised = 0 if "forget-promise" in self.cfg.bugs else self.promised
         return HardState(promised, NONE, self.commit)
 
-    def _soft_state(self) -> SoftState:
-        return SoftState(self.leader, self.role.value)
-
     def _restore(self, d: Durable) -> None:
         if d.snapshot is not None:
             self.snapshot, self.offset = d.snapshot, d.snapshot.meta.index
@@ -778,4 +753,3 @@ class MultiPaxos:
         if d.hard_state.commit > self.offset:
             self._commit_to(min(d.hard_state.commit, self._last()))
         self.unstable_from = self._last() + 1
-        self.prev_hs = d.hard_state

@@ -2,15 +2,16 @@
 
 The core never touches a socket, a disk, a clock or global randomness. The driver calls
 `tick()`, `step(msg)`, `propose(data)` and friends, then collects a `Ready` batch, carries it
-out (persist, send, apply — see `Ready`) and hands it back with `advance()`. The same object
-runs under the deterministic simulator and in the node runtime.
+out (persist, send, apply — see `Ready`) and hands it back with `advance()`; that hand-over
+is shared with Multi-Paxos and lives in `RawNode` (rawnode.py). The same object runs under
+the deterministic simulator and in the node runtime.
 """
 
 from __future__ import annotations
 
 import random
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 
 from .confchange import ConfChange, ConfChangeError, apply_change
 from .engine import Status
@@ -33,10 +34,10 @@ from .messages import (
     RemoteProtocolError,
     Snapshot,
     SnapshotMeta,
-    SoftState,
 )
 from .progress import Progress, State
 from .quorum import committed_index, has_quorum, vote_result
+from .rawnode import RawNode
 
 # Deliberately broken behaviours, switched on only by tests that prove the harness has teeth.
 BUGS = frozenset({
@@ -49,7 +50,7 @@ BUGS = frozenset({
 TRANSFER = b"transfer"
 
 
-class Role(Enum):
+class Role(StrEnum):  # a str (Role.LEADER == "leader"): the attribute is the protocol's `role`
     FOLLOWER = "follower"
     PRE_CANDIDATE = "pre-candidate"
     CANDIDATE = "candidate"
@@ -97,7 +98,12 @@ class _ReadRound:
     requests: list[tuple[bytes, NodeId]]  # (context, who asked)
 
 
-class Raft:
+class Raft(RawNode[Message]):
+    # The Engine protocol's cheap `role`, `leader` and `term` are these plain attributes.
+    role: Role
+    leader: NodeId  # NONE when unknown
+    term: int
+
     def __init__(
         self,
         id: NodeId,
@@ -117,7 +123,7 @@ class Raft:
         assert self.log.offset <= hs.commit <= self.log.last_index() or hs.commit <= self.log.offset
         self.log.commit_to(max(hs.commit, self.log.offset))
         self.term, self.vote = hs.term, hs.vote
-        self.lead = NONE
+        self.leader = NONE
         self.role = Role.FOLLOWER
         self.prs: dict[NodeId, Progress] = {}
         self.votes: dict[NodeId, bool] = {}
@@ -127,30 +133,25 @@ class Raft:
         self.lead_transferee = NONE
         self.pending_conf_index = 0
         self.uncommitted_size = 0
-        self.msgs: list[Message] = []
-        self.read_states: list[ReadState] = []
         self.read_queue: list[tuple[bytes, NodeId]] = []  # reads waiting for the next round
         self.read_rounds: list[_ReadRound] = []  # rounds in flight (at most one)
         self.read_round = 0
         self.read_acked: dict[NodeId, int] = {}
-        self.pending_snapshot: Snapshot | None = None  # received, to hand to the driver
         self.snap_buf: tuple[SnapshotMeta, bytearray] | None = None  # chunks so far
         self.needs_bcast = False
-        self.prev_hs = HardState(self.term, self._durable_vote(), self.log.committed)
-        self.prev_ss = SoftState(NONE, Role.FOLLOWER.value)
-        self.outstanding: Ready | None = None
+        super().__init__(self._hard_state())  # what the driver persisted, as we read it back
         self._reset_randomized_timeout()
 
     # ================================================================ driver API
     def tick(self) -> None:
-        self._not_mid_ready()
+        self._refuse_mid_ready()
         if self.role is Role.LEADER:
             self._tick_heartbeat()
         else:
             self._tick_election()
 
     def step(self, m: object) -> None:
-        self._not_mid_ready()
+        self._refuse_mid_ready()
         if not isinstance(m, Message) or m.dst != self.id:
             raise RemoteProtocolError(f"node {self.id} got a message that is not for it: {m!r:.200}")
         if m.src == self.id or m.src == NONE or m.term < 0:
@@ -158,18 +159,18 @@ class Raft:
         self._step(m)
 
     def propose(self, data: bytes) -> None:
-        self._not_mid_ready()
+        self._refuse_mid_ready()
         if self.role is not Role.LEADER:
-            if self.lead == NONE or not self.cfg.forward_proposals:
-                raise NotLeader(self.lead)
-            self._send(Message(MsgType.PROP, self.id, self.lead, entries=(Entry(0, 0, data=data),)))
+            if self.leader == NONE or not self.cfg.forward_proposals:
+                raise NotLeader(self.leader)
+            self._send(Message(MsgType.PROP, self.id, self.leader, entries=(Entry(0, 0, data=data),)))
             return
         self._leader_append([(EntryKind.NORMAL, data)], local=True)
 
     def propose_conf_change(self, change: bytes) -> None:
-        self._not_mid_ready()
+        self._refuse_mid_ready()
         if self.role is not Role.LEADER:
-            raise NotLeader(self.lead)
+            raise NotLeader(self.leader)
         cc = ConfChange.decode(change)
         if self.pending_conf_index > self.log.applied:
             raise ProposalDropped("a membership change is already in progress")
@@ -186,18 +187,18 @@ class Raft:
         self.pending_conf_index = self.log.last_index()
 
     def read_index(self, context: bytes) -> None:
-        self._not_mid_ready()
+        self._refuse_mid_ready()
         if self.role is Role.LEADER:
             self._leader_read(context, self.id)
-        elif self.lead != NONE:
-            self._send(Message(MsgType.READ_INDEX, self.id, self.lead, context=context))
+        elif self.leader != NONE:
+            self._send(Message(MsgType.READ_INDEX, self.id, self.leader, context=context))
         else:
             raise NotLeader(NONE)
 
     def transfer_leadership(self, to: NodeId) -> None:
-        self._not_mid_ready()
+        self._refuse_mid_ready()
         if self.role is not Role.LEADER:
-            raise NotLeader(self.lead)
+            raise NotLeader(self.leader)
         if to == self.id:
             return
         if to not in self.conf.voters:
@@ -210,7 +211,7 @@ class Raft:
             self._send_append(to)
 
     def compact(self, index: int, data: bytes) -> Snapshot:
-        self._not_mid_ready()
+        self._refuse_mid_ready()
         if index != self.log.applied:
             raise LocalProtocolError(f"compact at {index} but applied is {self.log.applied}")
         term = self.log.term(index)
@@ -219,46 +220,31 @@ class Raft:
         self.log.compact(snap)
         return snap
 
-    def has_ready(self) -> bool:
-        if self.role is Role.LEADER and self.needs_bcast:
-            self._bcast_append()
-        return bool(
-            self.msgs or self.read_states or self.pending_snapshot or self.log.unstable()
-            or self._hard_state() != self.prev_hs or self._soft_state() != self.prev_ss
-            or self.log.committed > self.log.applied
+    def status(self) -> Status:
+        return Status(
+            id=self.id, role=self.role.value, term=self.term, leader=self.leader,
+            commit=self.log.committed, applied=self.log.applied,
+            last_index=self.log.last_index(), conf=self.conf,
+            progress={n: pr.match for n, pr in self.prs.items()},
         )
 
-    def ready(self) -> Ready:
-        self._not_mid_ready()
+    # ================================================================ Ready hooks (RawNode)
+    def _flush(self) -> None:
         if self.role is Role.LEADER and self.needs_bcast:
-            self._bcast_append()
-        hs, ss = self._hard_state(), self._soft_state()
+            self._bcast_append()  # every proposal since the last Ready, in one append each
+
+    def _log_pending(self) -> bool:
+        return self.log.stable < self.log.last_index() or self.log.committed > self.log.applied
+
+    def _take_log(self) -> tuple[list[Entry], list[Entry]]:
         entries = self.log.unstable()
-        rd = Ready(
-            soft_state=ss if ss != self.prev_ss else None,
-            hard_state=hs if hs != self.prev_hs else None,
-            entries=entries,
-            snapshot=self.pending_snapshot,
-            committed=self.log.next_committed(self.cfg.max_apply_bytes),
-            messages=list(self.msgs),
-            read_states=self.read_states,
-            must_sync=bool(entries) or self.pending_snapshot is not None
-            or (hs.term, hs.vote) != (self.prev_hs.term, self.prev_hs.vote),
-        )
-        self.msgs, self.read_states = [], []
-        self.outstanding = rd
-        return rd
+        committed = self.log.next_committed(self.cfg.max_apply_bytes)
+        assert not entries or entries[0].index == self.log.stable + 1
+        assert not committed or committed[0].index == self.log.applied + 1
+        return entries, committed
 
-    def advance(self, rd: Ready) -> None:
-        if rd is not self.outstanding:
-            raise LocalProtocolError("advance() must be given the Ready that ready() returned")
-        self.outstanding = None
-        if rd.hard_state:
-            self.prev_hs = rd.hard_state
-        if rd.soft_state:
-            self.prev_ss = rd.soft_state
-        if rd.snapshot is not None:
-            self.pending_snapshot = None
+    def _on_advance(self, rd: Ready) -> None:
+        assert not rd.committed or rd.committed[0].index == self.log.applied + 1, "applied out of order"
         if rd.entries:
             self.log.stable_to(rd.entries[-1].index)
         for e in rd.committed:
@@ -267,28 +253,14 @@ class Raft:
         if rd.committed:
             self.log.applied_to(rd.committed[-1].index)
         self._maybe_leave_joint()
-
-    def status(self) -> Status:
-        return Status(
-            id=self.id, role=self.role.value, term=self.term, leader=self.lead,
-            commit=self.log.committed, applied=self.log.applied,
-            last_index=self.log.last_index(), conf=self.conf,
-            progress={n: pr.match for n, pr in self.prs.items()},
-        )
+        assert self.log.applied <= self.log.committed <= self.log.last_index()
 
     # ================================================================ state changes
-    def _not_mid_ready(self) -> None:
-        if self.outstanding is not None:
-            raise LocalProtocolError("the driver must advance() the outstanding Ready first")
-
     def _durable_vote(self) -> NodeId:
         return NONE if "forget-vote" in self.cfg.bugs else self.vote
 
     def _hard_state(self) -> HardState:
         return HardState(self.term, self._durable_vote(), self.log.committed)
-
-    def _soft_state(self) -> SoftState:
-        return SoftState(self.lead, self.role.value)
 
     def _reset_randomized_timeout(self) -> None:
         self.randomized_timeout = self.cfg.election_tick + self.rng.randrange(self.cfg.election_tick)
@@ -297,7 +269,7 @@ class Raft:
         assert term >= self.term, f"term went back from {self.term} to {term}"
         if term != self.term:
             self.term, self.vote = term, NONE
-        self.lead = NONE
+        self.leader = NONE
         self.election_elapsed = self.heartbeat_elapsed = 0
         self._reset_randomized_timeout()
         self.lead_transferee = NONE
@@ -309,11 +281,11 @@ class Raft:
 
     def _become_follower(self, term: int, lead: NodeId) -> None:
         self._reset(term)
-        self.role, self.lead = Role.FOLLOWER, lead
+        self.role, self.leader = Role.FOLLOWER, lead
 
     def _become_pre_candidate(self) -> None:
         assert self.role is not Role.LEADER
-        self.role, self.lead, self.votes = Role.PRE_CANDIDATE, NONE, {}
+        self.role, self.leader, self.votes = Role.PRE_CANDIDATE, NONE, {}
 
     def _become_candidate(self) -> None:
         assert self.role is not Role.LEADER
@@ -323,7 +295,7 @@ class Raft:
     def _become_leader(self) -> None:
         assert self.role is Role.CANDIDATE
         self._reset(self.term)
-        self.role, self.lead = Role.LEADER, self.id
+        self.role, self.leader = Role.LEADER, self.id
         last = self.log.last_index()
         for n in self.conf.members():
             self.prs[n] = Progress(match=0, next=last + 1, max_inflight=self.cfg.max_inflight_msgs,
@@ -399,7 +371,7 @@ class Raft:
         pre = m.type is MsgType.PRE_VOTE
         can_vote = (
             self.vote == m.src
-            or (self.vote == NONE and self.lead == NONE)
+            or (self.vote == NONE and self.leader == NONE)
             or (pre and m.term > self.term)
         )
         resp = MsgType.PRE_VOTE_RESP if pre else MsgType.VOTE_RESP
@@ -419,7 +391,7 @@ class Raft:
             pass  # forwarded requests carry no term
         elif m.term > self.term:
             if m.type in (MsgType.VOTE, MsgType.PRE_VOTE):
-                in_lease = (self.cfg.check_quorum and self.lead != NONE
+                in_lease = (self.cfg.check_quorum and self.leader != NONE
                             and self.election_elapsed < self.cfg.election_tick)
                 if in_lease and m.context != TRANSFER:
                     return  # we heard from a live leader recently: do not disrupt it
@@ -491,25 +463,25 @@ class Raft:
     def _step_follower(self, m: Message) -> None:
         t = m.type
         if t is MsgType.PROP:
-            if self.lead != NONE and self.cfg.forward_proposals:
-                self._send(Message(MsgType.PROP, self.id, self.lead, entries=m.entries))
+            if self.leader != NONE and self.cfg.forward_proposals:
+                self._send(Message(MsgType.PROP, self.id, self.leader, entries=m.entries))
         elif t is MsgType.APP:
-            self.election_elapsed, self.lead = 0, m.src
+            self.election_elapsed, self.leader = 0, m.src
             self._handle_append(m)
         elif t is MsgType.HEARTBEAT:
-            self.election_elapsed, self.lead = 0, m.src
+            self.election_elapsed, self.leader = 0, m.src
             self.log.commit_to(max(self.log.committed, min(m.commit, self.log.last_index())))
             self._send(Message(MsgType.HEARTBEAT_RESP, self.id, m.src, term=self.term,
                                read_round=m.read_round))
         elif t is MsgType.SNAP:
-            self.election_elapsed, self.lead = 0, m.src
+            self.election_elapsed, self.leader = 0, m.src
             self._handle_snapshot_chunk(m)
         elif t is MsgType.TIMEOUT_NOW:
             if self._promotable():
                 self._campaign(pre_vote=False, transfer=True)
         elif t is MsgType.READ_INDEX:
-            if self.lead != NONE:
-                self._send(Message(MsgType.READ_INDEX, self.id, self.lead, context=m.context))
+            if self.leader != NONE:
+                self._send(Message(MsgType.READ_INDEX, self.id, self.leader, context=m.context))
         elif t is MsgType.READ_INDEX_RESP:
             self.read_states.append(ReadState(m.context, m.index))
 
