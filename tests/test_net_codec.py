@@ -1,5 +1,5 @@
-"""shoal.net without sockets: the Raft codec, framing, the handshake, the codec registry and
-the fault plan's decisions."""
+"""shoal.net without sockets: the Raft codec, framing, the group envelope, the handshake, the
+codec registry and the fault plan's decisions."""
 
 from __future__ import annotations
 
@@ -18,8 +18,11 @@ from shoal.consensus.messages import (
     RemoteProtocolError,
     SnapshotMeta,
 )
+from shoal.consensus.paxos import Accept, Accepted, Prepare
 from shoal.net import (
     MAGIC,
+    MAX_GROUP,
+    PROTOCOL_VERSION,
     RAFT,
     Codec,
     FaultPlan,
@@ -29,9 +32,12 @@ from shoal.net import (
     encode_message,
     frame,
     get_codec,
+    message_frame,
     register_codec,
+    split_group,
 )
 from shoal.net.codec import MAX_CONTEXT, MAX_ENTRIES, MAX_MEMBERS, MAX_UINT
+from shoal.net.paxos_codec import PAXOS
 
 FULL = dict(
     term=7, log_term=6, index=41, commit=40, reject=True, reject_hint=39, context=b"ctx",
@@ -178,15 +184,102 @@ def test_oversized_frames_are_refused_both_ways() -> None:
 def test_handshake_round_trips_and_rejects_strangers() -> None:
     hello = Handshake("prod", 3, "raft")
     assert Handshake.decode(hello.encode()[4:]) == hello
+    v = PROTOCOL_VERSION
+    assert v == 2  # 2: the group envelope; a protocol 1 peer is refused at the handshake
     for payload, why in [
-        (msgpack.packb([b"HELLO", 1, "prod", 3, "raft"]), "bad magic"),
-        (msgpack.packb([MAGIC, 2, "prod", 3, "raft"]), "protocol version 2, this node speaks 1"),
-        (msgpack.packb([MAGIC, 1, "", 3, "raft"]), "bad cluster id"),
-        (msgpack.packb([MAGIC, 1, "prod", 0, "raft"]), "bad node id"),
+        (msgpack.packb([b"HELLO", v, "prod", 3, "raft"]), "bad magic"),
+        (msgpack.packb([MAGIC, 1, "prod", 3, "raft"]), "protocol version 1, this node speaks 2"),
+        (msgpack.packb([MAGIC, v, "", 3, "raft"]), "bad cluster id"),
+        (msgpack.packb([MAGIC, v, "prod", 0, "raft"]), "bad node id"),
         (b"GET / HTTP/1.1", "not valid msgpack"),
     ]:
         with pytest.raises(RemoteProtocolError, match=why):
             Handshake.decode(payload)
+
+
+# ---- the group envelope ----------------------------------------------------------------------
+
+
+@settings(max_examples=300)
+@given(st.integers(0, MAX_GROUP), st.binary(max_size=64))
+def test_group_envelope_round_trips_in_msgpack_shortest_form(group: int, body: bytes) -> None:
+    f = message_frame(group, body)
+    assert int.from_bytes(f[:4], "big") == len(f) - 4
+    assert f[4:] == msgpack.packb(group) + body  # one byte for a group below 128
+    assert FrameDecoder().feed(f) == [f[4:]]
+    assert split_group(f[4:]) == (group, body)
+
+
+def test_groups_below_128_cost_one_byte() -> None:
+    body = encode_message(Message(MsgType.APP, 1, 2))
+    assert [len(message_frame(g, body)) - len(frame(body)) for g in (0, 127, 128, 256, 2**16)] \
+        == [1, 1, 2, 3, 5]
+
+
+@pytest.mark.parametrize("codec,m", [
+    (RAFT, Message(MsgType.APP, 3, 1, **FULL)),
+    (PAXOS, Accept(1, 2, 65537, FULL["entries"], 40, 3)),  # type: ignore[arg-type]
+    (PAXOS, Accepted(2, 1, 65537, 5, 5, 5, 4, 3)),
+    (PAXOS, Prepare(1, 3, 7, 0)),
+])
+def test_both_codecs_travel_in_the_envelope(codec: Codec, m: object) -> None:
+    stream = message_frame(0, codec.encode(m)) + message_frame(MAX_GROUP, codec.encode(m))
+    got = []
+    for payload in FrameDecoder().feed(stream):
+        group, body = split_group(payload)
+        got.append((group, codec.decode(body)))
+    assert got == [(0, m), (MAX_GROUP, m)]
+
+
+BAD_GROUPS = [
+    (b"", "'group': missing"),
+    (b"\xff\x90", "'group': negative, got -1"),
+    (b"\xd0\xfe\x90", "'group': negative, got -2"),
+    (msgpack.packb(2**32) + b"\x90", "'group': larger than 4294967295, got 4294967296"),
+    (msgpack.packb(2**64 - 1) + b"\x90", "'group': larger than 4294967295"),
+    (b"\xcd\x01", "'group': truncated"),
+    (b"\xce\x00\x00", "'group': truncated"),
+    (msgpack.packb("1") + b"\x90", "'group': expected an integer, got '1'"),
+    (msgpack.packb(True) + b"\x90", "'group': expected an integer, got True"),
+    (msgpack.packb(None) + b"\x90", "'group': expected an integer, got None"),
+    (msgpack.packb(1.0) + b"\x90", "'group': expected an integer, got 1.0"),
+    (msgpack.packb([0]) + b"\x90", "'group': expected an integer, got \\[0\\]"),
+    (encode_message(Message(MsgType.APP, 1, 2)), "'group': expected an integer"),  # protocol 1
+    (b"\xc1", "'group': not valid msgpack"),
+]
+
+
+@pytest.mark.parametrize("payload,why", BAD_GROUPS, ids=[w for _, w in BAD_GROUPS])
+def test_a_malformed_group_names_the_field(payload: bytes, why: str) -> None:
+    with pytest.raises(RemoteProtocolError, match=why):
+        split_group(payload)
+
+
+def test_group_in_a_wider_encoding_is_judged_by_its_value() -> None:
+    """Legal msgpack that our encoder would not write, from another implementation."""
+    assert split_group(b"\xcf" + (7).to_bytes(8, "big") + b"\x90") == (7, b"\x90")
+    assert split_group(b"\xd2" + (300).to_bytes(4, "big") + b"\x90") == (300, b"\x90")
+
+
+@settings(max_examples=300)
+@given(st.binary(max_size=40))
+def test_arbitrary_payloads_split_or_raise_remote_protocol_error(data: bytes) -> None:
+    try:
+        group, body = split_group(data)
+    except RemoteProtocolError:
+        return
+    assert 0 <= group <= MAX_GROUP and data.endswith(body)
+
+
+def test_a_bad_group_or_oversized_message_is_our_own_error() -> None:
+    for group in (-1, MAX_GROUP + 1, True, 1.0, None):
+        with pytest.raises(LocalProtocolError, match="group id must be an integer"):
+            message_frame(group, b"\x90")  # type: ignore[arg-type]
+    assert len(message_frame(0, b"x" * 15, max_frame=16)) == 20
+    with pytest.raises(LocalProtocolError, match="frame of 17 bytes exceeds max_frame 16"):
+        message_frame(0, b"x" * 16, max_frame=16)
+    with pytest.raises(LocalProtocolError, match="frame of 21 bytes exceeds max_frame 20"):
+        message_frame(2**20, b"x" * 16, max_frame=20)
 
 
 def test_codec_registry() -> None:

@@ -3,15 +3,25 @@
 from .codec import RAFT, Codec, decode_message, encode_message, get_codec, register_codec
 from .config import NetConfig
 from .faults import FaultPlan
-from .frames import MAGIC, MAX_FRAME, PROTOCOL_VERSION, FrameDecoder, Handshake, frame
+from .frames import (
+    MAGIC,
+    MAX_FRAME,
+    MAX_GROUP,
+    PROTOCOL_VERSION,
+    FrameDecoder,
+    Handshake,
+    frame,
+    message_frame,
+    split_group,
+)
 from .loop import install_event_loop
 from .stats import NetStats, PeerStats
 from .tls import TLSConfig
 from .transport import Transport
 
 __all__ = [
-    "MAGIC", "MAX_FRAME", "PROTOCOL_VERSION", "RAFT", "Codec", "FaultPlan", "FrameDecoder",
-    "Handshake", "NetConfig", "NetStats", "PeerStats", "TLSConfig", "Transport",
+    "MAGIC", "MAX_FRAME", "MAX_GROUP", "PROTOCOL_VERSION", "RAFT", "Codec", "FaultPlan",
+    "FrameDecoder", "Handshake", "NetConfig", "NetStats", "PeerStats", "TLSConfig", "Transport",
     "decode_message", "encode_message", "frame", "get_codec", "install_event_loop",
-    "register_codec",
+    "message_frame", "register_codec", "split_group",
 ]

@@ -1,8 +1,15 @@
-"""Framing and the connection handshake, sans I/O.
+"""Framing, the group envelope and the connection handshake, sans I/O.
 
 A frame is a 4-byte big-endian payload length followed by the payload. Lengths above the
 receiver's maximum are a protocol error, so a peer can never make us buffer more than one
 maximum frame. The first frame on every connection, in both directions, is a handshake.
+
+Every later frame carries one peer message of one consensus group. Its payload is two msgpack
+values back to back: the group id, an unsigned integer below 2**32 (group 0 is the meta
+group), then the engine codec's bytes for the message. The group is the transport's routing
+envelope, not a field of any engine's message, so the codecs stay what they were and a group
+below 128 costs one byte (a msgpack positive fixint). One connection per direction between two
+processes carries all their groups; the envelope is what tells them apart.
 """
 
 from __future__ import annotations
@@ -14,15 +21,24 @@ import msgpack
 
 from shoal.consensus.messages import LocalProtocolError, NodeId, RemoteProtocolError
 
-from .codec import MAX_UINT, unpack
+from .codec import _UNPACK_ERRORS, MAX_UINT, unpack
 
 MAGIC = b"SHOAL"
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2  # 2: every message payload starts with its group id
 MAX_FRAME = 8 * 1024 * 1024
 MAX_HANDSHAKE = 1024  # small, so a stranger's first bytes are refused before we buffer much
 MAX_NAME = 128  # cluster id and codec name
+MAX_GROUP = 2**32 - 1  # group ids travel as at most a msgpack uint32
 
 HEADER = struct.Struct(">I")
+# The frame header and the group id in one pack, in msgpack's shortest unsigned form:
+# a positive fixint below 128, else a marker byte (uint8 0xcc, uint16 0xcd, uint32 0xce).
+_HEADER_FIXINT = struct.Struct(">IB")
+_HEADER_U8 = struct.Struct(">IBB")
+_HEADER_U16 = struct.Struct(">IBH")
+_HEADER_U32 = struct.Struct(">IBI")
+_U16 = struct.Struct(">H")
+_U32 = struct.Struct(">I")
 
 
 def frame(payload: bytes, max_frame: int = MAX_FRAME) -> bytes:
@@ -30,6 +46,75 @@ def frame(payload: bytes, max_frame: int = MAX_FRAME) -> bytes:
     if len(payload) > max_frame:
         raise LocalProtocolError(f"frame of {len(payload)} bytes exceeds max_frame {max_frame}")
     return HEADER.pack(len(payload)) + payload
+
+
+def message_frame(group: int, message: bytes, max_frame: int = MAX_FRAME) -> bytes:
+    """The frame of one peer message: length, `group` as a msgpack uint, then `message`
+    (a codec's bytes). A bad group id or an oversized message is our own bug."""
+    if type(group) is not int or not 0 <= group <= MAX_GROUP:  # `type is`: a bool is no group
+        raise LocalProtocolError(
+            f"group id must be an integer in [0, {MAX_GROUP}], got {group!r:.40}"
+        )
+    n = len(message)
+    if group < 0x80:
+        head = _HEADER_FIXINT.pack(n + 1, group)
+    elif group <= 0xFF:
+        head = _HEADER_U8.pack(n + 2, 0xCC, group)
+    elif group <= 0xFFFF:
+        head = _HEADER_U16.pack(n + 3, 0xCD, group)
+    else:
+        head = _HEADER_U32.pack(n + 5, 0xCE, group)
+    size = len(head) - HEADER.size + n
+    if size > max_frame:
+        raise LocalProtocolError(f"frame of {size} bytes exceeds max_frame {max_frame}")
+    return head + message
+
+
+def split_group(payload: bytes) -> tuple[int, bytes]:
+    """A message frame's payload -> (group, the codec's bytes). The group is checked like
+    every decoded field: RemoteProtocolError names it. Our encoder writes the shortest
+    unsigned form; the fast path reads exactly those, anything else goes the careful way."""
+    n = len(payload)
+    b = payload[0] if n else -1
+    if 0 <= b < 0x80:
+        return b, payload[1:]
+    if b == 0xCC and n >= 2:
+        return payload[1], payload[2:]
+    if b == 0xCD and n >= 3:
+        return _U16.unpack_from(payload, 1)[0], payload[3:]
+    if b == 0xCE and n >= 5:
+        return _U32.unpack_from(payload, 1)[0], payload[5:]
+    return _split_group_slow(payload)
+
+
+def _group_error(why: str, value: object) -> RemoteProtocolError:
+    shown = repr(value)
+    if len(shown) > 40:
+        shown = shown[:37] + "..."
+    return RemoteProtocolError(f"peer message field 'group': {why}, got {shown}")
+
+
+def _split_group_slow(payload: bytes) -> tuple[int, bytes]:
+    """Any other leading msgpack value: a wider or signed integer encoding (legal msgpack, so
+    judged by its value), or not an integer at all. Reached only by odd or hostile peers."""
+    if not payload:
+        raise _group_error("missing", payload)
+    unpacker = msgpack.Unpacker(raw=False, max_buffer_size=len(payload))
+    unpacker.feed(payload)
+    try:
+        group = unpacker.unpack()
+    except msgpack.OutOfData:
+        raise _group_error("truncated", payload[:9]) from None
+    except _UNPACK_ERRORS as e:
+        why = f"not valid msgpack ({e or type(e).__name__})"
+        raise RemoteProtocolError(f"peer message field 'group': {why}") from None
+    if type(group) is not int:
+        raise _group_error("expected an integer", group)
+    if group < 0:
+        raise _group_error("negative", group)
+    if group > MAX_GROUP:
+        raise _group_error(f"larger than {MAX_GROUP}", group)
+    return group, payload[unpacker.tell():]
 
 
 class FrameDecoder:

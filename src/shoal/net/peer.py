@@ -122,14 +122,24 @@ class Outbound:
             self._run(), name=f"shoal.net send to {self.peer}"
         )
 
-    async def close(self) -> None:
+    def retire(self) -> asyncio.Task[None] | None:
+        """Stop now, synchronously: refuse new messages, discard the queue, and cancel the
+        connection task, which closes its socket as it unwinds. Returns that task (None if
+        never started) for whoever wants to wait for the close. Everything the unwinding task
+        touches belongs to this object alone (its queue, its writer, its stats), so a new
+        Outbound for the same peer, created meanwhile, is never disturbed by it."""
         self._closed = True
         self._queue.clear()
         self.stats.queue_depth = self._held  # held frames are discarded when they come due
         self.stats.queue_bytes = 0
         if self._task is not None:
             self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+        return self._task
+
+    async def close(self) -> None:
+        task = self.retire()
+        if task is not None:
+            await asyncio.gather(task, return_exceptions=True)
 
     def _backoff(self, attempt: int) -> float:
         """Exponential, capped, with "equal jitter" so a cluster's redials do not align."""

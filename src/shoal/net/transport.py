@@ -11,6 +11,19 @@ node id, codec). The acceptor refuses unknown nodes, other clusters and other co
 dialer refuses an acceptor that is not the node it meant to reach. Every later frame must
 decode, come from the node that shook hands, and be addressed to us; otherwise the connection
 is closed with a logged reason. A bad peer costs us a connection, never the process.
+
+Many consensus groups share one transport: `send(group, msg)` puts the group id in front of
+the codec's bytes (frames.message_frame) and `on_message(group, msg)` hands it back. The
+transport only checks the group is a well-formed id; which groups exist is the host's business.
+
+Membership is one synchronous call, `set_peers(peers)`: when it returns, the peer table is
+exactly `peers`. It has to be synchronous. A table changed by a task scheduled for later can
+be overtaken by the next change: "remove node 2" queued as a task, then "add node 2" done at
+once (a replaced disk, re-added under the same id), and the removal, running last, would take
+away the peer that was just re-added, so node 2 would be refused for good. So the table
+changes at once, and only the closing of dropped connections is left to the background. Each
+closing touches the objects it was handed (an Outbound, an accepted connection), never a table
+entry by id, so an entry re-added meanwhile is safe from it.
 """
 
 from __future__ import annotations
@@ -27,12 +40,32 @@ from shoal.consensus.messages import LocalProtocolError, NodeId, RemoteProtocolE
 from .codec import Codec, get_codec
 from .config import NetConfig
 from .faults import FaultPlan
-from .frames import FrameDecoder, Handshake, frame
+from .frames import MAX_GROUP, FrameDecoder, Handshake, message_frame, split_group
 from .peer import Address, Outbound, read_handshake
 from .stats import NetStats, PeerStats
 from .tls import TLSConfig
 
 log = logging.getLogger("shoal.net")
+
+
+class _Accepted:
+    """One accepted connection: its writer, whose it is once it has shaken hands, and whether
+    we still listen to it. Closing clears `live` first, so the frames already read from the
+    socket in the same chunk are not delivered after the peer was removed."""
+
+    __slots__ = ("writer", "peer", "stats", "live")
+
+    def __init__(self, writer: asyncio.StreamWriter):
+        self.writer = writer
+        self.peer: NodeId | None = None
+        self.stats = PeerStats()  # the peer's own, once it has shaken hands
+        self.live = True
+
+    def close(self) -> None:
+        self.live = False
+        # abort, not close: nothing of ours is left to flush (we only ever wrote a handshake),
+        # and the handler's read ends at once with EOF, even under TLS.
+        self.writer.transport.abort()
 
 
 class Transport:
@@ -42,7 +75,7 @@ class Transport:
         listen_addr: Address,
         peers: dict[NodeId, Address],
         cluster_id: str,
-        on_message: Callable[[Any], None],
+        on_message: Callable[[int, Any], None],
         tls: TLSConfig | None = None,
         codec: Codec | str = "raft",
         *,
@@ -65,11 +98,11 @@ class Transport:
         self._rng = random.Random(seed)  # backoff jitter only
         self._stats = NetStats()
         self._peers: dict[NodeId, Outbound] = {}
-        self._inbound: dict[NodeId, asyncio.StreamWriter] = {}  # the newest one per peer
-        self._handlers: dict[asyncio.Task[Any], asyncio.StreamWriter] = {}  # all accepted
+        self._inbound: dict[NodeId, _Accepted] = {}  # the newest one per peer
+        self._handlers: dict[asyncio.Task[Any], _Accepted] = {}  # every accepted connection
+        self._closing: set[asyncio.Task[Any]] = set()  # dropped connections, still unwinding
         self._server: asyncio.Server | None = None
-        for peer, addr in peers.items():
-            self.add_peer(peer, addr)
+        self.set_peers(peers)
 
     # ---- lifecycle ---------------------------------------------------------------------------
 
@@ -103,49 +136,105 @@ class Transport:
             await out.close()
         # Aborting the sockets ends each handler's read with EOF, so handlers return on their
         # own rather than be cancelled mid-step.
-        for writer in self._handlers.values():
-            writer.transport.abort()
+        for conn in self._handlers.values():
+            conn.close()
         if self._handlers:
             await asyncio.wait(list(self._handlers), timeout=self.cfg.handshake_timeout)
+        if self._closing:  # dialers that set_peers dropped, still unwinding; bounded too
+            await asyncio.wait(set(self._closing), timeout=self.cfg.handshake_timeout)
         await self._server.wait_closed()
         self._server = None
 
     # ---- membership --------------------------------------------------------------------------
 
-    def add_peer(self, peer: NodeId, addr: Address) -> None:
-        if peer == self.node_id or peer <= 0:
-            raise LocalProtocolError(f"cannot add node {peer} as a peer of node {self.node_id}")
-        if peer in self._peers:
-            raise LocalProtocolError(f"node {peer} is already a peer")
-        stats = self._stats.peers.setdefault(peer, PeerStats())
-        out = Outbound(peer, addr, self._hello, self.cfg, self._client_ssl, self._rng, stats)
-        self._peers[peer] = out
-        if self._server is not None:
-            out.start()
+    @property
+    def peers(self) -> dict[NodeId, Address]:
+        """A copy of the peer table: node id -> the address we dial."""
+        return {peer: out.addr for peer, out in self._peers.items()}
 
-    async def remove_peer(self, peer: NodeId) -> None:
-        """Stop sending to `peer`, discard its queue and close its inbound connection."""
-        out = self._peers.pop(peer, None)
-        if out is None:
-            raise LocalProtocolError(f"node {peer} is not a peer")
-        self._stats.peers.pop(peer, None)
-        await out.close()
-        writer = self._inbound.pop(peer, None)
-        if writer is not None:
-            writer.close()
+    def set_peers(self, peers: dict[NodeId, Address]) -> None:
+        """Make the peer table exactly `peers`, at once; calling it again with the same table
+        changes nothing (no connection is touched).
+
+        New ids are added (and dialed, once started). Missing ids are removed: their queued
+        messages are discarded, our connection to them and every connection accepted from
+        them are closed, and later connections from them are refused. An id whose address
+        changed gets a new dialer (fresh queue and stats) and the old one is closed; the
+        connections it made to us stay, since they were vouched for by its handshake, not
+        its address, and a redial from it would be accepted anyway. The closing finishes in
+        the background (`settle` waits for it) and touches only the objects it was handed,
+        never a table entry, so a peer re-added by a later call, however soon, is left alone.
+        Validated all or nothing: a bad entry changes nothing. Call it on the event loop's
+        thread, the only one the transport runs on.
+        """
+        want: dict[NodeId, Address] = {}
+        for peer, addr in peers.items():
+            if type(peer) is not int or peer <= 0 or peer == self.node_id:
+                raise LocalProtocolError(f"node {peer!r} cannot be a peer of node {self.node_id}")
+            if not (
+                isinstance(addr, tuple | list) and len(addr) == 2 and isinstance(addr[0], str)
+                and type(addr[1]) is int and 0 <= addr[1] <= 65535
+            ):
+                raise LocalProtocolError(f"node {peer}: address {addr!r:.60} is not (host, port)")
+            want[peer] = (addr[0], addr[1])
+        for peer, out in list(self._peers.items()):
+            wanted = want.get(peer)
+            if wanted == out.addr:
+                continue
+            del self._peers[peer]  # removed, or moved to another address
+            del self._stats.peers[peer]
+            self._track(out.retire())
+            if wanted is None:
+                self._close_accepted(peer)
+        for peer, addr in want.items():
+            if peer not in self._peers:
+                stats = self._stats.peers[peer] = PeerStats()
+                out = Outbound(peer, addr, self._hello, self.cfg, self._client_ssl, self._rng,
+                               stats)
+                self._peers[peer] = out
+                for conn in self._handlers.values():
+                    if conn.peer == peer:  # a moved peer's connections count in its new stats
+                        conn.stats = stats
+                if self._server is not None:
+                    out.start()
+        assert self.peers == want
+
+    def _close_accepted(self, peer: NodeId) -> None:
+        """Close every connection accepted from `peer` so far: the newest and any older one
+        still being read. Connections it makes after this call are not these objects."""
+        for task, conn in self._handlers.items():
+            if conn.peer == peer and conn.live:
+                conn.close()
+                self._track(task)
+
+    def _track(self, task: asyncio.Task[Any] | None) -> None:
+        if task is not None and not task.done():
+            self._closing.add(task)
+            task.add_done_callback(self._closing.discard)
+
+    async def settle(self) -> None:
+        """Wait until the connections that set_peers dropped are closed. Not needed for
+        correctness (nothing they do can reach the table); tests use it to know that."""
+        while self._closing:
+            await asyncio.wait(set(self._closing))  # wait, not gather: never cancels them
 
     # ---- sending -----------------------------------------------------------------------------
 
-    def send(self, msg: Any) -> None:
-        """Queue `msg` for `msg.dst`. Never blocks: a full queue or a fault drops it (counted).
-        An unknown destination is counted too: Raft may still address a removed member."""
+    def send(self, group: int, msg: Any) -> None:
+        """Queue `msg` of consensus group `group` for `msg.dst`. Never blocks: a full queue or
+        a fault drops it (counted). An unknown destination is counted too: Raft may still
+        address a removed member. A bad group id is our own bug (LocalProtocolError)."""
         if self._server is None:
             raise LocalProtocolError("transport not started")
+        if type(group) is not int or not 0 <= group <= MAX_GROUP:
+            raise LocalProtocolError(
+                f"group id must be an integer in [0, {MAX_GROUP}], got {group!r:.40}"
+            )
         out = self._peers.get(msg.dst)
         if out is None:
             self._stats.unroutable += 1
             return
-        data = frame(self.codec.encode(msg), self.cfg.max_frame)
+        data = message_frame(group, self.codec.encode(msg), self.cfg.max_frame)
         delay = self.faults.outgoing(msg.dst)
         if delay is None:
             out.stats.fault_dropped += 1
@@ -171,12 +260,11 @@ class Transport:
                         len(self._handlers))
             writer.close()
             return
-        self._handlers[task] = writer
-        peer: NodeId | None = None
+        conn = self._handlers[task] = _Accepted(writer)
         try:
-            peer = await self._accept(reader, writer)
-            where = f"node {peer} at {where}"
-            await self._read_loop(reader, peer)
+            await self._accept(reader, conn)
+            where = f"node {conn.peer} at {where}"
+            await self._read_loop(reader, conn)
         except RemoteProtocolError as e:
             self._stats.rejected_connections += 1
             log.warning("closing connection from %s: %s", where, e)
@@ -184,11 +272,11 @@ class Transport:
             log.info("connection from %s lost: %s", where, e or type(e).__name__)
         finally:
             del self._handlers[task]
-            if peer is not None and self._inbound.get(peer) is writer:
-                del self._inbound[peer]
+            if conn.peer is not None and self._inbound.get(conn.peer) is conn:
+                del self._inbound[conn.peer]
             writer.close()
 
-    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> NodeId:
+    async def _accept(self, reader: asyncio.StreamReader, conn: _Accepted) -> None:
         async with asyncio.timeout(self.cfg.handshake_timeout):  # not wait_for: see peer.py
             theirs = await read_handshake(reader)
         if theirs.cluster_id != self.cluster_id:
@@ -200,42 +288,51 @@ class Transport:
             raise RemoteProtocolError(
                 f"node {theirs.node_id} speaks codec {theirs.codec!r}, not {self.codec.name!r}"
             )
-        if theirs.node_id not in self._peers:
+        out = self._peers.get(theirs.node_id)
+        if out is None:
             # etcd does the same: a node we do not know of yet (or any more) is refused; it
             # redials with backoff and is accepted once membership catches up.
             raise RemoteProtocolError(f"node {theirs.node_id} is not a peer of this node")
-        writer.write(self._hello.encode())
+        # From here to the end, no await: the peer cannot be removed between the check above
+        # and its registration below, so set_peers always sees this connection if it must.
+        conn.writer.write(self._hello.encode())
+        conn.peer, conn.stats = theirs.node_id, out.stats
         old = self._inbound.get(theirs.node_id)
         if old is not None:
             old.close()  # the peer redialed; its old connection is dead or dying
-        self._inbound[theirs.node_id] = writer
-        return theirs.node_id
+        self._inbound[theirs.node_id] = conn
 
-    async def _read_loop(self, reader: asyncio.StreamReader, peer: NodeId) -> None:
+    async def _read_loop(self, reader: asyncio.StreamReader, conn: _Accepted) -> None:
         decoder = FrameDecoder(self.cfg.max_frame)
         decode, faults, me = self.codec.decode, self.faults, self.node_id
-        stats = self._stats.peers[peer]
+        peer = conn.peer
+        assert peer is not None
         while data := await reader.read(self.cfg.read_chunk):
             for payload in decoder.feed(data):
-                msg = decode(payload)
+                if not conn.live:
+                    return  # closed by set_peers or a redial while this chunk was in hand
+                group, body = split_group(payload)
+                msg = decode(body)
                 if msg.src != peer or msg.dst != me:
                     raise RemoteProtocolError(
                         f"message from {msg.src} to {msg.dst} on the connection of node {peer} "
                         f"to node {me}"
                     )
+                stats = conn.stats  # set_peers may hand it new stats when the peer moves
                 stats.received_frames += 1
                 stats.received_bytes += len(payload) + 4
                 if not faults.incoming(peer):
                     stats.fault_dropped += 1
                     continue
-                self._deliver(msg)
+                self._deliver(group, msg)
 
-    def _deliver(self, msg: Any) -> None:
+    def _deliver(self, group: int, msg: Any) -> None:
         try:
-            self.on_message(msg)
+            self.on_message(group, msg)
         except RemoteProtocolError:
             raise  # the receiver judged the message malformed: the peer's fault
         except Exception:
             # The receiver's own bug: report it, but do not punish the peer for it.
-            log.exception("on_message failed for a message from node %s", msg.src)
+            log.exception("on_message failed for a message of group %d from node %s", group,
+                          msg.src)
 
