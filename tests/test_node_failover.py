@@ -158,7 +158,7 @@ def test_a_node_restarted_after_compaction_catches_up_by_snapshot(tmp_path, monk
                 await cl.put(f"s/{i:03d}".encode(), str(i).encode())
             leader = c.servers[lead].node
             # the leader no longer has the entries the stopped node needs
-            assert leader.stats["snapshots"] >= 2
+            assert leader.meta.stats["snapshots"] >= 2
             assert leader.core.log.offset > stopped_at
             s = await c.start(f)
             await eventually(lambda: s.node.applied >= leader.applied, what="catch-up")

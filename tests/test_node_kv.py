@@ -318,13 +318,13 @@ def test_linearizable_reads_on_a_follower_see_the_latest_acknowledged_write(tmp_
             # ReadIndex round trip would be likely to see the previous value
             c.servers[lead].node.faults.update(delay=0.01)
             async with Client([ep(c, f1)]) as fcl:
-                before = follower.stats["read_index"]
+                before = follower.meta.stats["read_index"]
                 for i in range(15):
                     w = await cl.put(b"lin", str(i).encode())
                     r = await fcl.get(b"lin")  # linearizable: from the follower, after ReadIndex
                     assert r.kvs[0].value == str(i).encode()
                     assert r.header.revision >= w.header.revision
-                assert follower.stats["read_index"] >= before + 15
+                assert follower.meta.stats["read_index"] >= before + 15
                 assert set(fcl._conns) == {ep(c, f1)}  # no redirect: the follower answered
     run(main())
 

@@ -157,7 +157,7 @@ def test_http_status_and_metrics(tmp_path):
                     assert r.status == 200
                     text = await r.text()
                 metrics = _parse_prometheus(text)
-                node, label = f'node="{lead}"', f'node="{lead}",group="0"'
+                node, label = f'node="{lead}"', f'group="0",node="{lead}"'
                 assert metrics[f"shoal_term{{{label}}}"] == st["term"]
                 assert metrics[f"shoal_is_leader{{{label}}}"] == 1
                 assert metrics[f"shoal_applied_index{{{label}}}"] >= st["applied"]
@@ -174,7 +174,7 @@ def test_http_status_and_metrics(tmp_path):
                 assert fst["role"] == "follower" and fst["leader"] == lead and fst["id"] == f
                 async with http.get(f"http://127.0.0.1:{c.http[f - 1]}/metrics") as r:
                     fm = _parse_prometheus(await r.text())
-                assert fm[f'shoal_is_leader{{node="{f}",group="0"}}'] == 0
+                assert fm[f'shoal_is_leader{{group="0",node="{f}"}}'] == 0
     run(main())
 
 

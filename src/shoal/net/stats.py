@@ -29,3 +29,4 @@ class NetStats:
     peers: dict[NodeId, PeerStats] = field(default_factory=dict)
     rejected_connections: int = 0  # inbound connections closed for a protocol error
     unroutable: int = 0  # sends to a node that is not a peer
+    strangers: dict[NodeId, PeerStats] = field(default_factory=dict)  # heard, never dialed

@@ -47,6 +47,9 @@ from .tls import TLSConfig
 
 log = logging.getLogger("shoal.net")
 
+HOST_GROUP = MAX_GROUP  # reserved: frames between processes, not of any consensus group
+MAX_HOST_MESSAGE = 64 * 1024
+
 
 class _Accepted:
     """One accepted connection: its writer, whose it is once it has shaken hands, and whether
@@ -82,6 +85,7 @@ class Transport:
         config: NetConfig | None = None,
         faults: FaultPlan | None = None,
         seed: int | None = None,
+        on_host: Callable[[NodeId, bytes], None] | None = None,
     ):
         if node_id <= 0:
             raise LocalProtocolError(f"node ids start at 1, got {node_id}")
@@ -89,6 +93,7 @@ class Transport:
         self.listen_addr = listen_addr
         self.cluster_id = cluster_id
         self.on_message = on_message
+        self.on_host = on_host  # frames of HOST_GROUP: process to process, no engine codec
         self.codec = get_codec(codec) if isinstance(codec, str) else codec
         self.cfg = config or NetConfig()
         self.faults = faults or FaultPlan()
@@ -226,9 +231,9 @@ class Transport:
         address a removed member. A bad group id is our own bug (LocalProtocolError)."""
         if self._server is None:
             raise LocalProtocolError("transport not started")
-        if type(group) is not int or not 0 <= group <= MAX_GROUP:
+        if type(group) is not int or not 0 <= group < HOST_GROUP:
             raise LocalProtocolError(
-                f"group id must be an integer in [0, {MAX_GROUP}], got {group!r:.40}"
+                f"group id must be an integer in [0, {HOST_GROUP - 1}], got {group!r:.40}"
             )
         out = self._peers.get(msg.dst)
         if out is None:
@@ -241,11 +246,29 @@ class Transport:
             return
         out.enqueue(data, delay)
 
+    def send_host(self, dst: NodeId, payload: bytes) -> None:
+        """Queue a message from this process to process `dst`, outside every group (the
+        hosts' coalesced heartbeat). Dropped like any message when there is no room."""
+        if self._server is None:
+            raise LocalProtocolError("transport not started")
+        if len(payload) > MAX_HOST_MESSAGE:
+            raise LocalProtocolError(f"host message of {len(payload)} bytes exceeds {MAX_HOST_MESSAGE}")
+        out = self._peers.get(dst)
+        if out is None:
+            self._stats.unroutable += 1
+            return
+        delay = self.faults.outgoing(dst)
+        if delay is None:
+            out.stats.fault_dropped += 1
+            return
+        out.enqueue(message_frame(HOST_GROUP, payload, self.cfg.max_frame), delay)
+
     def stats(self) -> NetStats:
         """A copy of the counters, safe to hand to a metrics exporter."""
         s = self._stats
         return NetStats(
-            {p: replace(ps) for p, ps in s.peers.items()}, s.rejected_connections, s.unroutable
+            {p: replace(ps) for p, ps in s.peers.items()}, s.rejected_connections, s.unroutable,
+            {p: replace(ps) for p, ps in s.strangers.items()},
         )
 
     # ---- receiving ---------------------------------------------------------------------------
@@ -288,15 +311,19 @@ class Transport:
             raise RemoteProtocolError(
                 f"node {theirs.node_id} speaks codec {theirs.codec!r}, not {self.codec.name!r}"
             )
+        if theirs.node_id == self.node_id or theirs.node_id <= 0:
+            raise RemoteProtocolError(f"a peer cannot be node {theirs.node_id}")
+        # A node of this cluster that is not in our table is heard all the same: we only
+        # never dial it. It may be a member re-added under its old id whose re-add we have
+        # not applied yet because we lag, and that now leads: refusing it, we would never
+        # learn of the re-add and it could never reach us (a deadlock the simulator found).
         out = self._peers.get(theirs.node_id)
-        if out is None:
-            # etcd does the same: a node we do not know of yet (or any more) is refused; it
-            # redials with backoff and is accepted once membership catches up.
-            raise RemoteProtocolError(f"node {theirs.node_id} is not a peer of this node")
-        # From here to the end, no await: the peer cannot be removed between the check above
+        stats = out.stats if out is not None else self._stats.strangers.setdefault(
+            theirs.node_id, PeerStats())
+        # From here to the end, no await: the peer cannot be removed between the lookup above
         # and its registration below, so set_peers always sees this connection if it must.
         conn.writer.write(self._hello.encode())
-        conn.peer, conn.stats = theirs.node_id, out.stats
+        conn.peer, conn.stats = theirs.node_id, stats
         old = self._inbound.get(theirs.node_id)
         if old is not None:
             old.close()  # the peer redialed; its old connection is dead or dying
@@ -312,6 +339,9 @@ class Transport:
                 if not conn.live:
                     return  # closed by set_peers or a redial while this chunk was in hand
                 group, body = split_group(payload)
+                if group == HOST_GROUP:
+                    self._host_message(peer, body)
+                    continue
                 msg = decode(body)
                 if msg.src != peer or msg.dst != me:
                     raise RemoteProtocolError(
@@ -325,6 +355,16 @@ class Transport:
                     stats.fault_dropped += 1
                     continue
                 self._deliver(group, msg)
+
+    def _host_message(self, peer: NodeId, body: bytes) -> None:
+        if len(body) > MAX_HOST_MESSAGE:
+            raise RemoteProtocolError(
+                f"host message of {len(body)} bytes exceeds {MAX_HOST_MESSAGE}")
+        conn_stats = self._stats.peers.get(peer) or self._stats.strangers.get(peer)
+        if conn_stats is not None:
+            conn_stats.received_frames += 1
+        if self.on_host is not None and self.faults.incoming(peer):
+            self.on_host(peer, body)
 
     def _deliver(self, group: int, msg: Any) -> None:
         try:

@@ -17,7 +17,7 @@ from .membership import Members, spec_id
 
 PREFIX = b"\xff\xfe/shoal/groups/"
 END = prefix_end(PREFIX)
-MAX_GROUP = 2**32 - 1  # the transport carries group ids below 2**32
+MAX_GROUP = 2**32 - 2  # the transport carries group ids below 2**32 and keeps the last
 MAX_MEMBERS = 9
 
 

@@ -26,8 +26,17 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+import msgpack
+
 from ..consensus.engine import Engine
-from ..consensus.messages import ConfState, ConsensusError, Durable, HardState, Ready
+from ..consensus.messages import (
+    ConfState,
+    ConsensusError,
+    Durable,
+    HardState,
+    Ready,
+    RemoteProtocolError,
+)
 from ..consensus.paxos import MultiPaxos, PaxosConfig
 from ..consensus.raft import Raft, RaftConfig
 from ..kv import KVStore
@@ -61,6 +70,7 @@ from .group import Group
 log = logging.getLogger("shoal.node")
 
 META = 0  # the meta group: the key-value store, the etcd API, the directory of groups
+MAX_CLAIMS = 1_000_000  # groups one peer may claim to lead in one heartbeat
 
 
 def cluster_number(name: str) -> int:
@@ -147,6 +157,7 @@ class Node:
         self._disk = ThreadPoolExecutor(1, thread_name_prefix=f"shoal-disk-{cfg.id}")
         self._parsed = _Parsed()
         self._directory_dirty = True  # the meta group's directory may list other groups now
+        self._claims: dict[int, tuple[int, dict[int, int]]] = {}  # peer -> (when, what it leads)
         self._tasks: list[asyncio.Task[Any]] = []
         self._stopping = False
         self.stats = {"fsyncs": 0, "readies": 0, "dropped_inputs": 0, "unroutable": 0}
@@ -195,7 +206,7 @@ class Node:
                if self.cfg.tls_cert and self.cfg.tls_key and self.cfg.tls_ca else None)
         self.transport = Transport(self.id, self.cfg.me.peer, {}, self.cfg.cluster_id,
                                    self._on_peer_message, tls, codec=self.cfg.engine,
-                                   faults=self.faults)
+                                   faults=self.faults, on_host=self._on_claims)
         self._sync_peers()
         self._watch_directory()
         await self.transport.start()
@@ -214,7 +225,9 @@ class Node:
                           incarnation=self._rng.getrandbits(62) + 1, cfg=ReplicaConfig(
                               snapshot_entries=self.cfg.snapshot_entries,
                               auto_compact_revisions=self.cfg.auto_compact_revisions,
-                              max_pending=self.cfg.max_pending_requests))
+                              max_pending=self.cfg.max_pending_requests,
+                              quiesce_after_ticks=self.cfg.election_ticks
+                              if self.cfg.engine == "raft" else 0))
         group = Group(group_id, replica, storage)
         self.groups[group_id] = group
         log.info("node %d group %d opened: %d entries after index %d, term %d", self.id,
@@ -346,14 +359,39 @@ class Node:
         if (exc := saved.exception()) is not None:
             log.error("node %d group %d: saving a snapshot failed: %s", self.id, g.id, exc)
 
+    def _tick_all(self) -> None:
+        """Tick every replica, and tell every peer process which groups we lead: one small
+        message per pair of processes per tick stands for the heartbeats of every quiescent
+        group (CockroachDB coalesces heartbeats and quiesces idle ranges the same way)."""
+        t = now_ms()
+        fresh_ms = self.cfg.election_ticks // 2 * self.cfg.tick_ms
+        for g in self.groups.values():
+            r = g.replica
+            when, claims = self._claims.get(r.leader, (-fresh_ms - 1, {}))
+            r.tick(t, leader_alive=t - when <= fresh_ms and claims.get(g.id) == r.engine.term)
+        mine = {gid: g.replica.engine.term for gid, g in self.groups.items()
+                if g.replica.role == "leader"}
+        payload = msgpack.packb(mine)
+        for peer in self.transport.peers:
+            self.transport.send_host(peer, payload)
+
+    def _on_claims(self, peer: int, payload: bytes) -> None:
+        """A peer process's coalesced heartbeat: {group: term} for the groups it leads."""
+        try:
+            claims = msgpack.unpackb(payload, strict_map_key=False)
+            if not isinstance(claims, dict) or len(claims) > MAX_CLAIMS or not all(
+                    type(g) is int and type(t) is int for g, t in claims.items()):
+                raise ValueError("not a map of group ids to terms")
+        except (ValueError, TypeError, msgpack.UnpackException) as exc:
+            raise RemoteProtocolError(f"node {peer} sent a malformed heartbeat: {exc}") from None
+        self._claims[peer] = (now_ms(), claims)
+
     def _drain(self) -> None:
         while self._inputs:
             item = self._inputs.popleft()
             if isinstance(item, _Tick):
                 self._tick_queued = False
-                t = now_ms()
-                for g in self.groups.values():
-                    g.replica.tick(t)
+                self._tick_all()
                 continue
             g = self.groups.get(item.group)  # type: ignore[assignment]
             if g is None:
