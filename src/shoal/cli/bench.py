@@ -28,8 +28,16 @@ def bench(
     engines: str = typer.Option("raft", "--engines", help="raft, paxos, or raft,paxos side by side"),
     grpc: bool = typer.Option(False, "--grpc", help="drive Shoal through its etcd API with etcd's client"),
     soak: str | None = typer.Option(None, "--soak", help="e.g. 30m: a long load, memory sampled per node"),
+    groups: int = typer.Option(0, "--groups", min=0, help="the idle CPU cost of N groups on a local cluster"),
+    json_out: bool = typer.Option(False, "--json", help="print the results as JSON (--groups)"),
 ) -> None:
-    """Throughput and latency of a 3-node cluster (with --compare-etcd: beside etcd), or --core."""
+    """Throughput and latency of a 3-node cluster (with --compare-etcd: beside etcd), --core,
+    or --groups N (what idle groups cost)."""
+    if groups:
+        from shoal_bench.groups import run_groups_bench
+
+        run_groups_bench(groups, duration(time_), repeat, json_out)
+        return
     if core:
         from shoal_bench.core import run_bench
 
