@@ -86,3 +86,67 @@ def run_groups_bench(groups: int, window_s: float, repeat: int, as_json: bool) -
     t.add_row(f"{groups} groups", f"{med(groups):.1f}", f"{summary['create_s']:.1f} s",
               f"{summary['first_write_s']:.1f} s")
     console.print(t)
+
+
+@dataclass
+class SpreadRun:
+    groups: int  # writes spread over this many groups (1: the meta group alone)
+    puts_per_s: float
+    fsyncs_per_put: float  # all processes together
+
+
+async def _writers(endpoints: list[str], groups: list[int], clients: int, seconds: float) -> int:
+    done = 0
+    async with Client(endpoints, timeout=30) as cl:
+        views = [cl.group(g) if g else cl for g in groups]
+        end = time.perf_counter() + seconds
+
+        async def writer(i: int) -> None:
+            nonlocal done
+            view = views[i % len(views)]
+            while time.perf_counter() < end:
+                await view.put(b"w%d" % i, b"x" * 256)
+                done += 1
+
+        await asyncio.gather(*(writer(i) for i in range(clients)))
+    return done
+
+
+def _fsyncs(c: LocalProcessCluster) -> float:
+    return sum(st["fsyncs"] for i in c.ids if (st := c.status(i)) and "fsyncs" in st)
+
+
+def spread_run(groups: int, clients: int, seconds: float) -> SpreadRun:
+    """Puts from `clients` writers, spread round-robin over `groups` groups (each its own WAL
+    directory, so each its own fsync per batch)."""
+    with LocalProcessCluster(3) as c:
+        c.start()
+        ids = [0] if groups == 1 else list(range(1, groups + 1))
+        if groups > 1:
+            asyncio.run(_populate(c.endpoints, groups))
+        before = _fsyncs(c)
+        t = time.perf_counter()
+        n = asyncio.run(_writers(c.endpoints, ids, clients, seconds))
+        dt = time.perf_counter() - t
+        return SpreadRun(groups, n / dt, (_fsyncs(c) - before) / max(n, 1))
+
+
+def run_spread_bench(groups: int, clients: int, seconds: float, repeat: int, as_json: bool) -> None:
+    runs: list[SpreadRun] = []
+    with console.status("measuring writes...") as status:
+        for r in range(repeat):
+            for n in (1, groups):
+                status.update(f"run {r + 1}/{repeat}: {clients} writers over {n} group(s)")
+                runs.append(spread_run(n, clients, seconds))
+    rows = {n: (statistics.median(x.puts_per_s for x in runs if x.groups == n),
+                statistics.median(x.fsyncs_per_put for x in runs if x.groups == n)) for n in (1, groups)}
+    if as_json:
+        print(json.dumps({"clients": clients, "repeat": repeat, "rows": rows,
+                          "runs": [asdict(x) for x in runs]}, indent=2))
+        return
+    t = Table(title=f"{clients} writers, 256-byte puts, fsync on (medians of {repeat})")
+    for col in ("spread over", "puts/s", "fsyncs per put (3 processes)"):
+        t.add_column(col)
+    for n, (rate, fs) in rows.items():
+        t.add_row(f"{n} group(s)", f"{rate:,.0f}", f"{fs:.2f}")
+    console.print(t)

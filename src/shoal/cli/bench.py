@@ -29,10 +29,16 @@ def bench(
     grpc: bool = typer.Option(False, "--grpc", help="drive Shoal through its etcd API with etcd's client"),
     soak: str | None = typer.Option(None, "--soak", help="e.g. 30m: a long load, memory sampled per node"),
     groups: int = typer.Option(0, "--groups", min=0, help="the idle CPU cost of N groups on a local cluster"),
+    spread_writes: bool = typer.Option(False, "--spread-writes", help="with --groups: puts spread over the groups against one group"),
     json_out: bool = typer.Option(False, "--json", help="print the results as JSON (--groups)"),
 ) -> None:
     """Throughput and latency of a 3-node cluster (with --compare-etcd: beside etcd), --core,
     or --groups N (what idle groups cost)."""
+    if groups and spread_writes:
+        from shoal_bench.groups import run_spread_bench
+
+        run_spread_bench(groups, int(clients.split(",")[0]), duration(time_), repeat, json_out)
+        return
     if groups:
         from shoal_bench.groups import run_groups_bench
 

@@ -620,6 +620,7 @@ class Node:
             "wal_bytes": self.storage.size_bytes(),
             "uptime_s": round(time.monotonic() - self.started_at, 1),
             "failed": repr(self.failed) if self.failed is not None else None,
+            "fsyncs": self.stats["fsyncs"],
             "groups": {gid: _group_line(g) for gid, g in sorted(self.groups.items())},
         }
 

@@ -28,7 +28,15 @@ from functools import partial
 
 from ..check.history import Event
 from ..consensus.engine import Engine
-from ..consensus.messages import ConfState, ConsensusError, Durable, Message, NodeId, Ready
+from ..consensus.messages import (
+    ConfState,
+    ConsensusError,
+    Durable,
+    LocalProtocolError,
+    Message,
+    NodeId,
+    Ready,
+)
 from ..consensus.paxos import MultiPaxos, PaxosConfig
 from ..consensus.raft import Raft, RaftConfig
 from ..kv.limits import KVLimits
@@ -312,7 +320,9 @@ class World:
                 self.workload.refused(h, item, exc)
             elif isinstance(item, Change):
                 self.log(f"n{h.id} refused {item.op} n{item.node}: {exc}")
-                self._change_done(item.job, exc)
+                self.at(0, partial(self._change_done, item.job, exc))
+        except LocalProtocolError:
+            raise  # the driver's own misuse: a bug to report, never to swallow
         except ConsensusError:
             pass  # a message the engine refuses (stale, from a removed member): dropped
 
@@ -360,8 +370,8 @@ class World:
         if rd.snapshot is not None:
             self.log(f"n{h.id} installs snapshot at {rd.snapshot.meta.index}")
         out = h.replica.advance(rd)
-        self._after_advance(h, out)
         h.busy = False
+        self._after_advance(h, out)
         if resume:
             self._run_host(h)
 
@@ -373,7 +383,9 @@ class World:
             if (ask := h.asks.pop(done.token, None)) is not None:
                 self.workload.answered(h, ask, done)
             elif (job := h.changes.pop(done.token, None)) is not None:
-                self._change_done(job, done.error)
+                # Later, not now: the next step may hand this very host input, and a Ready
+                # started inside this one's finish would be cut short by it.
+                self.at(0, partial(self._change_done, job, done.error))
         if out.members is not None:  # the table changes only with a CONFIG entry or snapshot
             self.log(f"n{h.id} members {sorted(out.members)}")
             self._check_members(h)
