@@ -37,6 +37,7 @@ class Cluster:
         }
         self.observe: Callable[[], None] | None = None  # called after every delivery
         self.isolated: set[int] = set()
+        self.drop: Callable[[Message], bool] = lambda m: False  # a scripted lossy network
         self.read_states: dict[int, list[ReadState]] = {i: [] for i in self.nodes}
         self.sent: list[Message] = []
 
@@ -58,7 +59,7 @@ class Cluster:
                 return
             for m in msgs:
                 self.sent.append(m)
-                if m.src in self.isolated or m.dst in self.isolated:
+                if m.src in self.isolated or m.dst in self.isolated or self.drop(m):
                     continue
                 self.nodes[m.dst].step(m)
                 if self.observe is not None:
@@ -205,6 +206,29 @@ def test_read_index_needs_quorum_of_heartbeat_responses() -> None:
     lead.step(resps[0])
     c.drain(1)
     assert c.read_states[1] == [ReadState(b"ctx", commit)]
+
+
+def test_new_leader_serves_no_read_before_committing_in_its_term() -> None:
+    """Regression (the 5,000-seed campaign, seed 559): a new leader that heard heartbeat
+    replies started a ReadIndex round at a commit index from the old term, below an entry the
+    old leader had already acknowledged, and served a stale read."""
+    c = Cluster()
+    old = c.elect(1)
+    # Node 2 takes over, but its appends (the no-op of its term) get nowhere yet: only
+    # votes and heartbeats travel.
+    c.drop = lambda m: m.type in (MsgType.APP, MsgType.APP_RESP)
+    old.transfer_leadership(2)
+    c.pump()
+    new = c.nodes[2]
+    assert new.role == "leader"
+    assert new.status().commit < new.status().last_index  # its no-op is not committed
+    new.read_index(b"r")
+    c.tick(2, 5)  # heartbeat rounds come and go
+    assert c.read_states[2] == [], "a read answered before the leader committed in its term"
+    c.drop = lambda m: False
+    c.tick(2, 2)
+    assert [rs.context for rs in c.read_states[2]] == [b"r"]
+    assert c.read_states[2][0].index == new.status().last_index  # its no-op included
 
 
 def test_read_index_not_answered_without_quorum() -> None:

@@ -12,9 +12,13 @@ from shoal.sim.campaign import run_seed
 # A harsher profile for the broken-core tests: three nodes, no pre-vote, slow links, a
 # nemesis every 60 ms and one entry per append, so the rare schedules that expose a broken
 # rule (a vote lost in a crash, an old-term entry committed alone) come up within a few
-# hundred seeds instead of tens of thousands.
+# hundred seeds instead of tens of thousands. No membership churn and no lease client: they
+# cost time per seed and do not reach the engine's rules.
 TEETH = dict(nodes=3, pre_vote=False, mean_latency_us=8000, steps=5000, nemesis_mean_us=60_000,
-             max_msg_bytes=1)
+             max_msg_bytes=1, churn=False, leases=False)
+# A lost vote needs two candidates in one term and a crash between: fewer clients, a busier
+# nemesis (first caught at seed 29 when the bound was set).
+FORGET_VOTE = {**TEETH, "clients": 4, "nemesis_mean_us": 40_000}
 
 
 def first_violation(cfg: SimConfig, seeds: range) -> tuple[int, str] | None:
@@ -39,25 +43,21 @@ def test_same_seed_same_trace_byte_for_byte(tmp_path):
     assert other.trace_text() + "\n" != a.read_text()  # and a different seed differs
 
 
-@pytest.mark.parametrize("chunk", range(6))
-def test_ci_campaign_no_violation(chunk):
-    """300 seeds of a 5-node cluster under every fault, 50 per test so xdist spreads them."""
-    cfg = SimConfig(nodes=5, steps=3000)
-    bad = [r for s in range(chunk * 50, chunk * 50 + 50) if not (r := run_seed(s, cfg)).ok]
-    assert not bad, f"seed {bad[0].seed}: {bad[0].violation}\nreplay: {cfg.replay_command(bad[0].seed)}"
+# The CI campaign of the whole replica (300 seeds, every fault, churn, leases) is in
+# tests/test_replica.py.
 
 
 # commit-old-terms is caught by the scripted Figure 8 test in test_raft_core.py, not here: the
 # leader's no-op travels right behind the old-term entries, so the unsafe window (old entries
 # committed by counting, the no-op lost, the leader dead, a rival with a later term elected)
 # did not come up in 400 random seeds of this profile.
-@pytest.mark.parametrize("bug,bound", [
-    ("skip-log-matching", 50),
-    ("read-without-readindex", 50),
-    ("forget-vote", 300),
+@pytest.mark.parametrize("bug,bound,profile", [
+    ("skip-log-matching", 50, TEETH),
+    ("read-without-readindex", 50, TEETH),
+    ("forget-vote", 60, FORGET_VOTE),
 ])
-def test_broken_core_is_caught(bug, bound):
-    cfg = SimConfig(bugs=frozenset([bug]), **TEETH)
+def test_broken_core_is_caught(bug, bound, profile):
+    cfg = SimConfig(bugs=frozenset([bug]), **profile)
     found = first_violation(cfg, range(bound))
     assert found is not None, f"{bug} went unnoticed for {bound} seeds"
 
@@ -86,11 +86,3 @@ def test_sim_cli_reports_violation_with_replay_command():
     assert "violated safety" in result.output
     assert f"replay: shoal sim --engine raft --nodes 5 --steps 20000 --seed {seed}" in result.output
     assert "->" in result.output  # the readable trace of the last events
-
-
-def test_new_leader_serves_no_read_before_committing_in_its_term():
-    """Regression, found by the 5,000-seed campaign (seed 559): a new leader that heard
-    heartbeat replies started a ReadIndex round at a commit index from the old term, below an
-    entry the old leader had already acknowledged, and served a stale read."""
-    res = run_seed(559, SimConfig(nodes=5, steps=20_000))
-    assert res.ok, res.violation
