@@ -90,6 +90,25 @@ def test_put_get_delete(endpoints: str) -> None:
     assert shoal("get", "fruit/a", *ep)[:2] == (0, "")
 
 
+def test_groups_are_created_listed_shown_and_removed(endpoints: str) -> None:
+    ep = ("--endpoints", endpoints)
+    code, out, _ = shoal("group", "create", "42", *ep)
+    assert code == 0 and out == "group 42 on nodes 1, 2, 3\n"
+    assert shoal("group", "create", "42", *ep)[0] != 0  # an id is created once
+    assert shoal("group", "list", "--json", *ep)[1].strip() == '{"42": [1, 2, 3]}'
+    end = time.monotonic() + 20
+    while True:  # the table shows the group once every replica has opened it and elected
+        code, out, _ = shoal("status", *ep)
+        row = next((line for line in out.splitlines() if line.strip("│ ").startswith("42")), "")
+        if "none" not in row and row.count(":") == 3:
+            break
+        assert time.monotonic() < end, out
+        time.sleep(0.2)
+    assert code == 0 and "groups" in out
+    assert shoal("group", "remove", "42", *ep)[:2] == (0, "group 42 removed\n")
+    assert shoal("group", "list", *ep)[1] == ""
+
+
 def test_get_at_a_past_revision(endpoints: str) -> None:
     ep = ("--endpoints", endpoints)
     shoal("put", "rev", "one", *ep)

@@ -13,6 +13,7 @@
 | recipes.py    | lock, elect                                         |
 | lease.py      | lease grant / revoke / keep-alive / ttl / list      |
 | member.py     | member list / add / remove / promote                |
+| group.py      | group create / remove / list                        |
 | snapshot.py   | snapshot save                                       |
 | governance.py | service register / list / watch, gateway            |
 
@@ -30,6 +31,7 @@ from . import (
     cluster,
     demo,
     governance,
+    group,
     kv,
     lease,
     member,
@@ -41,9 +43,9 @@ from . import (
 )
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Shoal: consensus you can see and verify.")
-for group in (check, sim, demo, bench, torture, node, cluster, kv, recipes, lease, member,
-              snapshot, governance):
-    app.add_typer(group.app)  # no name: each group's commands sit at the top level
+for room in (check, sim, demo, bench, torture, node, cluster, kv, recipes, lease, member,
+             group, snapshot, governance):
+    app.add_typer(room.app)  # no name: each group's commands sit at the top level
 
 __all__ = ["app"]
 

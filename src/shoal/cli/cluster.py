@@ -53,6 +53,8 @@ def status(endpoints: str = ENDPOINTS) -> None:
                     for ident, _, st in rows}
         console = Console()
         console.print(_status_table(rows, verdicts))
+        if any(st and len(st.get("groups", {})) > 1 for _, _, st in rows):
+            console.print(_groups_table(rows))
         for ident, ep, st in rows:
             if st is None:
                 console.print(f"member {ident} ({ep}) is unreachable", highlight=False)
@@ -81,6 +83,28 @@ def _status_table(rows: list[tuple[int, str, dict[str, Any] | None]],
         health = "[red]unhealthy[/]" if verdicts[ident] else "[green]healthy[/]"
         table.add_row(str(ident), ep, role, str(st["term"]), str(st["leader"]), str(st["commit"]),
                       str(st["applied"]), str(st["revision"]), size(st["db_size"]), health)
+    return table
+
+
+def _groups_table(rows: list[tuple[int, str, dict[str, Any] | None]]) -> Table:
+    """Every consensus group any member hosts: its leader and term (as the member with the
+    highest term sees them), the leader's commit index, and each replica's applied index."""
+    from rich.table import Table
+
+    views: dict[int, dict[int, dict[str, Any]]] = {}
+    for ident, _, st in rows:
+        for gid, g in (st or {}).get("groups", {}).items():
+            views.setdefault(int(gid), {})[ident] = g
+    table = Table(title="groups", title_justify="left")
+    for col in ("group", "leader", "term", "commit", "applied per replica"):
+        table.add_column(col, justify="right" if col != "applied per replica" else "left")
+    for gid in sorted(views):
+        best = max(views[gid].values(), key=lambda g: (g["term"], g["role"] == "leader"))
+        lead = best["leader"]
+        commit = views[gid].get(lead, best)["commit"]
+        applied = "  ".join(f"{n}:{g['applied']}" for n, g in sorted(views[gid].items()))
+        table.add_row(str(gid), str(lead) if lead else "[red]none[/]", str(best["term"]),
+                      str(commit), applied)
     return table
 
 
