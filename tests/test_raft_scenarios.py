@@ -8,9 +8,8 @@ import random
 from collections import Counter
 from collections.abc import Callable
 
-import pytest
-
 import msgpack
+import pytest
 
 from shoal.consensus.messages import ConfState, Entry, Message, MsgType
 from shoal.kv.keyvalue import ALL_KEYS
@@ -92,10 +91,10 @@ def count_delivered(w: World, pred: Callable[[Message], bool]) -> Counter[str]:
     seen: Counter[str] = Counter()
     orig = w._deliver
 
-    def wrapped(m: object) -> None:
+    def wrapped(m: object, life: int) -> None:
         if isinstance(m, Message) and w.hosts[m.dst].up and pred(m):
             seen[f"n{m.src}->n{m.dst} {m.type.name}"] += 1
-        orig(m)
+        orig(m, life)
 
     w._deliver = wrapped  # type: ignore[method-assign]
     return seen

@@ -78,6 +78,7 @@ from .membership import Members, apply_change, encode_context
 # clock made by its own.
 BUGS = frozenset({"apply-conf-twice", "forget-readd", "expire-on-follower-clock"})
 FOLLOWER_QUIET_TICKS = 2  # above one heartbeat interval, far below an election timeout
+MAX_FORMER = 64  # removed members whose addresses a replica remembers
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,6 +155,7 @@ class Replica:
         self._compacting = -1  # compact revision when we last proposed a compaction
         self._removed: set[int] = set()  # for the planted forget-readd bug
         self._leaving: set[int] = set()  # removed, but the engine still counts them
+        self._former: Members = {}  # removed members' specs, oldest first (see `addresses`)
         self._idle = 0  # ticks since the last sign of work (a request, an entry, a message)
         self.quiet = False  # quiescent: ticks are skipped until something happens
         self.stats = {"proposals": 0, "applied_entries": 0, "read_index": 0, "snapshots": 0,
@@ -385,8 +387,18 @@ class Replica:
         if gone := {n for n in self._leaving if n not in conf}:
             self._leaving -= gone
             for n in gone:
-                self.members.pop(n, None)
+                if (spec := self.members.pop(n, None)) is not None:
+                    self._former[n] = spec
+            while len(self._former) > MAX_FORMER:
+                del self._former[next(iter(self._former))]
             out.members = dict(self.members)
+
+    @property
+    def addresses(self) -> Members:
+        """Where this group's messages may go: its members, and the members it removed. A
+        former member re-added under its old id may lead before a lagging replica applies the
+        re-add; that replica must still answer it, or it never learns of the re-add."""
+        return {**self._former, **self.members}
 
     def _finish(self, out: Applied, done: Done) -> None:
         if done.token in self._live:

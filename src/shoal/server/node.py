@@ -442,7 +442,7 @@ class Node:
             return
         want: dict[int, tuple[str, int]] = {}
         for g in self.groups.values():
-            for n, spec in g.replica.members.items():
+            for n, spec in g.replica.addresses.items():
                 if n != self.id:
                     want[n] = parse_member(spec).peer
         self.transport.set_peers(want)

@@ -406,14 +406,16 @@ class World:
     def _send(self, h: Host, m: object) -> None:
         self.stats["messages"] += 1
         dst = m.dst  # type: ignore[attr-defined]
-        if dst not in h.replica.members:
-            return  # like the transport: no connection to a node that is not a member
+        if dst not in h.replica.addresses:
+            return  # like the transport: no connection to a node whose address we lack
         for lat in self.net.latencies(h.id, dst):
-            self.at(lat, partial(self._deliver, m))
+            self.at(lat, partial(self._deliver, m, h.life))
 
-    def _deliver(self, m: object) -> None:
+    def _deliver(self, m: object, life: int) -> None:
         # Accepted from anyone: a node that applied a member's removal must still hear that
         # member once it is re-added and leads, or it never learns of the re-add (see net/).
+        if self.hosts[m.src].life != life:  # type: ignore[attr-defined]
+            return  # its sender crashed meanwhile: its connection, and what was on it, died
         h = self.hosts[m.dst]  # type: ignore[attr-defined]
         self.trace.append((self.now, m))  # formatted only if someone reads the trace
         self.input(h, Step(m))
@@ -489,8 +491,11 @@ class World:
         self._jobs += 1
         rep.job = self._jobs
         conf = lead.engine.status().conf
-        if (rep.node in conf.members()) == (rep.stage == "add") and not conf.joint:
-            self._change_done(rep.job, None)  # an earlier attempt took effect; its answer was lost
+        if rep.stage == "remove" and rep.node not in conf.members():
+            # An earlier attempt took effect (the leader applied it); its answer was lost. The
+            # converse cannot be judged so: a leader's applied configuration may lag its log,
+            # and wiping a disk that is still a member would lose acknowledged writes.
+            self._change_done(rep.job, None)
             return
         spec = self.specs[rep.node] if rep.stage == "add" else None
         op = "remove" if rep.stage == "remove" else "add"
