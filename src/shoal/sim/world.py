@@ -23,7 +23,7 @@ import heapq
 import random
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import partial
 
 from ..check.history import Event
@@ -108,10 +108,8 @@ class _Replacement:
     """A disk replacement in progress: remove `node`, wipe it, add it back, restart it."""
 
     node: NodeId
-    stage: str = "remove"  # remove -> add -> done
-    job: int = 0
-    asked_at: int = -1
-    history: list[str] = field(default_factory=list)
+    stage: str = "remove"  # remove, then add (the disk is wiped in between)
+    job: int = 0  # the membership change asked for now (0: none)
 
 
 class World:
@@ -479,9 +477,6 @@ class World:
         if rep is None:
             return
         lead = self.leader()
-        if rep.stage == "done":
-            self.replacing = None
-            return
         if lead is None or (rep.stage == "remove" and lead.id == rep.node):
             if lead is not None:  # the leader is the node to remove: hand leadership away
                 to = self.rng.choice([i for i in self.hosts if i != rep.node])
@@ -526,11 +521,10 @@ class World:
             self.log(f"n{rep.node} removed and wiped")
             self._replace_step()
         else:
-            rep.stage = "done"
+            self.replacing = None
             self.log(f"n{rep.node} added back; restarting it empty")
             self.inv.node_restarted(h.id, 0)
             self._restart(h)
-            self.replacing = None
 
     def _transfer(self, lead: Host, to: NodeId) -> None:
         if lead.up and not lead.busy and not lead.paused:
