@@ -37,6 +37,24 @@ def test_node_rejects_an_unknown_toml_key(tmp_path: Path) -> None:
     assert "unknown config keys ['bogus']" in err
 
 
+@pytest.mark.parametrize("line, message", [
+    ('id = "one"', "id must be an integer, not 'one'"),
+    ("members = 5", "members must be a string or a list of strings, not 5"),
+    ("fsync = 1", "fsync must be true or false, not 1"),
+    ("http = 5", "http must be HOST:PORT, not 5"),
+    ("allow_faults = true", "allow_faults needs admin_token_file"),
+])
+def test_node_names_a_toml_value_of_the_wrong_type(tmp_path: Path, line: str, message: str) -> None:
+    settings = {"id": "id = 1", "members": 'members = "1=127.0.0.1:1/127.0.0.1:2"'}
+    settings[line.split(" ")[0]] = line
+    toml = tmp_path / "node.toml"
+    toml.write_text('data_dir = "d"\n' + "\n".join(settings.values()) + "\n")
+    code, _, err = shoal("node", "--config", str(toml))
+    assert code == 2
+    assert err.strip().splitlines() == [err.strip()]  # one line, no traceback
+    assert message in err
+
+
 def test_node_rejects_a_bad_member_spec(tmp_path: Path) -> None:
     code, _, err = shoal("node", "--id", "1", "--data-dir", str(tmp_path),
                          "--members", "1=127.0.0.1:7001")

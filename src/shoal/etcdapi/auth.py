@@ -117,6 +117,10 @@ class Auth:
                          kv.mod_revision if kv else 0),),
                 (PutRequest(AUTH_KEY, st.dump()),))
             if (await self.backend.write(txn)).succeeded:
+                # The write may have been forwarded to the leader; this member checks requests
+                # against the state it has applied, so wait for it before answering, or the
+                # caller's next request here could still be judged by the old rules.
+                await self.backend.barrier()
                 return st
         raise E.TOO_MANY_REQUESTS
 

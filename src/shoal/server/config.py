@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import socket
 import tomllib
+import types
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Union, get_args, get_origin, get_type_hints
 
 from ..kv.watch_queue import DEFAULT_WATCH_QUEUE_BYTES, DEFAULT_WATCH_QUEUE_EVENTS
 
 DEFAULT_MAX_REQUEST_BYTES = 1536 * 1024  # 1.5 MiB, as etcd
+DEFAULT_QUOTA_BACKEND_BYTES = 2 * 1024**3  # 2 GiB, etcd's --quota-backend-bytes default
 
 
 class ConfigError(ValueError):
@@ -56,6 +58,14 @@ class NodeConfig:
     tls_key: Path | None = None
     tls_ca: Path | None = None
     repair: bool = False
+    # Security (docs/security.md). /faults exists only with allow_faults, and then only for
+    # requests carrying the admin token; the peer secret authenticates peers without TLS.
+    allow_faults: bool = False
+    admin_token_file: Path | None = None
+    peer_secret_file: Path | None = None
+    quota_backend_bytes: int = DEFAULT_QUOTA_BACKEND_BYTES  # past it, writes that add data fail
+    client_idle_timeout_s: float = 300.0  # a client connection silent this long is closed
+    max_connections_per_address: int = 256  # client connections from one IP address
 
     @property
     def me(self) -> Member:
@@ -73,7 +83,8 @@ class NodeConfig:
             raise ConfigError(f"engine must be 'raft' or 'paxos', not {self.engine!r}")
         for name in ("tick_ms", "election_ticks", "snapshot_entries", "max_request_bytes",
                      "max_pending_requests", "max_connections", "watch_queue_events",
-                     "watch_queue_bytes"):
+                     "watch_queue_bytes", "quota_backend_bytes", "client_idle_timeout_s",
+                     "max_connections_per_address"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be positive, not {getattr(self, name)}")
         if self.election_ticks < 3:
@@ -84,6 +95,13 @@ class NodeConfig:
         for p in filter(None, tls):
             if not p.is_file():
                 raise ConfigError(f"TLS file {p} does not exist")
+        if self.allow_faults and self.admin_token_file is None:
+            raise ConfigError("allow_faults needs admin_token_file: /faults can partition the "
+                              "cluster, so only the admin may call it")
+        for name in ("admin_token_file", "peer_secret_file"):
+            p = getattr(self, name)
+            if p is not None and not p.is_file():
+                raise ConfigError(f"{name} {p} does not exist")
         return self
 
 
@@ -131,20 +149,36 @@ def load(toml_path: Path | None, overrides: dict[str, Any]) -> NodeConfig:
     members = raw.pop("members")
     if isinstance(members, str):
         members = parse_members(members)
-    elif isinstance(members, list):
+    elif isinstance(members, list) and all(isinstance(m, str) for m in members):
         members = tuple(parse_member(m) for m in members)
-    kw: dict[str, Any] = {}
-    for k, v in raw.items():
-        if k in ("http", "etcd_gateway"):
-            v = parse_addr(v, k) if isinstance(v, str) else v
-        elif k in ("data_dir", "tls_cert", "tls_key", "tls_ca"):
-            v = Path(v)
-        kw[k] = v
-    try:
-        cfg = NodeConfig(members=members, **kw)
-    except TypeError as exc:
-        raise ConfigError(str(exc)) from None
-    return cfg.validate()
+    else:
+        raise ConfigError(f"members must be a string or a list of strings, not {members!r}")
+    hints = get_type_hints(NodeConfig)
+    kw = {k: _coerce(k, v, hints[k]) for k, v in raw.items()}
+    return NodeConfig(members=members, **kw).validate()
+
+
+def _coerce(name: str, value: Any, hint: Any) -> Any:
+    """`value` as the setting's declared type, or a ConfigError naming setting and type."""
+    want = [a for a in get_args(hint) if a is not type(None)] \
+        if get_origin(hint) in (Union, types.UnionType) else [hint]
+    kind = want[0]
+    if value is None and len(want) < len(get_args(hint)):
+        return None
+    if kind is Path and isinstance(value, str | Path):
+        return Path(value)
+    if get_origin(kind) is tuple:  # an address
+        if isinstance(value, str):
+            return parse_addr(value, name)
+        if isinstance(value, tuple) and len(value) == 2 and isinstance(value[1], int):
+            return value
+    if kind is float and type(value) is int:
+        return float(value)
+    if kind in (bool, int, float, str) and type(value) is kind:
+        return value
+    expected = {bool: "true or false", int: "an integer", float: "a number", str: "a string",
+                Path: "a path"}.get(kind, "HOST:PORT")
+    raise ConfigError(f"{name} must be {expected}, not {value!r}")
 
 
 def check_port_free(addr: tuple[str, int], what: str) -> None:
