@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
 from collections.abc import Awaitable, Callable, Iterator
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import typer
 
@@ -42,6 +43,22 @@ def endpoint_list(endpoints: str) -> list[str]:
     return eps
 
 
+def client_options() -> dict[str, Any]:
+    """Credentials and TLS for a client, from the environment (as etcdctl's ETCDCTL_USER, so a
+    password stays out of `ps`): SHOAL_USER=name:password, SHOAL_CACERT, SHOAL_CERT, SHOAL_KEY."""
+    from ..client.tls import client_context
+
+    opts: dict[str, Any] = {}
+    if user := os.environ.get("SHOAL_USER"):
+        name, sep, password = user.partition(":")
+        if not sep:
+            raise fail("SHOAL_USER must be name:password")
+        opts.update(user=name, password=password)
+    if ca := os.environ.get("SHOAL_CACERT"):
+        opts["tls"] = client_context(ca, os.environ.get("SHOAL_CERT"), os.environ.get("SHOAL_KEY"))
+    return opts
+
+
 def run_client(endpoints: str, body: Callable[[Client], Awaitable[int | None]],
                timeout: float = 10.0) -> None:
     """Run `body` with a connected client; turn every client or store error into one line."""
@@ -51,7 +68,7 @@ def run_client(endpoints: str, body: Callable[[Client], Awaitable[int | None]],
     eps = endpoint_list(endpoints)
 
     async def main() -> int | None:
-        async with Client(eps, timeout=timeout) as client:
+        async with Client(eps, timeout=timeout, **client_options()) as client:
             return await body(client)
 
     try:

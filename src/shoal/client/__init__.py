@@ -2,8 +2,8 @@
 recipes built only on the key-value API and leases (`Lock`, `Election`)."""
 
 from .aio import Client
-from .errors import ClientError, Unavailable
+from .errors import ClientError, PermissionDenied, Unavailable
 from .recipes import Election, Lock
 from .sync import SyncClient
 
-__all__ = ["Client", "ClientError", "Election", "Lock", "SyncClient", "Unavailable"]
+__all__ = ["Client", "ClientError", "Election", "Lock", "PermissionDenied", "SyncClient", "Unavailable"]

@@ -13,11 +13,13 @@ from __future__ import annotations
 import asyncio
 import itertools
 import random
+import ssl
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
 from .. import kv
+from ..auth.model import INVALID_TOKEN
 from ..kv.codec import from_wire, unpack
 from ..kv.requests import (
     CompactionRequest,
@@ -111,6 +113,8 @@ class _Conn:
         self.ids = itertools.count(1)
         self.pending: dict[int, asyncio.Future[tuple[str, Any]]] = {}
         self.streams: dict[int, _WatchInbox] = {}
+        self.error: BaseException | None = None  # why the connection ended, once it has
+        self.refusal: tuple[str, Any] | None = None  # the node's reason, if it refused us
         self.task = asyncio.create_task(self._read_loop())
 
     async def _read_loop(self) -> None:
@@ -121,6 +125,9 @@ class _Conn:
                 if msg is None:
                     break
                 rid, code, body = msg
+                if rid is None and code != "ok":  # the node refused the connection itself
+                    self.refusal = (code, body)
+                    break
                 if code == "event":
                     if self._event(rid, body):
                         # Let its consumer take it before the next frame, or a burst already
@@ -134,8 +141,13 @@ class _Conn:
         except (ProtocolError, ConnectionError, ValueError, kv.MalformedRequest) as exc:
             error = Unavailable(f"connection to {self.endpoint} failed: {exc}")
         finally:
+            self.error = error
             for fut in self.pending.values():
-                if not fut.done():
+                if fut.done():
+                    continue
+                if self.refusal is not None:  # answered as any refused request: retry or not
+                    fut.set_result(self.refusal)
+                else:
                     fut.set_exception(error)
             for inbox in self.streams.values():
                 inbox.fail(error)
@@ -173,7 +185,12 @@ class _Conn:
     def alive(self) -> bool:
         return not self.task.done()
 
-    async def call(self, op: str, body: Any, stream: _WatchInbox | None = None) -> tuple[str, Any]:
+    async def call(self, op: str, body: Any, stream: _WatchInbox | None = None,
+                   token: str | None = None) -> tuple[str, Any]:
+        if self.refusal is not None:  # it ended before we could ask: the node said why
+            return self.refusal
+        if self.error is not None:
+            raise self.error
         rid = next(self.ids)
         fut: asyncio.Future[tuple[str, Any]] = asyncio.get_running_loop().create_future()
         self.pending[rid] = fut
@@ -181,7 +198,7 @@ class _Conn:
             stream.rid = rid
             self.streams[rid] = stream
         try:
-            self.writer.write(frame([rid, op, body]))
+            self.writer.write(frame([rid, op, body] if token is None else [rid, op, body, token]))
             await self.writer.drain()
         except (ConnectionError, OSError) as exc:
             self.pending.pop(rid, None)
@@ -201,11 +218,17 @@ class _SessionSlot:
 
 
 class Client:
-    """`async with Client(["127.0.0.1:2379", ...]) as c: await c.put(b"k", b"v")`"""
+    """`async with Client(["127.0.0.1:2379", ...]) as c: await c.put(b"k", b"v")`
+
+    With auth on, give `user` and `password` (the client authenticates when it first needs to
+    and again when its token expires) or a `token`. With TLS on the cluster, give `tls`
+    (shoal.client.tls.client_context): a client certificate in it names the user."""
 
     def __init__(self, endpoints: list[str] | str, timeout: float = 10.0, connect_timeout: float = 2.0,
                  *, watch_queue_events: int = DEFAULT_WATCH_QUEUE_EVENTS,
-                 watch_queue_bytes: int = DEFAULT_WATCH_QUEUE_BYTES):
+                 watch_queue_bytes: int = DEFAULT_WATCH_QUEUE_BYTES,
+                 user: str | None = None, password: str | None = None, token: str | None = None,
+                 tls: ssl.SSLContext | None = None):
         self.endpoints = [endpoints] if isinstance(endpoints, str) else list(endpoints)
         if not self.endpoints:
             raise ValueError("a client needs at least one endpoint")
@@ -221,6 +244,10 @@ class Client:
         self._rng = random.Random()
         self.group_id = 0  # the consensus group this client's key-value calls go to
         self._owns_conns = True
+        if (user is None) != (password is None):
+            raise ValueError("give both user and password, or neither")
+        self._credentials = (user, password) if user is not None and password is not None else None
+        self.token, self.tls = token, tls
 
     async def __aenter__(self) -> Client:
         return self
@@ -235,7 +262,8 @@ class Client:
             raise ValueError(f"group ids are non-negative, not {group_id}")
         view = Client(self.endpoints, self.timeout, self.connect_timeout,
                       watch_queue_events=self.watch_queue_events,
-                      watch_queue_bytes=self.watch_queue_bytes)
+                      watch_queue_bytes=self.watch_queue_bytes, token=self.token, tls=self.tls)
+        view._credentials = self._credentials
         view.group_id, view._owns_conns = group_id, False
         view._conns, view._connecting = self._conns, self._connecting
         return view
@@ -276,7 +304,8 @@ class Client:
         host, _, port = endpoint.rpartition(":")
         try:
             reader, writer = await asyncio.wait_for(
-                asyncio.open_connection(host, int(port), limit=1 << 20), self.connect_timeout)
+                asyncio.open_connection(host, int(port), limit=1 << 20, ssl=self.tls),
+                self.connect_timeout)
         except (OSError, TimeoutError) as exc:
             raise Unavailable(f"cannot connect to {endpoint}: {exc}") from None
         c = _Conn(endpoint, reader, writer)
@@ -290,21 +319,40 @@ class Client:
         self._next += 1
         return ep
 
+    async def authenticate(self) -> str:
+        """A fresh token for this client's user, from whichever node answers."""
+        if self._credentials is None:
+            raise ValueError("this client has no user and password to authenticate with")
+        user, password = self._credentials
+        answer = await self.call("authenticate", {"name": user, "password": password}, token="")
+        self.token = answer["token"]
+        return self.token  # type: ignore[no-any-return]
+
     async def call(self, op: str, body: Any, *, leader: bool = True, retry: bool = True,
-                   deadline: float | None = None) -> Any:
+                   deadline: float | None = None, token: str | None = None) -> Any:
         """Send one request, following redirects and retrying what is safe to retry until
-        `deadline` (seconds from now, default the client's timeout)."""
+        `deadline` (seconds from now, default the client's timeout). `token`: act as its user
+        instead of this client's."""
         loop = asyncio.get_running_loop()
         end = loop.time() + (deadline if deadline is not None else self.timeout)
         delay = 0.02
         last: Exception = Unavailable("no endpoint answered")
+        reauthenticated = token is not None  # (a caller's token is the caller's to renew)
+        if token is None and self.token is None and self._credentials is not None:
+            await self.authenticate()
         while True:
             ep = self._pick(leader)
             try:
                 conn = await self._conn(ep)
-                code, body_out = await asyncio.wait_for(conn.call(op, body), max(0.05, end - loop.time()))
+                code, body_out = await asyncio.wait_for(
+                    conn.call(op, body, token=(token if token is not None else self.token) or None),
+                    max(0.05, end - loop.time()))
                 if code == "ok":
                     return body_out
+                if code == INVALID_TOKEN.code and not reauthenticated and self._credentials:
+                    reauthenticated = True  # expired, or the cluster's secret changed
+                    await self.authenticate()
+                    continue
                 err = error_from(code, body_out)
                 if code == NOT_LEADER and body_out.get("endpoint"):
                     self._leader = body_out["endpoint"]

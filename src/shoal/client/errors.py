@@ -36,6 +36,15 @@ class WatchCanceled(ClientError):
         self.reason, self.resume_revision = reason, resume_revision
 
 
+class PermissionDenied(ClientError):
+    """The cluster's auth refused the request: no or a bad token, a wrong password, or a user
+    without permission for these keys. The message is etcd's."""
+
+
+AUTH_CODES = frozenset({"user_empty", "invalid_auth_token", "permission_denied", "auth_failed",
+                        "auth_not_enabled"})
+
+
 def error_from(code: str, body: Any) -> Exception:
     message = body.get("message", code) if isinstance(body, dict) else str(body)
     cls = getattr(kv_errors, code, None)
@@ -46,7 +55,7 @@ def error_from(code: str, body: Any) -> Exception:
             exc.compact_revision = body["compact_revision"]  # type: ignore[attr-defined]
         return exc
     details = {k: v for k, v in body.items() if k != "message"} if isinstance(body, dict) else {}
-    return ClientError(message, code, **details)
+    return (PermissionDenied if code in AUTH_CODES else ClientError)(message, code, **details)
 
 
 def compacted(compact_revision: int) -> kv_errors.ErrCompacted:

@@ -12,12 +12,23 @@ import logging
 import math
 import secrets
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from ..auth import (
+    READWRITE,
+    AuthError,
+    AuthState,
+    check_password,
+    guard,
+    hash_password,
+    hidden_counter,
+    visible_events,
+)
+from ..auth.model import key_b64, key_unb64
 from ..kv.errors import ErrCompacted, KVError
-from ..kv.keyvalue import ALL_KEYS, KeyValue, prefix_end
+from ..kv.keyvalue import KeyValue, prefix_end
 from ..kv.requests import (
     MAX_LEASE_TTL,
     CompactionRequest,
@@ -25,7 +36,6 @@ from ..kv.requests import (
     CompareResult,
     CompareTarget,
     DeleteRangeRequest,
-    DeleteRangeResponse,
     LeaseGrantRequest,
     LeaseKeepAliveRequest,
     LeaseLeasesRequest,
@@ -33,7 +43,6 @@ from ..kv.requests import (
     LeaseTimeToLiveRequest,
     PutRequest,
     RangeRequest,
-    RangeResponse,
     ResponseHeader,
     SortOrder,
     SortTarget,
@@ -47,17 +56,7 @@ from ..server.config import Member
 from ..server.node import Node, NodeError
 from . import convert
 from . import errors as E
-from .auth import (
-    AUTH_KEY,
-    READWRITE,
-    Auth,
-    AuthState,
-    _b64,
-    _unb64,
-    check_password,
-    covers_key,
-    hash_password,
-)
+from .auth import Auth
 from .backend import Backend
 from .pb import auth_pb2, rpc_pb2, v3election_pb2, v3lock_pb2
 
@@ -107,7 +106,7 @@ class EtcdAPI:
     async def Range(self, m: rpc_pb2.RangeRequest, call: Call) -> rpc_pb2.RangeResponse:
         user = self.auth.user_of(call.token)
         req = convert.range_request(m)
-        self.auth.check(user, req.key, req.range_end, write=False)
+        self.auth.check_request(user, req)
         req, fix = self._guard(req)
         resp = fix(await self.backend.read(req, m.serializable))
         return convert.range_response(resp, self.header(resp.header.revision))
@@ -115,9 +114,8 @@ class EtcdAPI:
     async def Put(self, m: rpc_pb2.PutRequest, call: Call) -> rpc_pb2.PutResponse:
         user = self.auth.user_of(call.token)
         req = convert.put_request(m)
-        self.auth.check(user, req.key, b"", write=True)
-        if req.key == AUTH_KEY:
-            raise E.PERMISSION_DENIED
+        self.auth.check_request(user, req)
+        req, _ = self._guard(req)
         resp = await self.backend.write(req)
         return convert.put_response(resp, self.header(resp.header.revision))
 
@@ -125,7 +123,7 @@ class EtcdAPI:
                           call: Call) -> rpc_pb2.DeleteRangeResponse:
         user = self.auth.user_of(call.token)
         req = convert.delete_request(m)
-        self.auth.check(user, req.key, req.range_end, write=True)
+        self.auth.check_request(user, req)
         op, fix = self._guard(req)
         resp = fix(await self.backend.write(op))
         return convert.delete_response(resp, self.header(resp.header.revision))
@@ -133,7 +131,7 @@ class EtcdAPI:
     async def Txn(self, m: rpc_pb2.TxnRequest, call: Call) -> rpc_pb2.TxnResponse:
         user = self.auth.user_of(call.token)
         req = convert.txn_request(m)
-        self._check_txn(user, req)
+        self.auth.check_request(user, req)
         op, fix = self._guard(req)
         if not (op.success or op.failure) and not op.compare:
             resp = TxnResponse(ResponseHeader(self.node.kv.revision), True)
@@ -149,65 +147,12 @@ class EtcdAPI:
         resp = await self.backend.write(CompactionRequest(max(0, m.revision)))
         return rpc_pb2.CompactionResponse(header=self.header(resp.header.revision))
 
-    def _check_txn(self, user: str | None, txn: TxnRequest) -> None:
-        if user is None:
-            return
-        for c in txn.compare:
-            self.auth.check(user, c.key, c.range_end, write=False)
-        for o in (*txn.success, *txn.failure):
-            if isinstance(o, RangeRequest):
-                self.auth.check(user, o.key, o.range_end, write=False)
-            elif isinstance(o, PutRequest):
-                self.auth.check(user, o.key, b"", write=True)
-            elif isinstance(o, DeleteRangeRequest):
-                self.auth.check(user, o.key, o.range_end, write=True)
-            else:
-                self._check_txn(user, o)
-
     def _guard(self, op: Any) -> tuple[Any, Callable[[Any], Any]]:
-        """Keep the reserved auth key out of users' reach: refuse puts on it, split deletes
-        around it, and drop it from ranges. Returns the request to run and the function that
-        turns its response into the one the user asked for."""
-        ident: Callable[[Any], Any] = lambda x: x  # noqa: E731
-        if isinstance(op, PutRequest):
-            if op.key == AUTH_KEY:
-                raise E.PERMISSION_DENIED
-            return op, ident
-        if isinstance(op, RangeRequest):
-            if not covers_key(op.key, op.range_end):
-                return op, ident
-            limit = op.limit
-            return (replace(op, limit=limit + 1) if limit else op), lambda r: self._hide(r, limit)
-        if isinstance(op, DeleteRangeRequest):
-            if not covers_key(op.key, op.range_end):
-                return op, ident
-            if op.key == AUTH_KEY and not op.range_end:
-                raise E.PERMISSION_DENIED
-            parts = []
-            if op.key < AUTH_KEY:
-                parts.append(DeleteRangeRequest(op.key, AUTH_KEY, op.prev_kv))
-            after = AUTH_KEY + b"\0"
-            if op.range_end == ALL_KEYS or op.range_end > after:
-                parts.append(DeleteRangeRequest(after, op.range_end, op.prev_kv))
-            return TxnRequest((), tuple(parts)), _merge_deletes
-        assert isinstance(op, TxnRequest)
-        succ = [self._guard(o) for o in op.success]
-        fail = [self._guard(o) for o in op.failure]
-        new = replace(op, success=tuple(o for o, _ in succ), failure=tuple(o for o, _ in fail))
-
-        def fix(resp: TxnResponse) -> TxnResponse:
-            fixers = [f for _, f in (succ if resp.succeeded else fail)]
-            return replace(resp, responses=tuple(f(x) for f, x in zip(fixers, resp.responses, strict=True)))
-
-        return new, fix
-
-    def _hide(self, resp: RangeResponse, limit: int) -> RangeResponse:
-        kvs = [kv for kv in resp.kvs if kv.key != AUTH_KEY]
-        more = resp.more
-        if limit and len(kvs) > limit:
-            kvs, more = kvs[:limit], True
-        present = self.node.kv.mvcc.get(AUTH_KEY) is not None
-        return replace(resp, kvs=tuple(kvs), more=more, count=max(0, resp.count - present))
+        """Keep the reserved keyspace out of users' reach (shoal.auth.reserved)."""
+        try:
+            return guard(op, hidden_counter(self.node.kv))
+        except AuthError as exc:
+            raise E.from_exception(exc) from None
 
     # ================================================================ Lease
     async def LeaseGrant(self, m: rpc_pb2.LeaseGrantRequest, call: Call) -> rpc_pb2.LeaseGrantResponse:
@@ -380,24 +325,39 @@ class EtcdAPI:
 
     # ================================================================ Maintenance
     async def Status(self, m: rpc_pb2.StatusRequest, call: Call) -> rpc_pb2.StatusResponse:
+        """`leader` is a member id as MemberList gives it (Shoal's node id, in both). dbSize is
+        the store's estimated bytes, the size the quota is checked against; the errors name
+        a missing leader and every alarm, as etcd's do."""
         st = self.node.status()
         errors = [] if self.node.leader else ["etcdserver: no leader"]
+        errors += [f"memberID:{member} alarm:{alarm} " for member, alarm in st["alarms"]]
         size = int(st["db_size"])
         return rpc_pb2.StatusResponse(
             header=self.header(), version=VERSION, dbSize=size, leader=st["leader"],
             raftIndex=st["commit"], raftTerm=st["term"], raftAppliedIndex=st["applied"],
             errors=errors, dbSizeInUse=size, isLearner=self.node.id in st["learners"],
-            dbSizeQuota=self.node.kv.limits.quota_bytes)
+            dbSizeQuota=self.node.cfg.quota_backend_bytes)
 
     async def Alarm(self, m: rpc_pb2.AlarmRequest, call: Call) -> rpc_pb2.AlarmResponse:
+        """GET lists the alarms (of one type, unless NONE) as of a linearizable read;
+        ACTIVATE and DEACTIVATE go through the log, on the leader, and list what they changed.
+        A member whose own disk refuses writes lists its NOSPACE too (not replicated)."""
         user = self.auth.user_of(call.token)
-        if m.action == rpc_pb2.AlarmRequest.ACTIVATE:
+        kind = rpc_pb2.AlarmType.Name(m.alarm)
+        if m.action == rpc_pb2.AlarmRequest.GET:
+            await self.backend.barrier()
+            found = [(n, a) for n, a in self.node.alarms() if m.alarm == rpc_pb2.NONE or a == kind]
+        else:
             self.auth.check_admin(user)
-            raise E.EtcdError(E.C.UNIMPLEMENTED, "etcdserver: raising alarms is not supported")
-        if m.action == rpc_pb2.AlarmRequest.DEACTIVATE:
-            self.auth.check_admin(user)
-        # Shoal raises no alarms: the quota is enforced per request (ErrNoSpace), not latched.
-        return rpc_pb2.AlarmResponse(header=self.header())
+            if m.alarm == rpc_pb2.NONE:
+                return rpc_pb2.AlarmResponse(header=self.header())  # etcd: nothing to change
+            action = "activate" if m.action == rpc_pb2.AlarmRequest.ACTIVATE else "deactivate"
+            body = {"action": action, "member": m.memberID, "alarm": kind}
+            found = await self.backend.leader_call(
+                lambda: self.node.alarm(action, m.memberID, kind, self.backend.timeout),
+                "alarm", body)
+        return rpc_pb2.AlarmResponse(header=self.header(), alarms=[
+            rpc_pb2.AlarmMember(memberID=n, alarm=rpc_pb2.AlarmType.Value(a)) for n, a in found])
 
     async def Defragment(self, m: rpc_pb2.DefragmentRequest, call: Call) -> rpc_pb2.DefragmentResponse:
         self.auth.check_admin(self.auth.user_of(call.token))
@@ -576,7 +536,7 @@ class EtcdAPI:
             self.auth.check_admin(user)
         if m.role not in st.roles:
             raise E.ROLE_NOT_FOUND
-        perms = [auth_pb2.Permission(permType=t, key=_unb64(k), range_end=_unb64(e))  # type: ignore[arg-type]
+        perms = [auth_pb2.Permission(permType=t, key=key_unb64(k), range_end=key_unb64(e))  # type: ignore[arg-type]
                  for t, k, e in st.roles[m.role]]
         if m.role == "root":
             perms = [auth_pb2.Permission(permType=READWRITE, key=b"\0", range_end=b"\0")]  # type: ignore[arg-type]
@@ -602,7 +562,7 @@ class EtcdAPI:
                                   call: Call) -> rpc_pb2.AuthRoleGrantPermissionResponse:
         if not m.HasField("perm") or not m.perm.key:
             raise E.EMPTY_KEY
-        perm = [int(m.perm.permType), _b64(m.perm.key), _b64(m.perm.range_end)]
+        perm = [int(m.perm.permType), key_b64(m.perm.key), key_b64(m.perm.range_end)]
 
         def change(st: AuthState) -> None:
             if m.name not in st.roles:
@@ -613,7 +573,7 @@ class EtcdAPI:
 
     async def RoleRevokePermission(self, m: rpc_pb2.AuthRoleRevokePermissionRequest,
                                    call: Call) -> rpc_pb2.AuthRoleRevokePermissionResponse:
-        span = [_b64(m.key), _b64(m.range_end)]
+        span = [key_b64(m.key), key_b64(m.range_end)]
 
         def change(st: AuthState) -> None:
             if m.role not in st.roles:
@@ -978,7 +938,7 @@ class WatchStream:
     def emit(self, sid: int, resp: HubResponse) -> None:
         if self.closed or sid not in self.gates:
             return
-        events = [e for e in resp.events if e.kv.key != AUTH_KEY]
+        events = visible_events(resp.events)
         if resp.events and not events and not resp.canceled:
             return
         rev = max([resp.revision, *(e.kv.mod_revision for e in events)])
@@ -1037,11 +997,5 @@ def unframe_snapshot(data: bytes) -> bytes:
         raise ValueError("not a Shoal snapshot: missing magic")
     n = int.from_bytes(body[8:16], "big")
     return body[16:16 + n]
-
-
-def _merge_deletes(resp: TxnResponse) -> DeleteRangeResponse:
-    parts = [r for r in resp.responses if isinstance(r, DeleteRangeResponse)]
-    return DeleteRangeResponse(resp.header, sum(p.deleted for p in parts),
-                               tuple(kv for p in parts for kv in p.prev_kvs))
 
 

@@ -15,6 +15,7 @@ from typing import Any
 
 from ..client.aio import Client
 from ..client.errors import ClientError, Unavailable
+from ..client.tls import client_context
 from ..kv.errors import KVError
 from ..kv.requests import (
     LeaseLeasesRequest,
@@ -53,17 +54,19 @@ class Backend:
             raft_term=node.core.status().term)
 
     # ------------------------------------------------------------------ kv
-    async def write(self, request: Request) -> Any:
-        """Propose `request` on the leader, wherever it is, and return its kv Response."""
+    async def write(self, request: Request, *, internal: bool = False) -> Any:
+        """Propose `request` on the leader, wherever it is, and return its kv Response.
+        `internal`: a change to the auth state's reserved key, which the leader's client port
+        accepts only from root (or while auth is off)."""
         data = encode_command(request)
         return await self._retrying(
             lambda: self.node.write(data, self.timeout),
-            lambda ep: self._forward_kv(ep, data))
+            lambda ep: self._forward_kv(ep, data, "auth_kv" if internal else "kv"))
 
     async def read(self, request: RangeRequest | LeaseTimeToLiveRequest | LeaseLeasesRequest,
                    serializable: bool = False) -> Any:
         # A lease's remaining time is the leader's to tell (only its clock stamps leases):
-        # a member that does not lead asks the leader, as etcd's do.
+        # a member that does not lead asks the leader, as etcd's do. Every other read is local.
         forward = ((lambda ep: self._forward_kv(ep, encode_command(request)))
                    if isinstance(request, LeaseTimeToLiveRequest) else None)
         return await self._retrying(lambda: self.node.read(request, serializable, self.timeout),
@@ -97,15 +100,21 @@ class Backend:
                 raise E.from_exception(exc) from None
             await asyncio.sleep(RETRY_DELAY)
 
-    async def _forward_kv(self, endpoint: str, data: bytes) -> Any:
-        return decode_response(await self._forward(endpoint, "kv", {"cmd": data}))
+    async def _forward_kv(self, endpoint: str, data: bytes, op: str = "kv") -> Any:
+        return decode_response(await self._forward(endpoint, op, {"cmd": data}))
 
     async def _forward(self, endpoint: str, op: str, body: Any) -> Any:
+        from .auth import caller_token  # (auth imports this module)
+
         client = self._clients.get(endpoint)
         if client is None:
-            client = self._clients[endpoint] = Client([endpoint], timeout=self.timeout)
+            cfg = self.node.cfg
+            tls = (client_context(cfg.tls_ca, cfg.tls_cert, cfg.tls_key)
+                   if cfg.tls_ca and cfg.tls_cert and cfg.tls_key else None)
+            client = self._clients[endpoint] = Client([endpoint], timeout=self.timeout, tls=tls)
         try:
-            return await client.call(op, body, leader=False, retry=False)
+            # the leader checks the request again, as the caller: with the caller's token
+            return await client.call(op, body, leader=False, retry=False, token=caller_token.get())
         except KVError as exc:
             raise E.from_exception(exc) from None
         except Unavailable as exc:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import grpc
 
+from ..auth import AuthError
 from ..kv import errors as kv
 from ..server.node import NodeError
 
@@ -72,6 +73,9 @@ EMPTY_LOCK_NAME = EtcdError(C.INVALID_ARGUMENT, "lock: empty name")
 SESSION_EXPIRED = EtcdError(C.FAILED_PRECONDITION, "concurrency: session expired")
 
 _NODE_CODES = {
+    "user_empty": USER_EMPTY,
+    "invalid_auth_token": INVALID_AUTH_TOKEN,
+    "permission_denied": PERMISSION_DENIED,
     "not_leader": NOT_LEADER,
     "no_leader": NO_LEADER,
     "too_many_requests": TOO_MANY_REQUESTS,
@@ -85,7 +89,11 @@ def from_exception(exc: BaseException) -> EtcdError:
     """The etcd error for anything a Shoal layer raised; a store error keeps etcd's message."""
     if isinstance(exc, EtcdError):
         return exc
+    if isinstance(exc, AuthError):
+        return _NODE_CODES[exc.code]
     if isinstance(exc, NodeError):
+        if exc.details.get("cause") == "storage":  # this member's disk refuses: say so
+            return EtcdError(C.UNAVAILABLE, f"etcdserver: {exc}")
         mapped = _NODE_CODES.get(exc.code)
         if mapped is not None:
             return mapped

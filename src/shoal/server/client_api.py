@@ -19,16 +19,33 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass
+import ssl
+from collections import Counter
+from dataclasses import dataclass, replace
 from typing import Any
 
+from ..auth import (
+    AUTH_KEY,
+    PERMISSION_DENIED,
+    AuthError,
+    AuthState,
+    AuthView,
+    check_password,
+    guard,
+    hidden_counter,
+    visible_events,
+)
+from ..auth.reserved import overlap
 from ..kv.codec import pack, to_wire
 from ..kv.errors import KVError
 from ..kv.requests import (
     LeaseLeasesRequest,
     LeaseTimeToLiveRequest,
+    PutRequest,
     RangeRequest,
+    TxnRequest,
     decode_command,
+    encode_command,
     encode_response,
 )
 from ..kv.watch import WatchFilter, WatchGate, WatchResponse
@@ -52,6 +69,9 @@ MAX_INFLIGHT_PER_CONNECTION = 512
 WRITE_BUFFER_HIGH = 8 * 1024 * 1024  # a client that stops reading is cut off, not buffered forever
 WATCH_FLUSH_BYTES = 64 * 1024  # watch events enter the socket's buffer only while it is below this
 WATCH_CONNECTION_BYTES = DEFAULT_WATCH_STREAM_BYTES  # watch events pending per connection
+FIRST_REQUEST_TIMEOUT = 10.0  # seconds from accept (and TLS handshake) to the first request
+ADMIN_OPS = frozenset({"group_create", "group_remove", "group_list", "member_add", "member_remove",
+                       "member_promote", "transfer", "snapshot", "alarm"})
 
 
 def encode_watch(resp: WatchResponse) -> bytes:
@@ -59,14 +79,31 @@ def encode_watch(resp: WatchResponse) -> bytes:
 
 
 class ClientServer:
+    """Every request is checked against the auth state this node has applied (shoal.auth): the
+    caller is the user of the request's token, or of the connection's client certificate."""
+
     def __init__(self, node: Node, addr: tuple[str, int], request_timeout: float = 5.0):
         self.node, self.addr, self.timeout = node, addr, request_timeout
         self.limit = node.cfg.max_request_bytes + FRAME_OVERHEAD
         self._server: asyncio.Server | None = None
         self._conns: set[_Connection] = set()
+        self._per_address: Counter[str] = Counter()
+        self.auth = AuthView(lambda: node.kv.mvcc.get(AUTH_KEY))
+
+    def _ssl_context(self) -> ssl.SSLContext | None:
+        cfg = self.node.cfg
+        if not (cfg.tls_cert and cfg.tls_key and cfg.tls_ca):
+            return None
+        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=str(cfg.tls_ca))
+        ctx.load_cert_chain(str(cfg.tls_cert), str(cfg.tls_key))
+        ctx.verify_mode = ssl.CERT_OPTIONAL  # a certificate, when sent, names the user
+        return ctx
 
     async def start(self) -> None:
-        self._server = await asyncio.start_server(self._serve, *self.addr, limit=1 << 20)
+        tls = self._ssl_context()
+        self._server = await asyncio.start_server(
+            self._serve, *self.addr, limit=1 << 20, ssl=tls,
+            ssl_handshake_timeout=FIRST_REQUEST_TIMEOUT if tls else None)
 
     async def stop(self) -> None:
         """Stop listening and drop every open connection, so clients move to another node."""
@@ -78,23 +115,42 @@ class ClientServer:
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         peer = writer.get_extra_info("peername")
-        if len(self._conns) >= self.node.cfg.max_connections:
-            writer.write(frame([None, "too_many_requests", {"message": "too many client connections"}]))
+        address = str(peer[0]) if isinstance(peer, tuple) else str(peer)
+        cfg = self.node.cfg
+        if len(self._conns) >= cfg.max_connections or \
+                self._per_address[address] >= cfg.max_connections_per_address:
+            # etcd's words for it, so an etcd member forwarding here can say the same
+            writer.write(frame([None, "too_many_requests", {
+                "message": f"too many client connections (at most {cfg.max_connections}, "
+                           f"{cfg.max_connections_per_address} per address)"}]))
             writer.close()
             return
         conn = _Connection(self, writer)
         self._conns.add(conn)
+        self._per_address[address] += 1
+        reading: asyncio.Task[Any] | None = None
         try:
+            wait = min(FIRST_REQUEST_TIMEOUT, cfg.client_idle_timeout_s)
             while True:
+                reading = reading or asyncio.ensure_future(read_frame(reader, self.limit))
+                done, _ = await asyncio.wait({reading}, timeout=wait)
+                if not done:
+                    if conn.busy:  # a watch or a request in flight is not idleness
+                        continue
+                    log.info("closing client connection from %s: idle for %.0f s", peer, wait)
+                    break
+                wait = cfg.client_idle_timeout_s
+                task, reading = reading, None
                 try:
-                    msg = await read_frame(reader, self.limit)
+                    msg = task.result()
                 except FrameTooLarge as exc:
                     conn.send([exc.request_id, REQUEST_TOO_LARGE, {"message": f"request too large: {exc}"}])
                     continue
                 if msg is None:
                     break
-                if not (isinstance(msg, list) and len(msg) == 3 and isinstance(msg[1], str)):
-                    conn.send([None, BAD_REQUEST, {"message": "a request is [id, op, body]"}])
+                if not (isinstance(msg, list) and len(msg) in (3, 4) and isinstance(msg[1], str)
+                        and (len(msg) == 3 or isinstance(msg[3], str))):
+                    conn.send([None, BAD_REQUEST, {"message": "a request is [id, op, body] or [id, op, body, token]"}])
                     continue
                 await conn.slots.acquire()
                 task = asyncio.create_task(conn.handle(*msg))
@@ -105,7 +161,12 @@ class ClientServer:
         except ConnectionError:
             pass
         finally:
+            if reading is not None:
+                reading.cancel()
             self._conns.discard(conn)
+            self._per_address[address] -= 1
+            if not self._per_address[address]:
+                del self._per_address[address]
             conn.close()
 
 
@@ -132,6 +193,11 @@ class _Connection:
         self.closed = False
         # drain() then waits exactly while the buffer is above the level the flusher fills to
         writer.transport.set_write_buffer_limits(high=WATCH_FLUSH_BYTES)
+        self.cert_user = _cert_user(writer.get_extra_info("peercert"))
+
+    @property
+    def busy(self) -> bool:
+        return bool(self.tasks or self.watches)
 
     def send(self, obj: Any) -> None:
         if self.writer.is_closing():
@@ -185,6 +251,11 @@ class _Connection:
     def _accept(self, watch: _Watch, resp: WatchResponse) -> None:
         if self.closed or watch.ended:
             return
+        if resp.events:
+            events = visible_events(resp.events)
+            if not events and not resp.canceled:
+                return
+            resp = replace(resp, events=tuple(events))
         data = frame([watch.req_id, "event", encode_watch(resp)])
         if resp.canceled:  # the node ended it (compaction, a snapshot): nothing follows
             self._end(resp.watch_id, watch)
@@ -254,10 +325,12 @@ class _Connection:
         finally:
             self._flusher = None
 
-    async def handle(self, req_id: Any, op: str, body: Any) -> None:
+    async def handle(self, req_id: Any, op: str, body: Any, token: str | None = None) -> None:
         try:
-            result = await self.dispatch(req_id, op, body)
+            result = await self.dispatch(req_id, op, body, token)
             self.send([req_id, "ok", result])
+        except AuthError as exc:
+            self.send([req_id, exc.code, {"message": exc.message}])
         except NodeError as exc:
             self.send([req_id, exc.code, {"message": str(exc), **exc.details}])
         except KVError as exc:
@@ -271,19 +344,44 @@ class _Connection:
             log.exception("request %r failed", op)
             self.send([req_id, "internal", {"message": f"internal error: {exc}"}])
 
-    async def dispatch(self, req_id: Any, op: str, body: Any) -> Any:
+    def caller(self, st: AuthState, token: str | None) -> str | None:
+        """Who this request acts as: its token's user, else the connection's certificate's."""
+        if st.enabled and not token and self.cert_user is not None:
+            if self.cert_user not in st.users:
+                raise PERMISSION_DENIED
+            return self.cert_user
+        return st.user_of(token)
+
+    async def dispatch(self, req_id: Any, op: str, body: Any, token: str | None = None) -> Any:
         node, timeout = self.node, self.server.timeout
-        if op == "kv":
+        if op == "authenticate":
+            return await self.authenticate(body)
+        st = self.server.auth.state()
+        user = self.caller(st, token)
+        if op in ADMIN_OPS:
+            st.check_admin(user)
+        if op in ("kv", "auth_kv"):
             data = body["cmd"]
             if not isinstance(data, bytes):
                 raise ValueError("cmd must be bytes")
             group = int(body.get("group", 0))
             cmd = decode_command(data, node.kv.limits)
+            if op == "auth_kv":  # an etcd member's change to the auth state, forwarded here
+                st.check_admin(user)
+                if group or not _only_auth_key(cmd.request):
+                    raise PERMISSION_DENIED
+                return encode_response(await node.write(data, timeout, decoded=cmd))
+            st.check_request(user, cmd.request)
+            request, fix = guard(cmd.request, hidden_counter(node.groups[group].replica.kv)
+                                 if group in node.groups else lambda *_: 0)
+            if request is not cmd.request:
+                cmd = replace(cmd, request=request)
+                data = encode_command(request, cmd.session)
             if isinstance(cmd.request, READS):
                 resp = await node.read(cmd.request, bool(body.get("serializable")), timeout, group)
             else:
                 resp = await node.write(data, timeout, decoded=cmd, group=group)
-            return encode_response(resp)
+            return encode_response(fix(resp))
         if op == "group_create":
             entry = await node.create_group(int(body["group"]), int(body.get("replicas", 3)), timeout)
             return {"group": entry.group, "members": sorted(entry.members)}
@@ -294,10 +392,14 @@ class _Connection:
             await node.read_barrier(timeout)
             return {gid: sorted(e.members) for gid, e in sorted(node.listed_groups().items())}
         if op == "watch":
+            key, range_end = bytes(body["key"]), bytes(body.get("range_end", b""))
+            st.check_range(user, key, range_end, write=False)
+            if range_end == b"" and overlap(key, range_end) is not None:
+                raise PERMISSION_DENIED  # (a range over it just never shows reserved keys)
             watch = _Watch(req_id, WatchGate(lambda: self._has_room(watch)))
             created = node.watch(
                 lambda resp: self.on_watch(watch, resp),
-                key=bytes(body["key"]), range_end=bytes(body.get("range_end", b"")),
+                key=key, range_end=range_end,
                 start_revision=int(body.get("start_revision", 0)),
                 prev_kv=bool(body.get("prev_kv")),
                 filters=tuple(WatchFilter(f) for f in body.get("filters", ())),
@@ -333,4 +435,37 @@ class _Connection:
         if op == "snapshot":
             await node.read_barrier(timeout)
             return {"index": node.applied, "data": node.snapshot_bytes()}
+        if op == "alarm":  # raise or clear one (etcd's Alarm ACTIVATE / DEACTIVATE)
+            return await node.alarm(str(body["action"]), int(body["member"]), str(body["alarm"]),
+                                    timeout)
         raise NodeError(BAD_REQUEST, f"unknown operation {op!r}")
+
+    async def authenticate(self, body: Any) -> Any:
+        name, password = body["name"], body["password"]
+        if not (isinstance(name, str) and isinstance(password, str)):
+            raise ValueError("name and password must be strings")
+        await self.node.read_barrier(self.server.timeout)  # the latest users and passwords
+        st = self.server.auth.state()
+        if not st.enabled:
+            raise AuthError("auth_not_enabled", "etcdserver: authentication is not enabled")
+        u = st.users.get(name)
+        if u is None or not await asyncio.to_thread(check_password, password, u["pw"]):
+            raise AuthError("auth_failed",
+                            "etcdserver: authentication failed, invalid user ID or password")
+        return {"token": st.issue_token(name)}
+
+
+def _only_auth_key(request: Any) -> bool:
+    """The shape of an auth-state change: compare-and-swap of the auth key, nothing else."""
+    return isinstance(request, TxnRequest) and not request.failure and all(
+        c.key == AUTH_KEY and not c.range_end for c in request.compare) and all(
+        isinstance(o, PutRequest) and o.key == AUTH_KEY for o in request.success)
+
+
+def _cert_user(cert: Any) -> str | None:
+    """The common name of a verified client certificate (etcd's --client-cert-auth)."""
+    for rdn in (cert or {}).get("subject", ()):
+        for key, value in rdn:
+            if key == "commonName":
+                return str(value)
+    return None
