@@ -14,8 +14,8 @@ from test_net import make_pki
 
 def test_etcdctl_over_mutual_tls(tmp_path):
     etcdctl = ensure_etcdctl()
-    pki = make_pki(tmp_path, "etcd-ca", ["server", "client"])
-    rogue = make_pki(tmp_path, "rogue-ca", ["intruder"])
+    pki = make_pki(tmp_path, "etcd-ca", {"server": 1, "client": None})
+    rogue = make_pki(tmp_path, "rogue-ca", {"intruder": None})
     srv = pki["server"]
     c = BackgroundCluster(tmp_path / "data", n=1, fsync=False,
                           tls=TLSFiles(srv.cert_file, srv.key_file, srv.ca_file)).start()

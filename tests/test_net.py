@@ -5,8 +5,6 @@ received message or a condition, with a timeout; nothing sleeps in place of sync
 from __future__ import annotations
 
 import asyncio
-import datetime
-import ipaddress
 import logging
 import socket
 import ssl
@@ -17,10 +15,6 @@ from typing import Any
 
 import msgpack
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from shoal.consensus.messages import LocalProtocolError, Message, MsgType
 from shoal.net import (
@@ -34,6 +28,7 @@ from shoal.net import (
     message_frame,
 )
 from shoal.net.codec import encode_message
+from shoal.net.pki import Authority
 
 FAST = NetConfig(backoff_base=0.01, backoff_max=0.1, connect_timeout=2, handshake_timeout=2)
 LOCAL = ("127.0.0.1", 0)
@@ -469,56 +464,24 @@ def test_a_failing_receiver_does_not_cost_the_connection(run: Run,
 # ---- mutual TLS ------------------------------------------------------------------------------
 
 
-def _name(cn: str) -> x509.Name:
-    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
-
-
-def _cert(
-    subject: str, key: ec.EllipticCurvePrivateKey, issuer: str,
-    issuer_key: ec.EllipticCurvePrivateKey, ca: bool,
-) -> x509.Certificate:
-    now = datetime.datetime.now(datetime.UTC)
-    b = (
-        x509.CertificateBuilder().subject_name(_name(subject)).issuer_name(_name(issuer))
-        .public_key(key.public_key()).serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
-    )
-    if not ca:
-        san = [x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost")]
-        b = b.add_extension(x509.SubjectAlternativeName(san), critical=False)
-    return b.sign(issuer_key, hashes.SHA256())
-
-
-def _pem_key(key: ec.EllipticCurvePrivateKey) -> bytes:
-    return key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
-
-
-def make_pki(tmp: Path, ca_name: str, nodes: list[str]) -> dict[str, TLSConfig]:
-    """A CA and one certificate per node name, as files: what an operator would hand us."""
-    ca_key = ec.generate_private_key(ec.SECP256R1())
+def make_pki(tmp: Path, ca_name: str, certs: dict[str, int | None]) -> dict[str, TLSConfig]:
+    """A CA and, per name, node `id`'s certificate (or a client's, for None), as files: what
+    an operator would hand us (`shoal certs` writes the same)."""
+    ca = Authority.create(ca_name)
     ca_file = tmp / f"{ca_name}.pem"
-    ca_file.write_bytes(
-        _cert(ca_name, ca_key, ca_name, ca_key, True).public_bytes(serialization.Encoding.PEM)
-    )
+    ca_file.write_bytes(ca.pem.cert)
     out = {}
-    for node in nodes:
-        key = ec.generate_private_key(ec.SECP256R1())
-        cert = _cert(node, key, ca_name, ca_key, False)
-        (tmp / f"{node}.crt").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-        (tmp / f"{node}.key").write_bytes(_pem_key(key))
-        out[node] = TLSConfig(tmp / f"{node}.crt", tmp / f"{node}.key", ca_file)
+    for name, node_id in certs.items():
+        issued = ca.client(name) if node_id is None else ca.node(node_id)
+        issued.write(tmp / f"{name}.crt", tmp / f"{name}.key")
+        out[name] = TLSConfig(tmp / f"{name}.crt", tmp / f"{name}.key", ca_file)
     return out
 
 
 def test_mutual_tls(run: Run, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.WARNING, logger="shoal.net")
-    pki = make_pki(tmp_path, "cluster-ca", ["n1", "n2"])
-    rogue_pki = make_pki(tmp_path, "rogue-ca", ["n3"])
+    pki = make_pki(tmp_path, "cluster-ca", {"n1": 1, "n2": 2})
+    rogue_pki = make_pki(tmp_path, "rogue-ca", {"n3": 3})
 
     async def main() -> None:
         nodes = []

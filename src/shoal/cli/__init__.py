@@ -16,6 +16,7 @@
 | group.py      | group create / remove / list                        |
 | snapshot.py   | snapshot save                                       |
 | governance.py | service register / list / watch, gateway            |
+| certs.py      | certs                                               |
 
 common.py holds what they share (`--endpoints`, one-line failures, running a client). Each
 module imports only typer when it loads and the rest inside its commands, so `shoal --help`
@@ -27,6 +28,7 @@ import typer
 
 from . import (
     bench,
+    certs,
     check,
     cluster,
     demo,
@@ -44,7 +46,7 @@ from . import (
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Shoal: consensus you can see and verify.")
 for room in (check, sim, demo, bench, torture, node, cluster, kv, recipes, lease, member,
-             group, snapshot, governance):
+             group, snapshot, governance, certs):
     app.add_typer(room.app)  # no name: each group's commands sit at the top level
 
 __all__ = ["app"]

@@ -10,18 +10,19 @@ from .frames import (
     PROTOCOL_VERSION,
     FrameDecoder,
     Handshake,
+    PeerSecret,
     frame,
     message_frame,
     split_group,
 )
 from .loop import install_event_loop
 from .stats import NetStats, PeerStats
-from .tls import TLSConfig
+from .tls import NODE_URI_PREFIX, TLSConfig, node_uri
 from .transport import Transport
 
 __all__ = [
-    "MAGIC", "MAX_FRAME", "MAX_GROUP", "PROTOCOL_VERSION", "RAFT", "Codec", "FaultPlan",
-    "FrameDecoder", "Handshake", "NetConfig", "NetStats", "PeerStats", "TLSConfig", "Transport",
-    "decode_message", "encode_message", "frame", "get_codec", "install_event_loop",
-    "message_frame", "register_codec", "split_group",
+    "MAGIC", "MAX_FRAME", "MAX_GROUP", "NODE_URI_PREFIX", "PROTOCOL_VERSION", "RAFT", "Codec",
+    "FaultPlan", "FrameDecoder", "Handshake", "NetConfig", "NetStats", "PeerSecret", "PeerStats",
+    "TLSConfig", "Transport", "decode_message", "encode_message", "frame", "get_codec",
+    "install_event_loop", "message_frame", "node_uri", "register_codec", "split_group",
 ]

@@ -18,7 +18,11 @@ class NetConfig:
     backoff_base: float = 0.05  # seconds before the first redial
     backoff_max: float = 2.0  # the cap on redial delays
     connect_timeout: float = 2.0  # TCP connect (and TLS handshake) per attempt
-    handshake_timeout: float = 2.0  # for the peer's handshake frame
+    handshake_timeout: float = 2.0  # for the peer's handshake (and proof) frames
+    # At most this many lines about refused or lost inbound connections per window, so a
+    # flood of strangers cannot fill the log; the rest are counted in the next line allowed.
+    log_burst: int = 10
+    log_window: float = 10.0  # seconds
 
     def __post_init__(self) -> None:
         for name in self.__dataclass_fields__:

@@ -4,6 +4,14 @@ A frame is a 4-byte big-endian payload length followed by the payload. Lengths a
 receiver's maximum are a protocol error, so a peer can never make us buffer more than one
 maximum frame. The first frame on every connection, in both directions, is a handshake.
 
+With a peer secret the handshake also authenticates both ends (challenge-response): each
+side's handshake carries a fresh random nonce, the acceptor's carries its proof, and the
+dialer answers with its own proof in one more frame of PROOF_SIZE bytes. A proof is
+HMAC-SHA256(secret, role, cluster id, dialer id, acceptor id, dialer nonce, acceptor nonce):
+the nonces make every proof good for one connection only (a recorded one cannot be replayed),
+and the role makes the acceptor's proof useless as the dialer's (it cannot be reflected). A
+handshake without a secret is the five fields protocol 2 always had, byte for byte.
+
 Every later frame carries one peer message of one consensus group. Its payload is two msgpack
 values back to back: the group id, an unsigned integer below 2**32 (group 0 is the meta
 group), then the engine codec's bytes for the message. The group is the transport's routing
@@ -14,8 +22,13 @@ processes carries all their groups; the envelope is what tells them apart.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import secrets
 import struct
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
 
 import msgpack
 
@@ -29,6 +42,9 @@ MAX_FRAME = 8 * 1024 * 1024
 MAX_HANDSHAKE = 1024  # small, so a stranger's first bytes are refused before we buffer much
 MAX_NAME = 128  # cluster id and codec name
 MAX_GROUP = 2**32 - 1  # group ids travel as at most a msgpack uint32
+AUTH_HMAC = "hmac-sha256"  # the one authentication a handshake may declare
+NONCE_SIZE = 32
+PROOF_SIZE = 32  # an HMAC-SHA256 digest
 
 HEADER = struct.Struct(">I")
 # The frame header and the group id in one pack, in msgpack's shortest unsigned form:
@@ -143,23 +159,30 @@ class FrameDecoder:
 
 @dataclass(frozen=True, slots=True)
 class Handshake:
-    """Who is on the other end: which cluster, which node, which engine's codec."""
+    """Who is on the other end: which cluster, which node, which engine's codec; with a peer
+    secret, also `auth` (AUTH_HMAC), this connection's `nonce` and, from the acceptor, its
+    `proof`."""
 
     cluster_id: str
     node_id: NodeId
     codec: str
     version: int = PROTOCOL_VERSION
+    auth: str = ""
+    nonce: bytes = b""
+    proof: bytes = b""
 
     def encode(self) -> bytes:
-        payload = [MAGIC, self.version, self.cluster_id, self.node_id, self.codec]
+        payload: list[object] = [MAGIC, self.version, self.cluster_id, self.node_id, self.codec]
+        if self.auth:
+            payload += [self.auth, self.nonce, self.proof]
         return frame(msgpack.packb(payload, use_bin_type=True), MAX_HANDSHAKE)
 
     @staticmethod
     def decode(payload: bytes) -> Handshake:
         v = unpack(payload, "handshake")
-        if type(v) is not list or len(v) != 5 or v[0] != MAGIC:
+        if type(v) is not list or len(v) not in (5, 8) or v[0] != MAGIC:
             raise RemoteProtocolError("handshake: bad magic, not a Shoal peer")
-        _, version, cluster_id, node_id, codec = v
+        _, version, cluster_id, node_id, codec = v[:5]
         if type(version) is not int or version != PROTOCOL_VERSION:
             raise RemoteProtocolError(
                 f"handshake: protocol version {version!r}, this node speaks {PROTOCOL_VERSION}"
@@ -169,4 +192,58 @@ class Handshake:
                 raise RemoteProtocolError(f"handshake: bad {name} {s!r:.60}")
         if type(node_id) is not int or not 0 < node_id <= MAX_UINT:
             raise RemoteProtocolError(f"handshake: bad node id {node_id!r:.40}")
-        return Handshake(cluster_id, node_id, codec, version)
+        if len(v) == 5:
+            return Handshake(cluster_id, node_id, codec, version)
+        auth, nonce, proof = v[5:]
+        if auth != AUTH_HMAC:
+            raise RemoteProtocolError(f"handshake: unknown authentication {auth!r:.40}")
+        if type(nonce) is not bytes or len(nonce) != NONCE_SIZE:
+            raise RemoteProtocolError(f"handshake: a nonce must be {NONCE_SIZE} bytes")
+        if type(proof) is not bytes or len(proof) not in (0, PROOF_SIZE):
+            raise RemoteProtocolError(f"handshake: a proof must be {PROOF_SIZE} bytes")
+        return Handshake(cluster_id, node_id, codec, version, auth, nonce, proof)
+
+
+Role = Literal["dialer", "acceptor"]
+
+
+class PeerSecret:
+    """The secret every member of a cluster shares, and the handshake proofs made with it.
+    Its repr hides it, so it never reaches a log."""
+
+    __slots__ = ("_key",)
+
+    def __init__(self, key: bytes):
+        if not key:
+            raise ValueError("the peer secret is empty")
+        self._key = key
+
+    @staticmethod
+    def from_file(path: str | Path) -> PeerSecret:
+        """The file's bytes without surrounding whitespace (a trailing newline is no part of
+        the secret). An empty file is refused: it would authenticate anyone who guessed it."""
+        key = Path(path).read_bytes().strip()
+        if not key:
+            raise ValueError(f"peer secret file {path} is empty")
+        return PeerSecret(key)
+
+    def __repr__(self) -> str:
+        return "PeerSecret(<hidden>)"
+
+    def hello(self, hello: Handshake) -> Handshake:
+        """`hello` for one new connection: declaring AUTH_HMAC, with a fresh nonce."""
+        return Handshake(hello.cluster_id, hello.node_id, hello.codec, hello.version, AUTH_HMAC,
+                         secrets.token_bytes(NONCE_SIZE))
+
+    def proof(self, role: Role, dialer: Handshake, acceptor: Handshake) -> bytes:
+        """`role`'s proof on the connection where `dialer` and `acceptor` shook hands. Both
+        ids and both nonces are in it, the cluster id is the acceptor's (they are equal, or
+        the dialer was refused before any proof)."""
+        assert len(dialer.nonce) == NONCE_SIZE and len(acceptor.nonce) == NONCE_SIZE
+        data = msgpack.packb(
+            [f"shoal peer {role}", acceptor.cluster_id, dialer.node_id, acceptor.node_id,
+             dialer.nonce, acceptor.nonce], use_bin_type=True)
+        return hmac.new(self._key, data, hashlib.sha256).digest()
+
+    def check(self, proof: bytes, role: Role, dialer: Handshake, acceptor: Handshake) -> bool:
+        return hmac.compare_digest(proof, self.proof(role, dialer, acceptor))

@@ -4,6 +4,11 @@
 whatever has queued up since its last write in a single batch, so a burst of sends costs one
 syscall, not one each. When the queue is full the newest message is dropped and counted:
 Raft retransmits, and a dead peer must not grow our memory.
+
+Before it writes a message the dialer makes sure of whom it reached: under TLS, a server
+certificate for the node it dialed (tls.py); with a peer secret, the acceptor's proof, to
+which it answers with its own (frames.py). It does not wait to hear that its proof passed:
+an acceptor that refuses it hangs up, which the dialer notices at once, and Raft resends.
 """
 
 from __future__ import annotations
@@ -17,8 +22,9 @@ from collections import deque
 from shoal.consensus.messages import NodeId, RemoteProtocolError
 
 from .config import NetConfig
-from .frames import HEADER, MAX_HANDSHAKE, Handshake
+from .frames import HEADER, MAX_HANDSHAKE, PROOF_SIZE, Handshake, PeerSecret, frame
 from .stats import PeerStats
+from .tls import check_peer_certificate
 
 log = logging.getLogger("shoal.net")
 
@@ -37,6 +43,17 @@ async def read_handshake(reader: asyncio.StreamReader) -> Handshake:
     return Handshake.decode(await reader.readexactly(n))
 
 
+async def read_proof(reader: asyncio.StreamReader) -> bytes:
+    """The dialer's proof, the frame after its handshake; refused from the header alone when
+    it is not PROOF_SIZE bytes."""
+    (n,) = HEADER.unpack(await reader.readexactly(HEADER.size))
+    if n != PROOF_SIZE:
+        raise RemoteProtocolError(
+            f"a frame of {n} bytes where the {PROOF_SIZE}-byte peer-secret proof belongs"
+        )
+    return await reader.readexactly(n)
+
+
 class Outbound:
     def __init__(
         self,
@@ -47,12 +64,14 @@ class Outbound:
         ssl_ctx: ssl.SSLContext | None,
         rng: random.Random,
         stats: PeerStats,
+        secret: PeerSecret | None = None,
     ):
         self.peer = peer
         self.addr = addr
         self._hello = hello
         self._cfg = cfg
         self._ssl = ssl_ctx
+        self._secret = secret
         self._rng = rng
         self.stats = stats
         self._queue: deque[bytes] = deque()
@@ -172,7 +191,12 @@ class Outbound:
         async with asyncio.timeout(self._cfg.connect_timeout):
             reader, writer = await asyncio.open_connection(host, port, ssl=self._ssl)
         try:
-            writer.write(self._hello.encode())
+            if self._ssl is not None:  # before we say a word: is this the node we dialed?
+                check_peer_certificate(writer.get_extra_info("peercert"), self.peer,
+                                       "was dialed as")
+            secret = self._secret
+            hello = self._hello if secret is None else secret.hello(self._hello)
+            writer.write(hello.encode())
             async with asyncio.timeout(self._cfg.handshake_timeout):
                 theirs = await read_handshake(reader)
             if theirs.cluster_id != self._hello.cluster_id or theirs.node_id != self.peer:
@@ -180,6 +204,11 @@ class Outbound:
                     f"expected node {self.peer} of cluster {self._hello.cluster_id!r}, "
                     f"found node {theirs.node_id} of cluster {theirs.cluster_id!r}"
                 )
+            if secret is not None:
+                if not theirs.proof or not secret.check(theirs.proof, "acceptor", hello, theirs):
+                    raise RemoteProtocolError(
+                        "did not prove it knows the peer secret (it has none, or another)")
+                writer.write(frame(secret.proof("dialer", hello, theirs), MAX_HANDSHAKE))
         except BaseException:
             writer.close()
             raise

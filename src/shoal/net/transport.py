@@ -12,6 +12,16 @@ dialer refuses an acceptor that is not the node it meant to reach. Every later f
 decode, come from the node that shook hands, and be addressed to us; otherwise the connection
 is closed with a logged reason. A bad peer costs us a connection, never the process.
 
+A node id in a handshake is only a claim. Two things can back it, and a node should have at
+least one (start() warns when it has neither):
+- a peer secret (`peer_secret_file`): both ends prove they know it, by challenge-response in
+  the handshake (frames.py). It keeps out whoever can reach the port without the secret; it
+  does not protect the stream from someone on the path, which only TLS does.
+- mutual TLS (`tls`): the peer's certificate must name the node id it claims (tls.py).
+A connection is admitted, and may displace that node's older connection, only once every
+check has passed; until then not one consensus frame is read from it. The log lines about
+refused connections are rate-limited (NetConfig.log_burst), so a flood cannot fill the log.
+
 Many consensus groups share one transport: `send(group, msg)` puts the group id in front of
 the codec's bytes (frames.message_frame) and `on_message(group, msg)` hands it back. The
 transport only checks the group is a well-formed id; which groups exist is the host's business.
@@ -31,8 +41,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import time
 from collections.abc import Callable
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 from shoal.consensus.messages import LocalProtocolError, NodeId, RemoteProtocolError
@@ -40,15 +52,40 @@ from shoal.consensus.messages import LocalProtocolError, NodeId, RemoteProtocolE
 from .codec import Codec, get_codec
 from .config import NetConfig
 from .faults import FaultPlan
-from .frames import MAX_GROUP, FrameDecoder, Handshake, message_frame, split_group
-from .peer import Address, Outbound, read_handshake
+from .frames import MAX_GROUP, FrameDecoder, Handshake, PeerSecret, message_frame, split_group
+from .peer import Address, Outbound, read_handshake, read_proof
 from .stats import NetStats, PeerStats
-from .tls import TLSConfig
+from .tls import TLSConfig, check_peer_certificate
 
 log = logging.getLogger("shoal.net")
 
 HOST_GROUP = MAX_GROUP  # reserved: frames between processes, not of any consensus group
 MAX_HOST_MESSAGE = 64 * 1024
+
+
+class _LogLimit:
+    """At most `burst` lines per `window` seconds (a fixed window); the lines refused are
+    counted and their number added to the next line let through."""
+
+    def __init__(self, burst: int, window: float, clock: Callable[[], float] = time.monotonic):
+        self._burst, self._window, self._clock = burst, window, clock
+        self._start = float("-inf")
+        self._lines = 0
+        self.suppressed = 0
+
+    def log(self, level: int, fmt: str, *args: object) -> None:
+        now = self._clock()
+        if now - self._start >= self._window:
+            self._start, self._lines = now, 0
+        if self._lines >= self._burst:
+            self.suppressed += 1
+            return
+        self._lines += 1
+        if self.suppressed:
+            fmt += " (and %d more such lines not logged)"
+            args += (self.suppressed,)
+            self.suppressed = 0
+        log.log(level, fmt, *args)
 
 
 class _Accepted:
@@ -86,6 +123,7 @@ class Transport:
         faults: FaultPlan | None = None,
         seed: int | None = None,
         on_host: Callable[[NodeId, bytes], None] | None = None,
+        peer_secret_file: str | Path | None = None,
     ):
         if node_id <= 0:
             raise LocalProtocolError(f"node ids start at 1, got {node_id}")
@@ -98,6 +136,9 @@ class Transport:
         self.cfg = config or NetConfig()
         self.faults = faults or FaultPlan()
         self._hello = Handshake(cluster_id, node_id, self.codec.name)
+        # Read once, here: a secret changed on disk later takes a restart, on every node.
+        self._secret = PeerSecret.from_file(peer_secret_file) if peer_secret_file else None
+        self._refusals = _LogLimit(self.cfg.log_burst, self.cfg.log_window)
         self._server_ssl = tls.server_context() if tls else None
         self._client_ssl = tls.client_context() if tls else None
         self._rng = random.Random(seed)  # backoff jitter only
@@ -122,6 +163,13 @@ class Transport:
         self._server = await asyncio.start_server(
             self._serve, host, port, ssl=self._server_ssl, ssl_handshake_timeout=timeout
         )
+        if self._secret is None and self._server_ssl is None:
+            log.warning(
+                "node %d: the peer port %s:%d is unauthenticated: anyone who can reach it can "
+                "pose as a member and depose the leader. Give every node the same "
+                "--peer-secret-file (peer_secret_file), or TLS certificates with node ids "
+                "(--tls-cert/--tls-key/--tls-ca; `shoal certs` makes them)",
+                self.node_id, *self.address)
         for out in self._peers.values():
             out.start()
 
@@ -195,7 +243,7 @@ class Transport:
             if peer not in self._peers:
                 stats = self._stats.peers[peer] = PeerStats()
                 out = Outbound(peer, addr, self._hello, self.cfg, self._client_ssl, self._rng,
-                               stats)
+                               stats, self._secret)
                 self._peers[peer] = out
                 for conn in self._handlers.values():
                     if conn.peer == peer:  # a moved peer's connections count in its new stats
@@ -279,8 +327,8 @@ class Transport:
         host, port = writer.get_extra_info("peername")[:2]
         where = f"{host}:{port}"
         if len(self._handlers) >= self.cfg.max_inbound:
-            log.warning("refusing connection from %s: %d connections open", where,
-                        len(self._handlers))
+            self._refusals.log(logging.WARNING, "refusing connection from %s: %d connections "
+                               "open", where, len(self._handlers))
             writer.close()
             return
         conn = self._handlers[task] = _Accepted(writer)
@@ -290,9 +338,13 @@ class Transport:
             await self._read_loop(reader, conn)
         except RemoteProtocolError as e:
             self._stats.rejected_connections += 1
-            log.warning("closing connection from %s: %s", where, e)
-        except (OSError, TimeoutError, asyncio.IncompleteReadError) as e:
-            log.info("connection from %s lost: %s", where, e or type(e).__name__)
+            self._refusals.log(logging.WARNING, "closing connection from %s: %s", where, e)
+        except TimeoutError:
+            self._refusals.log(logging.INFO, "connection from %s lost: handshake timed out",
+                               where)
+        except (OSError, asyncio.IncompleteReadError) as e:
+            self._refusals.log(logging.INFO, "connection from %s lost: %s", where,
+                               e or type(e).__name__)
         finally:
             del self._handlers[task]
             if conn.peer is not None and self._inbound.get(conn.peer) is conn:
@@ -302,6 +354,37 @@ class Transport:
     async def _accept(self, reader: asyncio.StreamReader, conn: _Accepted) -> None:
         async with asyncio.timeout(self.cfg.handshake_timeout):  # not wait_for: see peer.py
             theirs = await read_handshake(reader)
+            self._check_hello(theirs)
+            if self._server_ssl is not None:
+                check_peer_certificate(conn.writer.get_extra_info("peercert"), theirs.node_id,
+                                       "claims")
+            secret = self._secret
+            if secret is None:
+                conn.writer.write(self._hello.encode())
+            else:
+                mine = secret.hello(self._hello)
+                proof = secret.proof("acceptor", theirs, mine)
+                conn.writer.write(replace(mine, proof=proof).encode())
+                if not secret.check(await read_proof(reader), "dialer", theirs, mine):
+                    raise RemoteProtocolError(
+                        f"node {theirs.node_id} did not prove it knows the peer secret "
+                        "(another secret, or a proof replayed from another connection)")
+        # A node of this cluster that is not in our table is heard all the same: we only
+        # never dial it. It may be a member re-added under its old id whose re-add we have
+        # not applied yet because we lag, and that now leads: refusing it, we would never
+        # learn of the re-add and it could never reach us (a deadlock the simulator found).
+        out = self._peers.get(theirs.node_id)
+        stats = out.stats if out is not None else self._stats.strangers.setdefault(
+            theirs.node_id, PeerStats())
+        # From here to the end, no await: the peer cannot be removed between the lookup above
+        # and its registration below, so set_peers always sees this connection if it must.
+        conn.peer, conn.stats = theirs.node_id, stats
+        old = self._inbound.get(theirs.node_id)
+        if old is not None:
+            old.close()  # the peer redialed; its old connection is dead or dying
+        self._inbound[theirs.node_id] = conn
+
+    def _check_hello(self, theirs: Handshake) -> None:
         if theirs.cluster_id != self.cluster_id:
             raise RemoteProtocolError(
                 f"node {theirs.node_id} belongs to cluster {theirs.cluster_id!r}, "
@@ -313,21 +396,14 @@ class Transport:
             )
         if theirs.node_id == self.node_id or theirs.node_id <= 0:
             raise RemoteProtocolError(f"a peer cannot be node {theirs.node_id}")
-        # A node of this cluster that is not in our table is heard all the same: we only
-        # never dial it. It may be a member re-added under its old id whose re-add we have
-        # not applied yet because we lag, and that now leads: refusing it, we would never
-        # learn of the re-add and it could never reach us (a deadlock the simulator found).
-        out = self._peers.get(theirs.node_id)
-        stats = out.stats if out is not None else self._stats.strangers.setdefault(
-            theirs.node_id, PeerStats())
-        # From here to the end, no await: the peer cannot be removed between the lookup above
-        # and its registration below, so set_peers always sees this connection if it must.
-        conn.writer.write(self._hello.encode())
-        conn.peer, conn.stats = theirs.node_id, stats
-        old = self._inbound.get(theirs.node_id)
-        if old is not None:
-            old.close()  # the peer redialed; its old connection is dead or dying
-        self._inbound[theirs.node_id] = conn
+        if self._secret is not None and not theirs.auth:
+            raise RemoteProtocolError(
+                f"node {theirs.node_id} offers no peer-secret proof and this node requires one "
+                "(every node needs the same --peer-secret-file)")
+        if self._secret is None and theirs.auth:
+            raise RemoteProtocolError(
+                f"node {theirs.node_id} authenticates with a peer secret and this node has none "
+                "(every node needs the same --peer-secret-file)")
 
     async def _read_loop(self, reader: asyncio.StreamReader, conn: _Accepted) -> None:
         decoder = FrameDecoder(self.cfg.max_frame)

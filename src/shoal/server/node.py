@@ -206,7 +206,8 @@ class Node:
                if self.cfg.tls_cert and self.cfg.tls_key and self.cfg.tls_ca else None)
         self.transport = Transport(self.id, self.cfg.me.peer, {}, self.cfg.cluster_id,
                                    self._on_peer_message, tls, codec=self.cfg.engine,
-                                   faults=self.faults, on_host=self._on_claims)
+                                   faults=self.faults, on_host=self._on_claims,
+                                   peer_secret_file=self.cfg.peer_secret_file)
         self._sync_peers()
         self._watch_directory()
         await self.transport.start()
