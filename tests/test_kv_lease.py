@@ -53,6 +53,19 @@ def test_grant_picks_ids_deterministically_and_refuses_duplicates():
     assert n.store.revision == 1  # leases alone write no keys
 
 
+def test_lease_ids_are_never_reused():
+    n = Node()
+    first = n(LeaseGrantRequest(10)).id
+    n(LeaseRevokeRequest(first))
+    n(LeaseGrantRequest(10, id=7))
+    n(LeaseExpireRequest(7, now_ms=10**9))
+    again = [n(LeaseGrantRequest(10)).id for _ in range(3)]
+    assert again == [8, 9, 10]  # neither the revoked 1 nor the expired 7, nor any below
+    restored = Node()
+    restored.store, restored.index = KVStore.restore(n.store.snapshot()), n.index
+    assert restored(LeaseGrantRequest(10)).id == 11  # the counter survives a snapshot
+
+
 def test_attaching_to_an_unknown_lease_fails():
     n = Node()
     with pytest.raises(ErrLeaseNotFound):

@@ -59,7 +59,7 @@ def lease_ttl(id: int, keys: bool = typer.Option(False, "--keys", help="list att
     async def body(client: Client) -> int:
         resp = await client.lease_ttl(id, keys=keys)
         if resp.ttl == -1:
-            typer.echo(f"lease {id} already expired")
+            typer.echo(f"lease {id} not found: it expired, was revoked, or never existed", err=True)
             return 1
         line = f"lease {id} granted with TTL({resp.granted_ttl}s), remaining({resp.ttl}s)"
         if keys:

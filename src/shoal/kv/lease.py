@@ -58,14 +58,16 @@ class Lessor:
             raise ErrTooManyLeases(f"{len(self._leases)} leases, limit {self.max_leases}")
 
     def grant(self, lease_id: int, ttl: int, now_ms: int) -> Lease:
-        """`lease_id` 0 picks the lowest free id from a counter: deterministic, unlike etcd's
-        random ids, because every replica must pick the same one."""
+        """`lease_id` 0 picks the next id of a counter that only moves up: deterministic,
+        unlike etcd's random ids, because every replica must pick the same one, and never an id
+        granted before (as etcd never reuses one), so a client still refreshing a dead lease's
+        id cannot keep someone else's lease alive."""
         if lease_id == 0:
-            while self._next_id in self._leases:
-                self._next_id += 1
             lease_id = self._next_id
-            assert lease_id <= MAX_LEASE_ID
+            if lease_id > MAX_LEASE_ID:  # (only after a client granted the largest id itself)
+                raise ErrTooManyLeases("no lease id is left above the largest ever granted")
         self.check_grant(lease_id)
+        self._next_id = max(self._next_id, lease_id + 1)
         lease = self._leases[lease_id] = Lease(lease_id, ttl, now_ms + ttl * 1000)
         self._by_expiry.add((lease.expiry_ms, lease_id))
         return lease
@@ -125,7 +127,7 @@ class Lessor:
             raise CorruptSnapshot("leases: expected [next_id, leases]")
         lessor = cls(max_leases)
         next_id, leases = raw
-        if type(next_id) is not int or not 1 <= next_id <= MAX_LEASE_ID:
+        if type(next_id) is not int or not 1 <= next_id <= MAX_LEASE_ID + 1:
             raise CorruptSnapshot(f"leases: bad next id {next_id!r}")
         lessor._next_id = next_id
         for row in leases:
@@ -138,4 +140,6 @@ class Lessor:
                 raise CorruptSnapshot(f"leases: bad lease {row!r}")
             lessor._leases[lease_id] = Lease(lease_id, ttl, expiry_ms, set(keys))
             lessor._by_expiry.add((expiry_ms, lease_id))
+            if lease_id >= next_id:
+                raise CorruptSnapshot(f"leases: lease {lease_id} at or above the next id {next_id}")
         return lessor

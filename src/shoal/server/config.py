@@ -102,6 +102,8 @@ class NodeConfig:
             p = getattr(self, name)
             if p is not None and not p.is_file():
                 raise ConfigError(f"{name} {p} does not exist")
+            if p is not None and not p.read_bytes().strip():
+                raise ConfigError(f"{name} {p} is empty: a secret must be hard to guess")
         return self
 
 
