@@ -15,7 +15,9 @@ import pytest
 from cluster import eventually, holds_for
 from etcd_cluster import BackgroundCluster
 from shoal.auth import AUTH_KEY, RESERVED_START
-from shoal.client import Client, PermissionDenied
+from shoal.client import Client, PermissionDenied, Unavailable
+from shoal.client.tls import client_context
+from shoal.etcdapi import TLSFiles
 from shoal.etcdapi.pb import auth_pb2, rpc_pb2, rpc_pb2_grpc
 from shoal.kv.requests import (
     Compare,
@@ -28,6 +30,7 @@ from shoal.kv.requests import (
 )
 from shoal.replica.directory import PREFIX as DIRECTORY
 from shoal.wire.protocol import frame
+from test_net import make_pki
 
 
 @pytest.fixture(scope="module")
@@ -193,3 +196,56 @@ def test_idle_client_connections_are_closed_and_watching_ones_are_not(impatient)
             assert resp.events[0].kv.value == b"seen"
     asyncio.run(main())
     silent.close()
+
+
+def test_client_port_speaks_tls_and_a_client_certificate_names_its_user(tmp_path):
+    pki = make_pki(tmp_path, "ca", {"node": 1, "carol": None, "admin": None})
+    node, ca = pki["node"], pki["node"].ca_file
+    c = BackgroundCluster(tmp_path / "d", n=1, fsync=False, tls_cert=node.cert_file,
+                          tls_key=node.key_file, tls_ca=ca,
+                          tls=TLSFiles(node.cert_file, node.key_file, ca)).start()
+    try:
+        endpoint = [f"{c.members[0].client[0]}:{c.members[0].client[1]}"]
+
+        async def plaintext():
+            async with Client(endpoint, timeout=2) as client:
+                await client.get(b"k")
+        with pytest.raises(Unavailable):
+            asyncio.run(plaintext())
+
+        def as_user(name: str | None, body):
+            tls = client_context(ca, pki[name].cert_file, pki[name].key_file) if name \
+                else client_context(ca)
+
+            async def main():
+                async with Client(endpoint, timeout=10, tls=tls) as client:
+                    return await body(client)
+            return asyncio.run(main())
+
+        as_user(None, lambda client: client.put(b"c/x", b"0"))  # auth off: TLS alone
+        admin = pki["admin"]
+        creds = grpc.ssl_channel_credentials(ca.read_bytes(), admin.key_file.read_bytes(),
+                                             admin.cert_file.read_bytes())
+        with grpc.secure_channel(c.endpoints[0], creds) as ch:
+            auth = rpc_pb2_grpc.AuthStub(ch)
+            auth.UserAdd(rpc_pb2.AuthUserAddRequest(name="root", password="rootpw"))
+            auth.UserGrantRole(rpc_pb2.AuthUserGrantRoleRequest(user="root", role="root"))
+            auth.UserAdd(rpc_pb2.AuthUserAddRequest(name="carol", password="unused"))
+            auth.RoleAdd(rpc_pb2.AuthRoleAddRequest(name="c"))
+            auth.RoleGrantPermission(rpc_pb2.AuthRoleGrantPermissionRequest(
+                name="c", perm=auth_pb2.Permission(permType=auth_pb2.Permission.READWRITE,
+                                                   key=b"c/", range_end=b"c0")))
+            auth.UserGrantRole(rpc_pb2.AuthUserGrantRoleRequest(user="carol", role="c"))
+            auth.AuthEnable(rpc_pb2.AuthEnableRequest())
+
+        async def carol(client: Client):
+            await client.put(b"c/x", b"1")  # no password: the certificate says who she is
+            with pytest.raises(PermissionDenied, match="permission denied"):
+                await client.put(b"other", b"1")
+        as_user("carol", carol)
+        with pytest.raises(PermissionDenied, match="permission denied"):  # not a user at all
+            as_user("admin", lambda client: client.get(b"c/x"))
+        with pytest.raises(PermissionDenied, match="user name is empty"):
+            as_user(None, lambda client: client.get(b"c/x"))
+    finally:
+        c.stop()
