@@ -224,6 +224,6 @@ def test_snapshot_save(ctl, cluster, tmp_path):
     path = tmp_path / "snap.db"
     out = ctl("snapshot", "save", str(path), endpoints=[cluster.endpoints[0]]).stdout
     assert "Snapshot saved" in out
-    kv_bytes, members, _leaving = msgpack.unpackb(unframe_snapshot(path.read_bytes()), strict_map_key=False)
+    kv_bytes, members, *_ = msgpack.unpackb(unframe_snapshot(path.read_bytes()), strict_map_key=False)
     assert KVStore.restore(kv_bytes).mvcc.get(b"snap/k").value == b"v"
     assert sorted(int(n) for n in members) == [1, 2, 3]

@@ -3,13 +3,17 @@ the consensus core and the sockets, run exactly as production runs it."""
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
+from dataclasses import replace
 
 import pytest
 
+from shoal.kv.errors import ErrNoSpace
 from shoal.kv.requests import (
     Command,
     CompactionRequest,
+    DeleteRangeRequest,
     OpenSessionRequest,
     PutRequest,
     RangeRequest,
@@ -233,3 +237,36 @@ def test_a_broken_replica_is_caught(bug, bound):
             assert r.violation
             return
     raise AssertionError(f"{bug} went unnoticed for {bound} seeds")
+
+
+# ============================================================================ quota and alarms
+def test_past_the_quota_nospace_is_raised_through_the_log_and_every_replica_refuses_puts(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    w = World(11, quiet())
+    lead = leader(w)
+    assert write(w, b"a", b"x" * 100).error is None
+    size = lead.replica.kv.size_bytes
+    lead.replica.cfg = replace(lead.replica.cfg, quota_bytes=size + 100)
+    with pytest.raises(ErrNoSpace, match="quota"):
+        lead.replica.propose(Command(PutRequest(b"b", b"y" * 200)))
+    everywhere(w, lambda h: h.replica.alarms == {(lead.id, "NOSPACE")})
+    # Latched: a put well inside the quota is refused too, deletes still go through.
+    with pytest.raises(ErrNoSpace, match="alarm NOSPACE"):
+        lead.replica.propose(Command(PutRequest(b"c", b"z")))
+    _, answers = submit(w, Command(DeleteRangeRequest(b"a")))
+    assert w.run_until(lambda: bool(answers), 3 * SEC) and answers[0].error is None
+    # Enforced where entries apply, not only where they are proposed: a put that got past
+    # the leader's check is refused by every replica alike.
+    monkeypatch.setattr(Replica, "_check_space", lambda self, request: None)
+    assert isinstance(write(w, b"d", b"w").error, ErrNoSpace)
+    everywhere(w, lambda h: value(h, b"d") is None and h.replica.applied == lead.replica.applied)
+    # The alarm travels in snapshots.
+    probe = copy.copy(w.hosts[next(n for n in w.hosts if n != lead.id)].replica)
+    probe.alarms = set()  # (restoring replaces attributes, so the host's replica is untouched)
+    probe._restore(lead.replica.snapshot_data())
+    assert probe.alarms == {(lead.id, "NOSPACE")}
+    # Cleared through the log too; then puts apply again.
+    lead.replica.alarm("deactivate", lead.id, "NOSPACE")
+    w._run_host(lead)
+    everywhere(w, lambda h: not h.replica.alarms)
+    assert write(w, b"e", b"v").error is None

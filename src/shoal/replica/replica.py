@@ -17,7 +17,15 @@ so the simulator runs exactly what production runs:
   keep-alives are stamped with it at proposal time, a new leader restarts every lease's clock
   (LeasePromote), and only a leader whose promotion of *this* term is applied expires leases,
   so no lease is judged by a clock other than the one that last stamped it;
-- automatic history compaction and snapshots of the whole replicated state.
+- automatic history compaction and snapshots of the whole replicated state;
+- alarms (etcd's NOSPACE and CORRUPT), replicated through the log like a write, so every
+  member holds the same list at the same index. While any NOSPACE alarm is raised, entries
+  that add data (a put, a txn with a put in either branch, a lease grant) are refused when
+  applied, on every replica alike; deletes, reads, compaction and lease revocation go on.
+  The leader raises NOSPACE for itself when a write would take the store's size (the MVCC
+  store's estimated bytes, every version kept, what compaction frees: `KVStore.size_bytes`)
+  past `ReplicaConfig.quota_bytes`; an operator clears it (Alarm DEACTIVATE) after freeing
+  space.
 
 The driving contract extends the engine's Ready loop (consensus/messages.py):
 
@@ -56,8 +64,9 @@ from ..consensus.messages import (
     Snapshot,
 )
 from ..kv import KVStore
-from ..kv.errors import KVError
+from ..kv.errors import ErrNoSpace, KVError, MalformedRequest
 from ..kv.limits import KVLimits
+from ..kv.mvcc import RECORD_OVERHEAD
 from ..kv.requests import (
     Command,
     CompactionRequest,
@@ -65,7 +74,10 @@ from ..kv.requests import (
     LeaseGrantRequest,
     LeaseKeepAliveRequest,
     LeasePromoteRequest,
+    PutRequest,
     Request,
+    TxnRequest,
+    decode_command,
     encode_command,
 )
 from ..kv.watch import WatchHub
@@ -79,6 +91,8 @@ from .membership import Members, apply_change, encode_context
 BUGS = frozenset({"apply-conf-twice", "forget-readd", "expire-on-follower-clock"})
 FOLLOWER_QUIET_TICKS = 2  # above one heartbeat interval, far below an election timeout
 MAX_FORMER = 64  # removed members whose addresses a replica remembers
+ALARM_TYPES = ("NOSPACE", "CORRUPT")  # etcd's AlarmType names (NONE means "any" in a query)
+ALARM_ENTRY = "alarm"  # first field of an alarm entry; a kv entry's is the proposer id
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,11 +106,16 @@ class ReplicaConfig:
     # ticking once it has heard nothing for FOLLOWER_QUIET_TICKS while its leader's process
     # is alive. Any request or message wakes the group. 0 = never (Paxos: never).
     quiesce_after_ticks: int = 0
+    # etcd's --quota-backend-bytes, checked by the leader against KVStore.size_bytes before
+    # it proposes a write that adds data; past it, it raises NOSPACE (0 = no quota). Each
+    # member checks its own setting, as in etcd: give every member the same one.
+    quota_bytes: int = 0
     bugs: frozenset[str] = frozenset()
 
     def __post_init__(self) -> None:
         assert self.snapshot_entries > 0 and self.max_pending > 0 and self.lease_expiry_batch > 0
         assert self.auto_compact_revisions >= 0 and self.quiesce_after_ticks >= 0
+        assert self.quota_bytes >= 0
         if unknown := self.bugs - BUGS:
             raise ValueError(f"unknown replica bugs {sorted(unknown)}; known: {sorted(BUGS)}")
 
@@ -156,6 +175,8 @@ class Replica:
         self._removed: set[int] = set()  # for the planted forget-readd bug
         self._leaving: set[int] = set()  # removed, but the engine still counts them
         self._former: Members = {}  # removed members' specs, oldest first (see `addresses`)
+        self.alarms: set[tuple[int, str]] = set()  # (member id, alarm type), replicated
+        self._nospace_term = -1  # the term in which we proposed NOSPACE for ourselves
         self._idle = 0  # ticks since the last sign of work (a request, an entry, a message)
         self.quiet = False  # quiescent: ticks are skipped until something happens
         self.stats = {"proposals": 0, "applied_entries": 0, "read_index": 0, "snapshots": 0,
@@ -213,6 +234,7 @@ class Replica:
         self._check_capacity()
         if self.role != "leader":
             raise self.not_leader()
+        self._check_space(cmd.request)
         self._wake()
         stamped = _stamp(cmd.request, self.now_ms)
         if data is None or stamped is not cmd.request:
@@ -258,6 +280,22 @@ class Replica:
         if (old := self._conf_waits.pop(index, None)) is not None:
             self._pending_done.append(Done(old[1], error=_lost()))
         self._conf_waits[index] = (self.engine.term, token)
+        self._live.add(token)
+        return token
+
+    def alarm(self, action: str, member: int, alarm: str) -> int:
+        """Propose raising ("activate") or clearing ("deactivate") `alarm` for `member`;
+        Done(token, result) once applied here, `result` the [member, alarm] pairs it changed
+        (empty: it was already so), as etcd's AlarmResponse lists them."""
+        if action not in ("activate", "deactivate") or alarm not in ALARM_TYPES or member <= 0:
+            raise NodeError("bad_request", f"bad alarm request {action!r} {alarm!r} for {member}")
+        self._check_capacity()
+        if self.role != "leader":
+            raise self.not_leader()
+        self._wake()
+        token = next(self._tokens)
+        self._propose_entry(msgpack.packb([ALARM_ENTRY, self.id, self.incarnation, token,
+                                           action, member, alarm]))
         self._live.add(token)
         return token
 
@@ -355,12 +393,21 @@ class Replica:
 
     # ================================================================ applying
     def _apply_command(self, e: Entry, out: Applied) -> None:
-        proposer, incarnation, token, command = msgpack.unpackb(e.data)
+        fields = msgpack.unpackb(e.data)
+        if fields[0] == ALARM_ENTRY:
+            self._apply_alarm(fields[1:], out)
+            return
+        proposer, incarnation, token, command = fields
         result: Any
-        try:
-            result = self.kv.apply_entry(command, e.index)
-        except KVError as exc:
-            result = exc
+        if self._capped() and _adds_data(command, self.kv.limits):
+            # Decided by replicated state alone, so every replica refuses the same entries.
+            result = ErrNoSpace(f"database space exceeded: alarm NOSPACE is raised for member "
+                                f"{self._capped()}; compact, then deactivate the alarm")
+        else:
+            try:
+                result = self.kv.apply_entry(command, e.index)
+            except KVError as exc:
+                result = exc
         if proposer != self.id or incarnation != self.incarnation:
             return
         if token == self._promote_token:
@@ -369,6 +416,44 @@ class Replica:
             self._finish(out, Done(token, error=result))
         else:
             self._finish(out, Done(token, result))
+
+    def _apply_alarm(self, fields: list[Any], out: Applied) -> None:
+        proposer, incarnation, token, action, member, alarm = fields
+        key = (member, alarm)
+        changed = (key not in self.alarms) == (action == "activate")
+        if action == "activate":
+            self.alarms.add(key)
+        else:
+            self.alarms.discard(key)
+            if key == (self.id, "NOSPACE"):
+                self._nospace_term = -1  # cleared: a write still past the quota raises it again
+        if proposer == self.id and incarnation == self.incarnation and token:
+            self._finish(out, Done(token, [list(key)] if changed else []))
+
+    def _capped(self) -> int:
+        """A member with NOSPACE raised (0: none): writes that add data are refused."""
+        return min((m for m, a in self.alarms if a == "NOSPACE"), default=0)
+
+    def _check_space(self, request: Request) -> None:
+        """etcd's quota check, before proposing: ErrNoSpace for a write that adds data while
+        NOSPACE is raised, or that would take the store past the quota (which raises it)."""
+        cost = _cost(request)
+        if not cost:
+            return
+        if member := self._capped():
+            raise ErrNoSpace(f"database space exceeded: alarm NOSPACE is raised for member "
+                             f"{member}; compact, then deactivate the alarm")
+        quota, size = self.cfg.quota_bytes, self.kv.size_bytes
+        if quota and size + cost > quota:
+            if self._nospace_term != self.engine.term:  # once per term: a lost one is redone
+                self._nospace_term = self.engine.term
+                try:
+                    self._propose_entry(msgpack.packb([ALARM_ENTRY, self.id, self.incarnation, 0,
+                                                       "activate", self.id, "NOSPACE"]))
+                except NodeError:
+                    self._nospace_term = -1
+            raise ErrNoSpace(f"database space exceeded: the store holds {size} bytes, this "
+                             f"write adds {cost}, the quota is {quota}; NOSPACE raised")
 
     def _apply_membership(self, e: Entry, out: Applied) -> None:
         cc = ConfChange.decode(e.data)
@@ -442,8 +527,11 @@ class Replica:
                 self._propose_quietly(0, CompactionRequest(self.kv.revision - keep))
 
     def _propose(self, token: int, data: bytes) -> None:
+        self._propose_entry(msgpack.packb([self.id, self.incarnation, token, data]))
+
+    def _propose_entry(self, entry: bytes) -> None:
         try:
-            self.engine.propose(msgpack.packb([self.id, self.incarnation, token, data]))
+            self.engine.propose(entry)
         except NotLeader:
             raise self.not_leader() from None
         except ProposalDropped as exc:
@@ -464,10 +552,12 @@ class Replica:
     def snapshot_data(self) -> bytes:
         """The replicated state as of `applied` (what `shoal snapshot save` writes)."""
         return msgpack.packb([self.kv.snapshot(), dict(sorted(self.members.items())),
-                              sorted(self._leaving)])
+                              sorted(self._leaving), sorted(self.alarms)])
 
     def _restore(self, data: bytes) -> None:
-        kv_bytes, members, leaving = msgpack.unpackb(data, strict_map_key=False)
+        # Snapshots written before alarms existed have three fields.
+        kv_bytes, members, leaving, *alarms = msgpack.unpackb(data, strict_map_key=False)
+        self.alarms = {(int(m), str(a)) for m, a in (alarms[0] if alarms else ())}
         self.kv = KVStore.restore(kv_bytes, self.kv.limits)
         self.hub = WatchHub(self.kv.mvcc)
         self.members = {int(n): str(spec) for n, spec in members.items()}
@@ -483,6 +573,8 @@ class Replica:
             "members": dict(sorted(self.members.items())),
             "peers": {n: {"match": m} for n, m in sorted(st.progress.items())},
             "db_size": self.kv.size_bytes,
+            "recovering": st.recovering,  # cut by --repair, not yet caught up: votes for no one
+            "alarms": [list(a) for a in sorted(self.alarms)],
         }
 
 
@@ -491,6 +583,27 @@ def _stamp(request: Request, now_ms: int) -> Request:
     if isinstance(request, LeaseGrantRequest | LeaseKeepAliveRequest):
         return replace(request, now_ms=now_ms)
     return request
+
+
+def _cost(request: Request | Any) -> int:
+    """The bytes a request adds to the store, as etcd's quota counts them (a txn: its larger
+    branch); 0 for one that adds nothing (delete, range, compaction, revoke)."""
+    match request:
+        case PutRequest():
+            return len(request.key) + len(request.value) + RECORD_OVERHEAD
+        case TxnRequest():
+            return max(sum(_cost(op) for op in request.success),
+                       sum(_cost(op) for op in request.failure))
+        case LeaseGrantRequest():
+            return RECORD_OVERHEAD
+    return 0
+
+
+def _adds_data(command: bytes, limits: KVLimits) -> bool:
+    try:
+        return _cost(decode_command(command, limits).request) > 0
+    except MalformedRequest:
+        return False  # the store refuses it when applying, on every replica alike
 
 
 def _lost() -> NodeError:

@@ -10,7 +10,13 @@ A member is unhealthy when
   `--join` member whose addition is not applied here), so it takes no part in the cluster;
 - its applied index trails its commit index by more than MAX_APPLY_LAG_ENTRIES: the entries are
   durable, but its state machine is so far behind that reads here wait, or, serializable, are
-  stale.
+  stale;
+- it cannot persist (`storage_error`: its disk is full or failing), so it takes no writes and
+  acknowledges nothing until the disk takes its log again;
+- an alarm is raised (`alarms`), as etcd's /health reports one: NOSPACE means the cluster
+  refuses writes that add data until an operator frees space and clears it;
+- it is `recovering`: `--repair` cut entries from its log that it may have acknowledged, so it
+  votes for no one and counts for no quorum until its leader has brought it back.
 
 The bound is etcd's (`maxGapBetweenApplyAndCommitIndex`, beyond which an etcd member refuses
 proposals). A busy healthy node trails by at most the entries of one apply batch, hundreds
@@ -28,7 +34,7 @@ MAX_APPLY_LAG_ENTRIES = 5_000
 def unhealthy_reasons(status: Mapping[str, Any],
                       max_apply_lag_entries: int = MAX_APPLY_LAG_ENTRIES) -> list[str]:
     """Why the member whose `status()` this is is unhealthy, in plain words; [] = healthy.
-    Reads only the keys leader, voters, commit and applied."""
+    Reads only the keys leader, voters, commit, applied, storage_error, alarms and recovering."""
     assert max_apply_lag_entries >= 0, max_apply_lag_entries
     reasons = []
     if not status.get("leader"):
@@ -40,5 +46,11 @@ def unhealthy_reasons(status: Mapping[str, Any],
     if lag > max_apply_lag_entries:
         reasons.append(f"applied index {applied} trails commit index {commit} by {lag} entries "
                        f"(more than {max_apply_lag_entries})")
-    assert len(reasons) <= 3
+    if status.get("storage_error"):
+        reasons.append(str(status["storage_error"]))
+    for member, alarm in status.get("alarms") or ():
+        reasons.append(f"alarm {alarm} raised for member {member}")
+    if status.get("recovering"):
+        reasons.append("recovering from a repaired log: it votes and counts for no quorum "
+                       "until it holds everything its leader had committed")
     return reasons
