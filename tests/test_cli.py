@@ -252,6 +252,7 @@ def test_cluster_up_runs_and_stops_three_processes(tmp_path: Path) -> None:
                 break
         output = "".join(lines)
         assert "leader" in output and output.count("127.0.0.1:") == 12 + 3  # 4 addresses a node
+        assert f"admin token for /status and /faults: {tmp_path / 'admin-token'}" in output
         assert len(_processes_mentioning(str(tmp_path / "n"))) == 3
         endpoints = lines[-1].split("=", 1)[1].strip()
         assert shoal("put", "up", "yes", "--endpoints", endpoints)[0] == 0

@@ -136,6 +136,8 @@ def cluster_up(
         except (ConfigError, RuntimeError, TimeoutError) as exc:
             raise fail(str(exc), 2) from None
         console.print(_cluster_table(cluster, leader))
+        console.print(f"admin token for /status and /faults: {cluster.admin_token_file}",
+                      highlight=False)
         console.print(f"SHOAL_ENDPOINTS={','.join(cluster.endpoints)}", highlight=False)
         console.print("try: shoal status / shoal put k v / shoal get k   — Ctrl-C stops the cluster")
         sys.stdout.flush()

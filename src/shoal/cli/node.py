@@ -34,6 +34,14 @@ def node(
     tls_cert: Path | None = typer.Option(None, "--tls-cert"),
     tls_key: Path | None = typer.Option(None, "--tls-key"),
     tls_ca: Path | None = typer.Option(None, "--tls-ca"),
+    allow_faults: bool = typer.Option(
+        False, "--allow-faults", help="serve /faults (fault injection); needs --admin-token-file"),
+    admin_token_file: Path | None = typer.Option(
+        None, "--admin-token-file", help="file holding the bearer token /faults and /status need"),
+    peer_secret_file: Path | None = typer.Option(
+        None, "--peer-secret-file", help="file holding the secret every member of the cluster shares"),
+    quota_backend_bytes: int | None = typer.Option(
+        None, "--quota-backend-bytes", help="past this much data, writes that add data fail"),
 ) -> None:
     """Run one node until SIGTERM or Ctrl-C.
 
@@ -50,6 +58,8 @@ def node(
         "snapshot_entries": snapshot_entries, "fsync": False if no_fsync else None,
         "engine": engine, "auto_compact_revisions": auto_compact,
         "tls_cert": tls_cert, "tls_key": tls_key, "tls_ca": tls_ca,
+        "allow_faults": allow_faults or None, "admin_token_file": admin_token_file,
+        "peer_secret_file": peer_secret_file, "quota_backend_bytes": quota_backend_bytes,
     }
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")

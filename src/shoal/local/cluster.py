@@ -2,20 +2,26 @@
 and the torture test run. Each node gets its own data dir and log file under one root:
 
     ROOT/n1/        data dir of node 1       ROOT/n1.log   its stderr (INFO logging)
+    ROOT/cluster-id    the cluster's random id     ROOT/admin-token, ROOT/peer-secret (mode 0600)
+
+A cluster's id, admin token and peer secret are random, made when its root is first used and
+kept there, so a cluster restarted on the same root is the same cluster. Nodes run with
+/faults enabled behind the admin token (`admin_token`); `status` and `faults` send it.
 
 Everything here is synchronous and talks to nodes only the way an operator would: signals to
-the processes and GET /status on their HTTP ports."""
+the processes, GET /status and /faults on their HTTP ports."""
 
 from __future__ import annotations
 
 import json
+import os
+import secrets
 import shutil
 import signal
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
 import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
@@ -55,16 +61,22 @@ class LocalProcessCluster:
     """`with LocalProcessCluster(3) as c: c.start(); ...` — n node processes (ids 1..n).
 
     `root` defaults to a fresh temporary directory, removed on exit; a given root is kept.
+    `cluster_id` defaults to the one in the root, or a new random one.
     `node_args` are appended to every node's command line (e.g. ["--tick-ms", "20"])."""
 
     def __init__(self, n: int = 3, root: Path | None = None, base_port: int | None = None,
-                 cluster_id: str = "shoal-local", node_args: Sequence[str] = ()):
+                 cluster_id: str | None = None, node_args: Sequence[str] = ()):
         if not 1 <= n <= 9:
             raise ValueError(f"a local cluster has 1 to 9 nodes, not {n}")
-        self.n, self.cluster_id, self.node_args = n, cluster_id, list(node_args)
+        self.n, self.node_args = n, list(node_args)
         self._own_root = root is None
         self.root = Path(tempfile.mkdtemp(prefix="shoal-cluster-")) if root is None else root
         self.root.mkdir(parents=True, exist_ok=True)
+        self.admin_token_file = self.root / "admin-token"
+        self.peer_secret_file = self.root / "peer-secret"
+        self.cluster_id = cluster_id or _kept_secret(self.root / "cluster-id")
+        self.admin_token = _kept_secret(self.admin_token_file)
+        _kept_secret(self.peer_secret_file)
         ports = plan_ports(n, base_port)
         self.members = tuple(Member(i, (HOST, peer), (HOST, client), (HOST, etcd))
                              for i, (client, peer, _, etcd) in enumerate(ports, 1))
@@ -125,6 +137,8 @@ class LocalProcessCluster:
         cmd = [sys.executable, "-m", "shoal", "node", "--id", str(i),
                "--data-dir", str(self.data_dir(i)), "--members", spec,
                "--http", f"{HOST}:{self.http_ports[i]}", "--cluster-id", self.cluster_id,
+               "--allow-faults", "--admin-token-file", str(self.admin_token_file),
+               "--peer-secret-file", str(self.peer_secret_file),
                *(["--join"] if join else []), *self.node_args]
         with open(self.log_path(i), "ab") as log:
             # A session of its own: a Ctrl-C at the terminal reaches only us, and we stop
@@ -201,17 +215,39 @@ class LocalProcessCluster:
         self.close()
 
     # ------------------------------------------------------------------ observing
+    @property
+    def admin_headers(self) -> dict[str, str]:
+        """What /status and /faults need on these nodes."""
+        return {"Authorization": f"Bearer {self.admin_token}"}
+
     def status(self, i: int, timeout: float = 1.0) -> dict[str, Any] | None:
         """Node i's GET /status, or None if it does not answer."""
         if not self.alive(i):
             return None
-        url = f"http://{HOST}:{self.http_ports[i]}/status"
         try:
-            with urllib.request.urlopen(url, timeout=timeout) as resp:
-                body: dict[str, Any] = json.loads(resp.read())
-                return body
-        except (OSError, urllib.error.URLError, ValueError):
+            return self._admin_request(i, "/status", None, timeout)
+        except (OSError, ValueError):
             return None
+
+    def faults(self, i: int, changes: dict[str, Any] | None = None,
+               timeout: float = 2.0) -> dict[str, Any]:
+        """Node i's fault plan after POSTing `changes` to /faults (GET if None), e.g.
+        `{"block_to": [2, 3]}` or `{"heal": True}`. urllib.error.HTTPError on a refusal;
+        OSError if the node does not answer."""
+        return self._admin_request(i, "/faults", changes, timeout)
+
+    def _admin_request(self, i: int, path: str, body: dict[str, Any] | None,
+                       timeout: float) -> dict[str, Any]:
+        headers = dict(self.admin_headers)
+        data = None
+        if body is not None:
+            data = json.dumps(body).encode()
+            headers["Content-Type"] = "application/json"
+        req = urllib.request.Request(f"http://{HOST}:{self.http_ports[i]}{path}", data=data,
+                                     headers=headers, method="GET" if body is None else "POST")
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            answer: dict[str, Any] = json.loads(resp.read())
+            return answer
 
     def statuses(self, timeout: float = 1.0) -> dict[int, dict[str, Any] | None]:
         return {i: self.status(i, timeout) for i in self.ids}
@@ -244,6 +280,19 @@ class LocalProcessCluster:
                            ((HOST, self.http_ports[i]), f"node {i} http"), (m.etcd, f"node {i} etcd")):
             if addr is not None:
                 check_port_free(addr, what)
+
+
+def _kept_secret(path: Path) -> str:
+    """The random value kept in `path`, made (readable by this user only) if it is not there."""
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        pass
+    value = secrets.token_hex(16)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(value + "\n")
+    return value
 
 
 def _last_line(path: Path) -> str:

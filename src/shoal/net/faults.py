@@ -16,6 +16,11 @@ from typing import Any
 from shoal.consensus.messages import NodeId
 
 MAX_DELAY = 60.0  # seconds; longer would pin queued messages in memory for no test's benefit
+_SETTINGS = frozenset({"drop", "delay", "jitter", "block_to", "block_from", "seed"})
+
+
+def _is_number(v: object) -> bool:
+    return type(v) in (int, float)  # not bool: `"drop": true` is a mistake, not 1.0
 
 
 class FaultPlan:
@@ -40,29 +45,43 @@ class FaultPlan:
                     block_from=block_from)
 
     def update(self, **changes: Any) -> None:
-        """Validate and apply changes; `seed=` restarts the generator. All or nothing."""
-        allowed = {"drop", "delay", "jitter", "block_to", "block_from", "seed"}
-        unknown = set(changes) - allowed
-        if unknown:
-            raise ValueError(f"unknown fault settings {sorted(unknown)}")
-        drop = changes.get("drop", self.drop)
-        if not (isinstance(drop, int | float) and 0.0 <= drop <= 1.0):
-            raise ValueError(f"drop must be a probability in [0, 1], got {drop!r}")
-        for name in ("delay", "jitter"):
-            v = changes.get(name, getattr(self, name))
-            if not (isinstance(v, int | float) and 0.0 <= v <= MAX_DELAY):
-                raise ValueError(f"{name} must be in [0, {MAX_DELAY}] seconds, got {v!r}")
-        blocks = {n: set(changes.get(n, getattr(self, n))) for n in ("block_to", "block_from")}
-        for name, nodes in blocks.items():
-            if not all(type(x) is int and x > 0 for x in nodes):
-                raise ValueError(f"{name} must be node ids, got {sorted(nodes, key=repr)!r}")
-        self.drop = float(drop)
-        self.delay = float(changes.get("delay", self.delay))
-        self.jitter = float(changes.get("jitter", self.jitter))
-        self.block_to, self.block_from = blocks["block_to"], blocks["block_from"]
-        if "seed" in changes:
-            self.seed = int(changes["seed"])
+        """Validate every change, then apply them all; `seed=` restarts the generator. A bad
+        value raises ValueError naming the setting, and nothing is applied."""
+        new = self.check(changes)
+        self.drop, self.delay, self.jitter = new["drop"], new["delay"], new["jitter"]
+        self.block_to, self.block_from = new["block_to"], new["block_from"]
+        if "seed" in new:
+            self.seed = new["seed"]
             self._rng = random.Random(self.seed)
+
+    def check(self, changes: dict[str, Any]) -> dict[str, Any]:
+        """The plan `changes` would give, normalised; ValueError naming the first bad setting.
+        Values may come from JSON, so bools are not numbers here and lists stand for sets."""
+        unknown = set(changes) - _SETTINGS
+        if unknown:
+            raise ValueError(f"unknown fault settings {sorted(unknown)}; known: {sorted(_SETTINGS)}")
+        new: dict[str, Any] = {}
+        for name, bound, what in (("drop", 1.0, "a probability in [0, 1]"),
+                                  ("delay", MAX_DELAY, f"in [0, {MAX_DELAY}] seconds"),
+                                  ("jitter", MAX_DELAY, f"in [0, {MAX_DELAY}] seconds")):
+            v = changes.get(name, getattr(self, name))
+            if not (_is_number(v) and 0.0 <= v <= bound):
+                raise ValueError(f"{name} must be {what}, got {v!r}")
+            new[name] = float(v)
+        for name in ("block_to", "block_from"):
+            v = changes.get(name, getattr(self, name))
+            if isinstance(v, str | bytes | dict) or not isinstance(v, Iterable):
+                raise ValueError(f"{name} must be a list of node ids, got {v!r}")
+            nodes = list(v)
+            if not all(type(x) is int and x > 0 for x in nodes):
+                raise ValueError(f"{name} must be node ids (positive integers), got {nodes!r}")
+            new[name] = set(nodes)
+        if "seed" in changes:
+            seed = changes["seed"]
+            if type(seed) is not int:
+                raise ValueError(f"seed must be an integer, got {seed!r}")
+            new["seed"] = seed
+        return new
 
     def partition(self, nodes: Iterable[NodeId]) -> None:
         """Cut this node off from `nodes` in both directions."""
