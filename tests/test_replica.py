@@ -21,6 +21,7 @@ from shoal.kv.requests import (
 )
 from shoal.replica import Done, NodeError, Replica
 from shoal.sim import SimConfig, World
+from shoal.sim.bugs import PLANTED, REPLICA_TEETH
 from shoal.sim.campaign import run_seed
 from shoal.sim.host import Ask, Host
 from shoal.sim.world import MS
@@ -219,24 +220,18 @@ def test_ci_campaign_of_the_whole_replica(chunk):
     assert not bad, f"seed {bad[0][0].seed}: {bad[0][0].violation}\nreplay: {bad[0][1].replay_command(bad[0][0].seed)}"
 
 
-# Planted bugs in the replica layer, each caught within a bounded number of seeds of a harsh
-# 3-node profile (a nemesis every 60 ms: disk replacements, crashes and leader changes come
-# often). The bounds leave room over the first catching seed found when they were set.
-TEETH = dict(nodes=3, steps=10_000, nemesis_mean_us=60 * MS)
-
-
-@pytest.mark.parametrize("bug,bound", [
-    ("apply-conf-twice", 20),
-    ("forget-readd", 20),
-    ("expire-on-follower-clock", 40),
-])
-def test_a_broken_replica_is_caught(bug, bound):
-    cfg = SimConfig(bugs=frozenset([bug]), **TEETH)  # type: ignore[arg-type]
-    for seed in range(bound):
+# Planted bugs in the replica layer, each caught within its bound by its own profile
+# (shoal.sim.bugs: a nemesis every 60 ms, so disk replacements, crashes and leader changes
+# come often).
+@pytest.mark.parametrize("bug", [b for b in PLANTED.values() if b.profile is REPLICA_TEETH],
+                         ids=lambda b: b.name)
+def test_a_broken_replica_is_caught(bug):
+    cfg = bug.config()
+    for seed in range(bug.seeds):
         if not (r := run_seed(seed, cfg)).ok:
             assert r.violation
             return
-    raise AssertionError(f"{bug} went unnoticed for {bound} seeds")
+    raise AssertionError(f"{bug.name} went unnoticed for {bug.seeds} seeds")
 
 
 # ============================================================================ quota and alarms

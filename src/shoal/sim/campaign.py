@@ -6,7 +6,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Generator
 from dataclasses import dataclass, field
 
 from ..check import check_history
@@ -56,7 +56,7 @@ def _run(args: tuple[int, SimConfig]) -> SeedResult:
     return run_seed(*args)
 
 
-def campaign(cfg: SimConfig, seeds: range, workers: int | None = None) -> Iterator[SeedResult]:
+def campaign(cfg: SimConfig, seeds: range, workers: int | None = None) -> Generator[SeedResult]:
     """Yield results as seeds finish (in any order), spread over worker processes."""
     workers = workers or min(len(seeds), os.cpu_count() or 1)
     jobs = [(s, cfg) for s in seeds]

@@ -18,9 +18,11 @@ from .world import SimConfig, World
 console = Console()
 
 
-def run_sim(*, nodes: int, seeds: int, first_seed: int, seed: int | None, steps: int, engine: str,
-            bugs: list[str], trace: Path | None, workers: int | None, demo: bool = False) -> int:
-    cfg = SimConfig(nodes=nodes, steps=steps, engine=engine, bugs=frozenset(bugs))
+def run_sim(cfg: SimConfig, *, seeds: int, first_seed: int, seed: int | None,
+            trace: Path | None, workers: int | None, demo: bool = False,
+            stop_at_first: bool = False) -> int:
+    """`stop_at_first`: end the campaign at the first violation (a planted bug's demonstration)."""
+    nodes, steps, engine = cfg.nodes, cfg.steps, cfg.engine
     if seed is not None:
         return _replay(cfg, seed, trace)
     if demo:
@@ -35,9 +37,13 @@ def run_sim(*, nodes: int, seeds: int, first_seed: int, seed: int | None, steps:
                   TextColumn("{task.fields[bad]} violations"), TimeRemainingColumn(),
                   console=console, transient=not demo) as bar:
         task = bar.add_task(f"{engine}, {nodes} nodes, {steps} steps", total=seeds, bad=0)
-        for res in campaign(cfg, range(first_seed, first_seed + seeds), workers):
+        runs = campaign(cfg, range(first_seed, first_seed + seeds), workers)
+        for res in runs:
             results.append(res)
             bar.update(task, advance=1, bad=sum(not r.ok for r in results))
+            if stop_at_first and not res.ok:
+                runs.close()  # the worker pool stops now, not when the generator is collected
+                break
     wall = time.perf_counter() - started
     results.sort(key=lambda r: r.seed)
     if demo:
@@ -50,6 +56,10 @@ def run_sim(*, nodes: int, seeds: int, first_seed: int, seed: int | None, steps:
         f"{sum(r.ops for r in results)} client operations, "
         f"{sum(r.stats.get('crashes', 0) for r in results)} crashes, "
         f"{sum(r.stats.get('partitions', 0) for r in results)} partitions.")
+    if not bad and cfg.bugs:
+        console.print(f"[bold yellow]The planted bug went unnoticed[/] in {len(results)} seeds: "
+                      "try more with --seeds.")
+        return 0
     if not bad:
         console.print(f"[bold green]No violation[/] in {len(results)} seeds: every history linearizable, "
                       "every invariant held.")
