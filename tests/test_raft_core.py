@@ -337,3 +337,120 @@ def test_figure8_rule_old_term_entry_not_committed_by_counting(bug: bool) -> Non
         assert set(seen) == {1}
     assert lead.status().commit == 3  # the own-term no-op commits both at once
     assert c.nodes[2].status().commit == 3
+
+
+# ============================================================================ a repaired log
+def repair(c: Cluster, i: int, keep: int) -> Raft:
+    """Restart node i as `--repair` hands it to the core: its log cut after `keep` entries,
+    its epoch bumped and marked recovering (storage/recovery.py), term and vote as they were."""
+    old = c.nodes[i]
+    assert old.log.offset == 0 and keep < old.log.last_index()
+    hs = HardState(old.term, old.vote, min(old.log.committed, keep), old.epoch + 1, True)
+    n = Raft(i, old.conf, random.Random(100 + i), Durable(hs, None, tuple(old.log.entries[:keep])),
+             old.cfg)
+    c.nodes[i] = n
+    return n
+
+
+def test_a_repaired_follower_is_caught_up_by_the_leader_that_recorded_its_old_match() -> None:
+    """Finding 7: the leader kept match 12,197 for a follower repaired back to 562 and took
+    every rejection at or below that match for a stale message, so it never re-sent a thing."""
+    c = Cluster()
+    lead = c.elect(1)
+    for k in range(40):
+        lead.propose(b"v%d" % k)
+    c.pump()
+    assert lead.prs[3].match == lead.log.last_index() == c.nodes[3].log.last_index()
+    n3 = repair(c, 3, 10)
+    for k in range(5):
+        lead.propose(b"w%d" % k)
+    c.pump()
+    c.tick(1, 2)
+    assert (n3.log.last_index(), n3.log.committed) == (lead.log.last_index(), lead.log.committed)
+    assert lead.prs[3].match == lead.log.last_index() and lead.prs[3].epoch == 1
+    assert not n3.recovering and not n3.status().recovering
+    assert n3._prev_hs.epoch == 1 and not n3._prev_hs.recovering  # what the driver persisted
+
+
+def test_a_recovering_node_votes_for_no_one_and_never_campaigns() -> None:
+    c = Cluster()
+    lead = c.elect(1)
+    for k in range(10):
+        lead.propose(b"v%d" % k)
+    c.pump()
+    n3 = repair(c, 3, 4)
+    c.isolated = {1}  # the only node that could bring it back is gone
+    c.tick(3, 60)
+    assert n3.role == "follower" and not any(m.src == 3 for m in c.sent if m.type in (
+        MsgType.PRE_VOTE, MsgType.VOTE))
+    c.sent.clear()
+    c.tick(2, 60)  # node 2 has every entry; without node 3's vote it still cannot win
+    answers = [m for m in c.sent if m.src == 3 and m.type in (MsgType.PRE_VOTE_RESP, MsgType.VOTE_RESP)]
+    assert answers and all(m.reject for m in answers) and c.nodes[2].role != "leader"
+    c.isolated = set()
+    c.tick(1, 3)
+    assert not n3.recovering and n3.log.last_index() == lead.log.last_index()
+
+
+def test_a_recovering_follower_counts_for_no_commit_and_no_read_until_it_holds_all() -> None:
+    c = Cluster(max_size_per_msg=1, max_inflight_msgs=1)  # one entry per append: a slow catch-up
+    lead = c.elect(1)
+    for k in range(20):
+        lead.propose(b"v%d" % k)
+    c.pump()
+    c.isolated = {2}  # node 3 alone decides whether the leader has a quorum
+    repair(c, 3, 3)
+    committed = lead.log.committed
+    for k in range(5):
+        lead.propose(b"x%d" % k)  # not committed yet: the leader holds more than its commit
+    lead.read_index(b"r")
+    c.drop = lambda m: m.type is MsgType.APP and m.dst == 3
+    c.tick(1, 5)  # heartbeats, each answered by node 3, which has learnt nothing new
+    assert lead.prs[3].recovering and not c.read_states[1] and lead.log.committed == committed
+    c.drop = lambda m: False
+    windows = 0
+
+    def check() -> None:
+        nonlocal windows
+        pr = lead.prs[3]
+        if pr.recovering and pr.match < pr.recover_to:
+            windows += 1
+            assert lead.log.committed == committed, "a recovering follower's ack was counted"
+            assert not lead.read_states and not c.read_states[1], "its heartbeat confirmed a read"
+
+    c.observe = check
+    c.tick(1, 5)
+    assert windows > 10  # the catch-up took many messages, each checked
+    assert lead.log.committed == lead.log.last_index() > committed
+    assert [r.context for r in c.read_states[1]] == [b"r"] and not c.nodes[3].recovering
+
+
+def test_a_reply_from_before_the_repair_is_stale() -> None:
+    c = Cluster()
+    lead = c.elect(1)
+    for k in range(10):
+        lead.propose(b"v%d" % k)
+    c.pump()
+    last = lead.log.last_index()
+    repair(c, 3, 2)
+    c.drop = lambda m: m.type is MsgType.APP and m.dst == 3
+    c.tick(1)  # a heartbeat round: the leader hears epoch 1 and forgets match 11
+    assert (lead.prs[3].match, lead.prs[3].epoch, lead.prs[3].recovering) == (0, 1, True)
+    lead.step(Message(MsgType.APP_RESP, 3, 1, term=lead.term, index=last))  # epoch 0: old life
+    assert lead.prs[3].match == 0
+    c.drop = lambda m: False
+    c.tick(1, 2)
+    assert lead.prs[3].match == last and not lead.prs[3].recovering
+
+
+def test_a_repaired_sole_voter_leads_again() -> None:
+    """Nobody else holds what its cut took: recovering would keep it down for ever."""
+    c = Cluster(voters=(1,))
+    lead = c.elect(1)
+    for k in range(5):
+        lead.propose(b"v%d" % k)
+    c.pump()
+    n = repair(c, 1, 3)
+    assert n.recovering
+    n = c.elect(1)
+    assert not n.recovering and n.log.committed == n.log.last_index() == 4  # and its no-op

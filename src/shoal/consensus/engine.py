@@ -24,6 +24,7 @@ class Status:
     last_index: int
     conf: ConfState
     progress: dict[NodeId, int] = field(default_factory=dict)  # leader only: match index
+    recovering: bool = False  # Raft: catching up after losing log entries; votes for no one
 
 
 class Engine(Protocol):

@@ -34,6 +34,12 @@ class HardState:
     term: int = 0
     vote: NodeId = NONE
     commit: int = 0
+    # Raft only. `epoch` counts the times this node's log lost entries it may have
+    # acknowledged (a `--repair` cut); `recovering` is True from such a loss until the node
+    # holds everything its leader had committed: meanwhile it does not vote, and the leader
+    # does not count it toward a commit or a read.
+    epoch: int = 0
+    recovering: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,6 +179,11 @@ class Message:
     offset: int = 0  # SNAP: where `chunk` starts; SNAP_RESP: bytes received so far
     chunk: bytes = b""
     done: bool = False  # SNAP: last chunk
+    # *_RESP: the sender's log epoch and whether it is recovering (HardState). APP: the
+    # leader's record of both for the receiver, so a recovering follower knows the leader
+    # has seen it as recovering and its `commit` covers everything it may have acknowledged.
+    epoch: int = 0
+    recovering: bool = False
 
     def size(self) -> int:
         return 64 + len(self.chunk) + len(self.context) + sum(e.size() for e in self.entries)

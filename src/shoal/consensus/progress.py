@@ -27,6 +27,17 @@ class Progress:
     snap_index: int = 0  # snapshot being streamed
     snap_offset: int = 0  # bytes of it the follower has acknowledged
     is_learner: bool = False
+    epoch: int = 0  # the follower's log epoch as its last response gave it
+    recovering: bool = False  # it is catching up after its log lost entries
+    recover_to: int = 0  # our last index when we learnt it recovers: it counts once it has that
+
+    def regressed(self, epoch: int, recovering: bool, last: int) -> None:
+        """The follower's log lost entries since we learnt `match`: forget it and probe again
+        from our end (its rejections walk `next` back to where it really is)."""
+        self.epoch, self.recovering, self.recover_to = epoch, recovering, last
+        self.match, self.next = 0, last + 1
+        self.state, self.paused, self.snap_index, self.snap_offset = State.PROBE, False, 0, 0
+        self.inflight.clear()
 
     def become_probe(self) -> None:
         # After a snapshot, resume right after it; otherwise right after the match point.

@@ -12,6 +12,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Any
 
 from .confchange import ConfChange, ConfChangeError, apply_change
 from .engine import Status
@@ -123,6 +124,8 @@ class Raft(RawNode[Message]):
         assert self.log.offset <= hs.commit <= self.log.last_index() or hs.commit <= self.log.offset
         self.log.commit_to(max(hs.commit, self.log.offset))
         self.term, self.vote = hs.term, hs.vote
+        # Set by a repair that cut the log (storage/recovery.py); see `_maybe_recovered`.
+        self.epoch, self.recovering = hs.epoch, hs.recovering
         self.leader = NONE
         self.role = Role.FOLLOWER
         self.prs: dict[NodeId, Progress] = {}
@@ -225,7 +228,7 @@ class Raft(RawNode[Message]):
             id=self.id, role=self.role.value, term=self.term, leader=self.leader,
             commit=self.log.committed, applied=self.log.applied,
             last_index=self.log.last_index(), conf=self.conf,
-            progress={n: pr.match for n, pr in self.prs.items()},
+            progress={n: pr.match for n, pr in self.prs.items()}, recovering=self.recovering,
         )
 
     # ================================================================ Ready hooks (RawNode)
@@ -260,7 +263,8 @@ class Raft(RawNode[Message]):
         return NONE if "forget-vote" in self.cfg.bugs else self.vote
 
     def _hard_state(self) -> HardState:
-        return HardState(self.term, self._durable_vote(), self.log.committed)
+        return HardState(self.term, self._durable_vote(), self.log.committed, self.epoch,
+                         self.recovering)
 
     def _reset_randomized_timeout(self) -> None:
         self.randomized_timeout = self.cfg.election_tick + self.rng.randrange(self.cfg.election_tick)
@@ -307,11 +311,15 @@ class Raft(RawNode[Message]):
         self._leader_append([(EntryKind.NORMAL, b"")], local=False)  # commits earlier terms (§5.4.2)
 
     def _promotable(self) -> bool:
-        return self.id in self.conf.voters or self.id in self.conf.outgoing
+        return not self.recovering and (self.id in self.conf.voters or self.id in self.conf.outgoing)
 
     # ================================================================ ticks
     def _tick_election(self) -> None:
         self.election_elapsed += 1
+        if self.recovering and self.conf.voters == {self.id} and not self.conf.outgoing:
+            # The sole voter: no one else could hold what the cut took, and no one else
+            # could ever bring it back. Waiting would only keep it down for good.
+            self.recovering = False
         if self._promotable() and self.election_elapsed >= self.randomized_timeout:
             self.election_elapsed = 0
             self._campaign(pre_vote=self.cfg.pre_vote)
@@ -369,11 +377,12 @@ class Raft(RawNode[Message]):
 
     def _handle_vote_request(self, m: Message) -> None:
         pre = m.type is MsgType.PRE_VOTE
-        can_vote = (
+        # A recovering node may have lost entries it acknowledged and the vote it cast this
+        # term: any vote it gave could elect a leader without them, or a second leader.
+        can_vote = not self.recovering and (
             self.vote == m.src
             or (self.vote == NONE and self.leader == NONE)
-            or (pre and m.term > self.term)
-        )
+            or (pre and m.term > self.term))
         resp = MsgType.PRE_VOTE_RESP if pre else MsgType.VOTE_RESP
         if can_vote and self.log.is_up_to_date(m.index, m.log_term):
             # Grants carry the candidate's term so a pre-candidate can tell them apart.
@@ -403,7 +412,7 @@ class Raft(RawNode[Message]):
         elif m.term < self.term:
             if m.type in (MsgType.APP, MsgType.HEARTBEAT) and (self.cfg.check_quorum or self.cfg.pre_vote):
                 # A stale leader cut off by a partition: tell it the current term so it steps down.
-                self._send(Message(MsgType.APP_RESP, self.id, m.src, term=self.term))
+                self._send(self._resp(MsgType.APP_RESP, m.src))
             elif m.type is MsgType.PRE_VOTE:
                 self._send(Message(MsgType.PRE_VOTE_RESP, self.id, m.src, term=self.term, reject=True))
             return
@@ -429,6 +438,17 @@ class Raft(RawNode[Message]):
         pr = self.prs.get(m.src)
         if pr is None:
             return  # not (or no longer) a member
+        if m.epoch < pr.epoch:
+            return  # sent before its log lost entries: what it says no longer holds
+        if m.epoch > pr.epoch:
+            # Its log regressed (a repair cut it): our match for it is void, and a rejection
+            # below that match is news, not a stale message. While it recovers it counts for
+            # no commit and no read until it holds all we hold now.
+            pr.regressed(m.epoch, m.recovering, self.log.last_index())
+            pr.recent_active = True
+            self._send_append(m.src)
+            return
+        pr.recovering = m.recovering
         if t is MsgType.APP_RESP:
             pr.recent_active = True
             self._handle_append_response(m, pr)
@@ -442,7 +462,7 @@ class Raft(RawNode[Message]):
             elif pr.match < self.log.last_index():
                 # Possibly lost appends: an (even empty) append makes the follower say where it is.
                 self._send_append(m.src, send_if_empty=True)
-            if m.read_round > self.read_acked.get(m.src, 0):
+            if m.read_round > self.read_acked.get(m.src, 0) and _counts(pr):
                 self.read_acked[m.src] = m.read_round
                 self._release_reads()
         elif t is MsgType.SNAP_RESP:
@@ -471,8 +491,7 @@ class Raft(RawNode[Message]):
         elif t is MsgType.HEARTBEAT:
             self.election_elapsed, self.leader = 0, m.src
             self.log.commit_to(max(self.log.committed, min(m.commit, self.log.last_index())))
-            self._send(Message(MsgType.HEARTBEAT_RESP, self.id, m.src, term=self.term,
-                               read_round=m.read_round))
+            self._send(self._resp(MsgType.HEARTBEAT_RESP, m.src, read_round=m.read_round))
         elif t is MsgType.SNAP:
             self.election_elapsed, self.leader = 0, m.src
             self._handle_snapshot_chunk(m)
@@ -506,7 +525,8 @@ class Raft(RawNode[Message]):
         self.needs_bcast = True  # sent in one batch when the driver next asks for Ready
 
     def _maybe_commit(self) -> bool:
-        idx = committed_index(self.conf, {n: pr.match for n, pr in self.prs.items() if not pr.is_learner})
+        idx = committed_index(self.conf, {n: pr.match for n, pr in self.prs.items()
+                                          if not pr.is_learner and _counts(pr)})
         if idx <= self.log.committed:
             return False
         # Figure 8: only an entry of the leader's own term is committed by counting replicas.
@@ -554,7 +574,8 @@ class Raft(RawNode[Message]):
         if not entries and not send_if_empty and pr.state is State.REPLICATE:
             return
         self._send(Message(MsgType.APP, self.id, to, term=self.term, index=prev, log_term=prev_term,
-                           entries=tuple(entries), commit=self.log.committed))
+                           entries=tuple(entries), commit=self.log.committed,
+                           epoch=pr.epoch, recovering=pr.recovering))
         if entries or pr.state is State.PROBE:
             pr.sent(entries[-1].index if entries else prev)
         # Pipelining: keep the window full while there is more to send.
@@ -602,7 +623,8 @@ class Raft(RawNode[Message]):
     # ================================================================ replication (follower)
     def _handle_append(self, m: Message) -> None:
         if m.index < self.log.committed:
-            self._send(Message(MsgType.APP_RESP, self.id, m.src, term=self.term, index=self.log.committed))
+            self._maybe_recovered(m)
+            self._send(self._resp(MsgType.APP_RESP, m.src, index=self.log.committed))
             return
         prev_term = m.log_term
         if "skip-log-matching" in self.cfg.bugs and m.index <= self.log.last_index():
@@ -610,11 +632,23 @@ class Raft(RawNode[Message]):
         last_new = self.log.maybe_append(m.index, prev_term, m.entries)
         if last_new is not None:
             self.log.commit_to(max(self.log.committed, min(m.commit, last_new)))
-            self._send(Message(MsgType.APP_RESP, self.id, m.src, term=self.term, index=last_new))
+            self._maybe_recovered(m)
+            self._send(self._resp(MsgType.APP_RESP, m.src, index=last_new))
             return
         hint, hint_term = self.log.find_conflict_by_term(min(m.index, self.log.last_index()), m.log_term)
-        self._send(Message(MsgType.APP_RESP, self.id, m.src, term=self.term, index=m.index,
-                           reject=True, reject_hint=hint, log_term=hint_term))
+        self._send(self._resp(MsgType.APP_RESP, m.src, index=m.index, reject=True,
+                              reject_hint=hint, log_term=hint_term))
+
+    def _maybe_recovered(self, m: Message) -> None:
+        """Leave recovery once we hold everything the leader had committed when it sent `m`,
+        provided it sent `m` knowing we recover (so it had heard every acknowledgement of our
+        earlier life: messages die with the process that sent them) and that commit index is
+        of its own term (so it
+        covers every earlier leader's commits, §5.4.2). Then we hold every entry our lost
+        acknowledgements could have helped commit, and may vote again."""
+        if (self.recovering and m.recovering and m.epoch == self.epoch
+                and self.log.committed >= m.commit and self.log.term(m.commit) == m.term):
+            self.recovering = False
 
     def _handle_snapshot_chunk(self, m: Message) -> None:
         meta = m.snapshot
@@ -625,18 +659,16 @@ class Raft(RawNode[Message]):
         buf = self.snap_buf
         if buf is None or buf[0] != meta or m.offset != len(buf[1]):
             have = len(buf[1]) if buf is not None and buf[0] == meta else 0
-            self._send(Message(MsgType.SNAP_RESP, self.id, m.src, term=self.term, snapshot=meta,
-                               offset=have, reject=True))
+            self._send(self._resp(MsgType.SNAP_RESP, m.src, snapshot=meta, offset=have, reject=True))
             return
         buf[1].extend(m.chunk)
         if not m.done:
-            self._send(Message(MsgType.SNAP_RESP, self.id, m.src, term=self.term, snapshot=meta,
-                               offset=len(buf[1])))
+            self._send(self._resp(MsgType.SNAP_RESP, m.src, snapshot=meta, offset=len(buf[1])))
             return
         self.snap_buf = None
         self._restore(Snapshot(meta, bytes(buf[1])))
         # Everything up to our commit index now matches the leader (it covers the snapshot).
-        self._send(Message(MsgType.APP_RESP, self.id, m.src, term=self.term, index=self.log.committed))
+        self._send(self._resp(MsgType.APP_RESP, m.src, index=self.log.committed))
 
     def _restore(self, snap: Snapshot) -> None:
         meta = snap.meta
@@ -723,5 +755,16 @@ class Raft(RawNode[Message]):
                                index=index, context=context))
 
     # ================================================================ output
+    def _resp(self, type: MsgType, to: NodeId, **fields: Any) -> Message:
+        """A reply to the leader: it carries our log epoch and recovery state."""
+        return Message(type, self.id, to, term=self.term, epoch=self.epoch,
+                       recovering=self.recovering, **fields)
+
     def _send(self, m: Message) -> None:
         self.msgs.append(m)
+
+
+def _counts(pr: Progress) -> bool:
+    """Does this follower's word count toward a commit or a read round? Not while it
+    recovers and lacks part of what the leader held when it learnt of the loss."""
+    return not pr.recovering or pr.match >= pr.recover_to

@@ -12,8 +12,8 @@ the order the `Ready` docstring (messages.py) lays down, and hands that very obj
   (`pending_snapshot`): the engine only appends to or sets them; a Ready takes them all;
 - the last HardState the driver was handed (`_prev_hs`; at start, the one it persisted). A
   Ready carries `hard_state` only when it differs, and `must_sync` when there are entries or
-  a snapshot to write, or the term or the vote changed. A Ready that moves only the commit
-  index needs no fsync;
+  a snapshot to write, or the term, the vote or the recovery state changed. A Ready that
+  moves only the commit index needs no fsync;
 - the last SoftState the driver was handed (`_prev_ss`; at start "follower, no leader", which
   is what every driver assumes of a fresh engine). It is built from the engine's cheap
   `role` and `leader` attributes, and a Ready carries it only when one of them changed;
@@ -151,7 +151,8 @@ class RawNode(ABC, Generic[M]):
             messages=list(self.msgs),
             read_states=self.read_states,
             must_sync=bool(entries) or snapshot is not None
-            or (hs.term, hs.vote) != (prev.term, prev.vote),
+            or (hs.term, hs.vote, hs.epoch, hs.recovering)
+            != (prev.term, prev.vote, prev.epoch, prev.recovering),
         )
         self.msgs, self.read_states = [], []
         self._outstanding = rd

@@ -146,16 +146,17 @@ def _enc_snapshot(s: SnapshotMeta | None) -> list[Any] | None:
 
 
 def encode_message(m: Message) -> bytes:
-    """A Raft Message as a 16-element msgpack array, in dataclass field order."""
+    """A Raft Message as a msgpack array in dataclass field order: 16 elements, or 18 when
+    it carries a repaired log's epoch or recovery state (so other messages stay as before)."""
     try:
-        return msgpack.packb(
-            [
-                int(m.type), m.src, m.dst, m.term, m.log_term, m.index,
-                [_enc_entry(e) for e in m.entries], m.commit, m.reject, m.reject_hint,
-                m.context, m.read_round, _enc_snapshot(m.snapshot), m.offset, m.chunk, m.done,
-            ],
-            use_bin_type=True,
-        )
+        fields = [
+            int(m.type), m.src, m.dst, m.term, m.log_term, m.index,
+            [_enc_entry(e) for e in m.entries], m.commit, m.reject, m.reject_hint,
+            m.context, m.read_round, _enc_snapshot(m.snapshot), m.offset, m.chunk, m.done,
+        ]
+        if m.epoch or m.recovering:
+            fields += [m.epoch, m.recovering]
+        return msgpack.packb(fields, use_bin_type=True)
     except (AttributeError, TypeError, ValueError, OverflowError) as e:
         raise LocalProtocolError(f"cannot encode {m!r:.80}: {e}") from None
 
@@ -198,10 +199,11 @@ _UINT_FIELDS = ("term", "log_term", "index", "commit", "reject_hint", "read_roun
 
 
 def decode_message(payload: bytes) -> Message:
+    v = unpack(payload, "raft message")
     (
         typ, src, dst, term, log_term, index, entries, commit, reject, reject_hint,
-        context, read_round, snapshot, offset, chunk, done,
-    ) = _array(unpack(payload, "raft message"), "message", length=16)
+        context, read_round, snapshot, offset, chunk, done, *recovery,
+    ) = _array(v, "message", length=18 if type(v) is list and len(v) == 18 else 16)
     if type(typ) is not int or typ not in _TYPES:
         raise _fail("type", "unknown message type", typ)
     uints = (term, log_term, index, commit, reject_hint, read_round, offset)
@@ -218,6 +220,7 @@ def decode_message(payload: bytes) -> Message:
         read_round, _dec_snapshot(snapshot), offset,
         _bytes(chunk, "chunk"),  # bounded by the frame size
         _bool(done, "done"),
+        *((_uint(recovery[0], "epoch"), _bool(recovery[1], "recovering")) if recovery else ()),
     )
 
 

@@ -5,21 +5,30 @@ Rules (docs/storage.md gives the reasons):
 - a bad record at the very end of the last segment is a write the crash interrupted: it was
   never synced, so nothing acknowledged is in it; cut it off and go on (warning);
 - any other bad record is damage: refuse (CorruptWAL, naming file and offset), or, with
-  repair, cut the log there and say what was dropped."""
+  repair, cut the log there and say what was dropped. The node may have acknowledged what
+  was cut, so repair also bumps the hard state's epoch and marks it recovering, durably,
+  before anything acts on the log: the core then votes for no one and counts for no quorum
+  until its leader has brought it back (consensus/raft.py, `_maybe_recovered`)."""
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+import os
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from ..consensus.messages import Durable, Entry, HardState, Snapshot
 from .errors import CorruptSnapshot, CorruptWAL, StorageError, io_error
-from .files import sync_dir, truncate_file
+from .files import pack_blob, sync_dir, sync_fd, truncate_file, unpack_blob, write_all, write_atomic
 from .snapshot import SnapshotFiles
-from .wal import Head, Mark, Segment, parse_segment_name, scan
+from .wal import Head, Mark, Segment, encode_hard_state, parse_segment_name, scan
 
 log = logging.getLogger("shoal.storage")
+
+# The last epoch a repair gave out, kept outside the WAL because a later cut may take the
+# record that carried it there, and an epoch given twice would hide the second loss.
+EPOCH = "shoal.epoch"
+EPOCH_MAGIC = b"SHEP"
 
 
 @dataclass(slots=True)
@@ -107,6 +116,7 @@ def replay(dir: Path, repair: bool) -> Replayed:
     segs = list_segments(dir)
     wlog = WALLog()
     next_seq = segs[0].seq if segs else 0
+    given = _last_epoch(dir)
     for k, seg in enumerate(segs):
         bad: Problem | None = None
         if k > 0 and seg.seq != segs[k - 1].seq + 1:
@@ -121,15 +131,55 @@ def replay(dir: Path, repair: bool) -> Replayed:
             dropped: list[str] = []
         elif repair:
             dropped = [f"{seg.path} from offset {offset}: {reason}"]
+            # Given out before the cut: a crash between the two still marks the node below.
+            given = max(wlog.hard_state.epoch, given) + 1
+            write_atomic(dir / EPOCH, pack_blob(EPOCH_MAGIC, b"%d" % given))
         else:
             raise CorruptWAL(seg.path, offset, reason)
         next_seq = seg.seq
         _cut(segs, k, offset, dropped)
+        _mark(wlog, segs, given)
         sync_dir(dir)
         for line in dropped:
             log.warning("repair dropped %s", line)
         return Replayed(wlog, segs, next_seq, dropped)
+    _mark(wlog, segs, given)
     return Replayed(wlog, segs, next_seq, [])
+
+
+def _last_epoch(dir: Path) -> int:
+    path = dir / EPOCH
+    try:
+        return int(unpack_blob(EPOCH_MAGIC, path.read_bytes()))
+    except FileNotFoundError:
+        return 0
+    except OSError as e:
+        raise io_error(e, "reading", path) from e
+    except ValueError as e:
+        raise StorageError(f"unreadable {path}: {e}") from e
+
+
+def _mark(wlog: WALLog, segs: list[Segment], epoch: int) -> None:
+    """A repair gave out `epoch` and the WAL's hard state does not carry it yet (this repair,
+    one that crashed before its record was durable, or a later cut that took that record):
+    the hard state becomes recovering in that epoch, durably, before anything acts on it."""
+    h = wlog.hard_state
+    if epoch <= h.epoch:
+        return
+    wlog.hard_state = replace(h, epoch=epoch, recovering=True)
+    if not segs:
+        return  # the writer starts a fresh segment, with this hard state in it
+    seg = segs[-1]
+    try:
+        fd = os.open(seg.path, os.O_WRONLY | os.O_APPEND)
+    except OSError as e:
+        raise io_error(e, "opening", seg.path) from e
+    try:
+        write_all(fd, encode_hard_state(wlog.hard_state), seg.path)
+        sync_fd(fd, seg.path)
+    finally:
+        os.close(fd)
+    seg.size = seg.path.stat().st_size
 
 
 def _replay_segment(seg: Segment, first: bool, wlog: WALLog) -> Problem | None:

@@ -40,7 +40,7 @@ _NAME = re.compile(r"^([0-9a-f]{16})-([0-9a-f]{16})\.wal$")
 class RecordType(IntEnum):
     HEAD = 1  # [seq, index, term]: first record of a segment; the log holds (index, term)
     ENTRIES = 2  # [first_index, [[term, kind, data], ...]]: supersedes stored entries >= first
-    HARD_STATE = 3  # [term, vote, commit]
+    HARD_STATE = 3  # [term, vote, commit], or with [..., epoch, recovering] once repaired
     SNAPSHOT = 4  # [index, term, reset]: a snapshot was saved; reset = it replaced the log
 
 
@@ -103,7 +103,10 @@ def encode_entries(entries: Sequence[Entry]) -> bytes:
 
 
 def encode_hard_state(hs: HardState) -> bytes:
-    return _record(RecordType.HARD_STATE, [hs.term, hs.vote, hs.commit])
+    fields = [hs.term, hs.vote, hs.commit]
+    if hs.epoch or hs.recovering:  # a log never repaired keeps the original three fields
+        fields += [hs.epoch, int(hs.recovering)]
+    return _record(RecordType.HARD_STATE, fields)
 
 
 def encode_mark(mark: Mark) -> bytes:
@@ -123,7 +126,13 @@ def _decode(rtype: RecordType, obj: Any) -> Payload:
     if rtype is RecordType.HEAD:
         return Head(*_uints(obj, 3))
     if rtype is RecordType.HARD_STATE:
-        return HardState(*_uints(obj, 3))
+        if isinstance(obj, list) and len(obj) == 5:
+            term, vote, commit, epoch, recovering = _uints(obj, 5)
+            if recovering > 1:
+                raise ValueError(f"bad recovering flag in {obj!r:.80}")
+            return HardState(term, vote, commit, epoch, bool(recovering))
+        term, vote, commit = _uints(obj, 3)
+        return HardState(term, vote, commit)
     if rtype is RecordType.SNAPSHOT:
         if not (isinstance(obj, list) and len(obj) == 3 and isinstance(obj[2], bool)):
             raise ValueError(f"bad snapshot marker {obj!r:.80}")
