@@ -105,7 +105,7 @@ MALFORMED = [
     (_wire(context=b"x" * (MAX_CONTEXT + 1)), "'context': 65537 bytes exceeds the limit"),
     (_wire(chunk=None), "'chunk': expected bytes"),
     (_wire(entries={}), "'entries': expected an array"),
-    (_wire(entries=[[1, 2, 0, b""]] * (MAX_ENTRIES + 1)), "'entries': 65537 elements exceeds"),
+    (_wire(entries=[[1, 2, 0, b""]] * (MAX_ENTRIES + 1)), "65537 exceeds max_array_len"),
     (_wire(**{"entries.1": [1, 2, 0]}), "'entries[1]': expected 4 elements"),
     (_wire(**{"entries.0": [1, 2, 9, b""]}), "'entries[0].kind': unknown entry kind"),
     (_wire(**{"entries.0": [1, 2, True, b""]}), "'entries[0].kind': unknown entry kind"),

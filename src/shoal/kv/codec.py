@@ -12,11 +12,14 @@ import typing
 from dataclasses import fields, is_dataclass
 from enum import IntEnum
 from functools import cache
+from operator import attrgetter
 from typing import Any, cast
 
 import msgpack
 
-from .errors import MalformedRequest, UnknownRequest
+from ..wire import bounded
+from ..wire.bounded import TooComplex
+from .errors import ErrTooManyOps, MalformedRequest, UnknownRequest
 
 INT64_MIN, INT64_MAX = -(1 << 63), (1 << 63) - 1
 MAX_DEPTH = 64  # nested arrays; a txn nesting level costs three
@@ -164,7 +167,7 @@ def _encoder(hint: Any) -> Any:
         return lambda v: None if v is None else (int(v) if isinstance(v, IntEnum) else v)
     if typing.get_origin(hint) is tuple:
         item = _encoder(typing.get_args(hint)[0])
-        return lambda v: [item(x) for x in v]
+        return lambda v: list(map(item, v))
     if is_dataclass(hint):
         return _fields_encoder(cast(Any, hint))
     return lambda v: int(v) if isinstance(v, IntEnum) else v
@@ -173,6 +176,11 @@ def _encoder(hint: Any) -> Any:
 @cache
 def _fields_encoder(cls: Any) -> Any:
     spec: list[tuple[str, Any]] = []
+    names = [name for name, _ in _fields(cls)]
+    if len(names) > 1 and all(hint in (bytes, int, bool, str) for _, hint in _fields(cls)):
+        # Only plain scalars (a KeyValue): one C call per object, as a 100k-key range has
+        # 100k of them to encode. A tuple, which msgpack packs as the array a list would be.
+        return attrgetter(*names)
 
     def enc(obj: Any) -> list[Any]:
         if not spec:  # resolved on first use: dataclasses may refer to themselves (txn ops)
@@ -276,12 +284,19 @@ def pack(obj: Any) -> bytes:
     return msgpack.packb(obj, use_bin_type=True)
 
 
-def unpack(data: bytes, what: str) -> Any:
+def unpack(data: bytes, what: str, max_values: int | None = None,
+           max_arrays: int | None = None) -> Any:
     """msgpack to Python values; any failure (truncation, trailing bytes, bad UTF-8, depth)
-    becomes a MalformedRequest naming `what`."""
+    becomes a MalformedRequest naming `what`. With `max_values` and `max_arrays` (bounds of
+    a legal value, for untrusted input), decoding stops past them (wire/bounded.py)."""
     if not isinstance(data, bytes | bytearray | memoryview):
         raise MalformedRequest(f"{what}: expected bytes, got {type(data).__name__}")
     try:
-        return msgpack.unpackb(data, raw=False, strict_map_key=True)
+        if max_values is None or max_arrays is None:
+            return msgpack.unpackb(data, raw=False, strict_map_key=True)
+        return bounded.unpackb(data, max_values, max_arrays, max_len=max_values,
+                               raw=False, strict_map_key=True)
+    except TooComplex as e:  # only txn ops make a legal value large: say so as etcd would
+        raise ErrTooManyOps(f"{what}: too complex ({e})") from None
     except Exception as e:  # msgpack raises many unrelated types for bad input
         raise MalformedRequest(f"{what}: not valid msgpack ({type(e).__name__}: {e})") from None

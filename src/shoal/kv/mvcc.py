@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import zlib
 from bisect import bisect_left, bisect_right
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar, cast
 
 from sortedcontainers import SortedDict
 
@@ -21,6 +21,19 @@ from .errors import CorruptSnapshot, ErrCompacted, ErrFutureRev
 from .keyvalue import ALL_KEYS, Event, EventType, KeyValue
 
 RECORD_OVERHEAD = 48  # approximate bytes per stored version beyond key and value
+RANGE_SLICE = 2000  # keys a read visits between pauses; about 2 ms of work
+
+T = TypeVar("T")
+Steps = Generator[None, None, T]  # work done in slices: each `yield` is a pause
+
+
+def finish(steps: Steps[T]) -> T:
+    """Run `steps` to the end without pausing; their result."""
+    while True:
+        try:
+            next(steps)
+        except StopIteration as done:
+            return cast(T, done.value)
 
 
 def record_size(kv: KeyValue) -> int:
@@ -108,30 +121,55 @@ class MVCC:
     ) -> tuple[list[KeyValue], int, int]:
         """(up to `limit` live versions in key order at `revision`, how many there are in all,
         the current revision). Counting visits every key in the range, as etcd's index does."""
+        return finish(self.range_steps(key, range_end, revision, limit))
+
+    def range_steps(
+        self, key: bytes, range_end: bytes, revision: int = 0, limit: int = 0
+    ) -> Steps[tuple[list[KeyValue], int, int]]:
+        """range() as steps: it pauses (yields) after every RANGE_SLICE keys, so a server can
+        let the event loop run between slices of a read over 100k keys. Every slice reads at
+        the revision of the first: versions are only ever added or compacted away, so only a
+        compaction past it, while paused, can end the read (ErrCompacted, as etcd says to a
+        read at a compacted revision)."""
         at = self.check_revision(revision)
+        current = self.read_revision
         kvs: list[KeyValue] = []
         count = 0
-        for _, history in self._histories(key, range_end):
-            kv = history.at(at)
-            if kv is None:
-                continue
-            count += 1
-            if limit <= 0 or len(kvs) < limit:
-                kvs.append(kv)
-        return kvs, count, self.read_revision
+        after: bytes | None = None  # the last key of the previous slice
+        while True:
+            seen = 0
+            for k, history in self._histories(key, range_end, after):
+                seen += 1
+                kv = history.at(at)
+                if kv is not None:
+                    count += 1
+                    if limit <= 0 or len(kvs) < limit:
+                        kvs.append(kv)
+                if seen == RANGE_SLICE:
+                    after = k
+                    break
+            else:
+                return kvs, count, current
+            yield
+            if at < self.compact_revision:
+                raise ErrCompacted(at, self.compact_revision)
 
-    def _histories(self, key: bytes, range_end: bytes) -> Iterator[tuple[bytes, KeyHistory]]:
+    def _histories(
+        self, key: bytes, range_end: bytes, after: bytes | None = None
+    ) -> Iterator[tuple[bytes, KeyHistory]]:
+        """The keys in the range, in order; only those past `after`, if given."""
         if range_end == b"":
             history = self._keys.get(key)
-            if history is not None:
+            if history is not None and after is None:
                 yield key, history
             return
+        lo, inclusive = (key, True) if after is None else (after, False)
         if range_end == ALL_KEYS:
-            keys = self._keys.irange(minimum=key)
+            keys = self._keys.irange(minimum=lo, inclusive=(inclusive, True))
         elif range_end <= key:
             return
         else:
-            keys = self._keys.irange(key, range_end, inclusive=(True, False))
+            keys = self._keys.irange(lo, range_end, inclusive=(inclusive, False))
         for k in keys:
             yield k, self._keys[k]
 

@@ -327,9 +327,19 @@ def encode_command(request: Request, session: Session | None = None) -> bytes:
     return pack(to_wire(Command(request, session), Command))
 
 
+# A txn entry (compare or op, tagged) is one array of at most 13 values; a txn adds its own
+# array and three lists. So a legal command holds at most these per txn entry, and decoding
+# stops past them, before a hostile command of a million empty arrays is built.
+_VALUES_PER_ENTRY = 20
+_ARRAYS_PER_ENTRY = 5
+
+
 def decode_command(data: bytes, limits: KVLimits) -> Command:
     """The Command in a log entry, validated. Raises a MalformedRequest naming the problem."""
-    command: Command = from_wire(unpack(data, "command"), Command, "Command")
+    entries = 3 * limits.max_txn_ops + 1
+    raw = unpack(data, "command", max_values=_VALUES_PER_ENTRY * entries + 16,
+                 max_arrays=_ARRAYS_PER_ENTRY * entries + 4)
+    command: Command = from_wire(raw, Command, "Command")
     validate(command.request, limits)
     if command.session is not None:
         _positive(command.session.client_id, "Session.client_id")
@@ -394,10 +404,30 @@ def validate(request: Request, limits: KVLimits) -> None:
 
 
 def _validate_txn(txn: TxnRequest, limits: KVLimits) -> None:
-    for part in ("compare", "success", "failure"):
-        n = len(getattr(txn, part))
-        if n > limits.max_txn_ops:
-            raise ErrTooManyOps(f"TxnRequest.{part}: {n} entries, limit {limits.max_txn_ops}")
+    total = _count_ops(txn, limits.max_txn_ops)
+    if total > 3 * limits.max_txn_ops:
+        raise ErrTooManyOps(f"TxnRequest: {total} compares and operations in all, nested txns "
+                            f"included; limit {3 * limits.max_txn_ops}")
+    _validate_entries(txn, limits)
+
+
+def _count_ops(txn: TxnRequest, budget: int) -> int:
+    """etcd's checkTxnRequest: no list longer than `budget`, and a nested txn gets what its
+    parent's longest list leaves of it. Returns the compares and ops of the whole tree, which
+    etcd leaves unbounded (widths 42, 42, 42 pass, 74,088 ranges) and we bound by what the
+    largest flat txn holds, so nesting never buys more work."""
+    widest = max(len(txn.compare), len(txn.success), len(txn.failure))
+    if widest > budget:
+        raise ErrTooManyOps(f"TxnRequest: a list of {widest} entries, limit {budget} "
+                            "(a nested txn gets what its parent's longest list leaves)")
+    total = len(txn.compare) + len(txn.success) + len(txn.failure)
+    for op in (*txn.success, *txn.failure):
+        if isinstance(op, TxnRequest):
+            total += _count_ops(op, budget - widest)
+    return total
+
+
+def _validate_entries(txn: TxnRequest, limits: KVLimits) -> None:
     for c in txn.compare:
         _key(c.key, "Compare", limits)
         wants = bytes if c.target == CompareTarget.VALUE else int
@@ -407,9 +437,12 @@ def _validate_txn(txn: TxnRequest, limits: KVLimits) -> None:
                 f"got {type(c.operand).__name__}"
             )
     for op in (*txn.success, *txn.failure):
-        if not isinstance(op, RangeRequest | PutRequest | DeleteRangeRequest | TxnRequest):
+        if isinstance(op, TxnRequest):
+            _validate_entries(op, limits)  # counted with its parent
+        elif isinstance(op, RangeRequest | PutRequest | DeleteRangeRequest):
+            validate(op, limits)
+        else:
             raise MalformedRequest(f"TxnRequest: {type(op).__name__} is not a txn operation")
-        validate(op, limits)
     _check_intervals(txn.success)
     _check_intervals(txn.failure)
 

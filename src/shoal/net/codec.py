@@ -16,6 +16,7 @@ and checks both against the handshake.
 
 from __future__ import annotations
 
+import reprlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -32,11 +33,18 @@ from shoal.consensus.messages import (
     RemoteProtocolError,
     SnapshotMeta,
 )
+from shoal.wire import bounded
+from shoal.wire.bounded import TooComplex
 
 MAX_UINT = 2**63 - 1  # indexes, terms and ids stay within a signed 64-bit integer
 MAX_ENTRIES = 65_536  # per message; a decoded entry costs ~100 bytes beyond its data
 MAX_MEMBERS = 1_024  # per set in a ConfState
 MAX_CONTEXT = 64 * 1024  # a ReadIndex context or the leadership-transfer marker
+# What a legal message of either codec holds: the message, its entries (4 fields each), a
+# snapshot's meta and member sets. Decoding stops past these (wire/bounded.py), so a frame
+# of 8 Mi empty arrays costs what a full append does, not 9 s and 570 MB.
+MAX_CONTAINERS = MAX_ENTRIES + 8
+MAX_VALUES = 6 * MAX_ENTRIES + 3 * MAX_MEMBERS + 64
 
 _UNPACK_ERRORS = (ValueError, TypeError, msgpack.UnpackException)
 _TYPES = {int(t): t for t in MsgType}
@@ -74,9 +82,13 @@ def get_codec(name: str) -> Codec:
 
 
 def unpack(payload: bytes, what: str) -> Any:
-    """msgpack-decode one payload, turning every decoding failure into RemoteProtocolError."""
+    """msgpack-decode one payload, turning every decoding failure (and a payload holding more
+    than a legal message can) into RemoteProtocolError."""
     try:
-        return msgpack.unpackb(payload, use_list=True, raw=False)
+        return bounded.unpackb(payload, MAX_VALUES, MAX_CONTAINERS, max_len=MAX_ENTRIES,
+                               use_list=True, raw=False)
+    except TooComplex as e:
+        raise RemoteProtocolError(f"{what}: more than a legal message holds ({e})") from None
     except _UNPACK_ERRORS as e:
         raise RemoteProtocolError(f"{what}: not valid msgpack ({e})") from None
 
@@ -85,7 +97,7 @@ def unpack(payload: bytes, what: str) -> Any:
 
 
 def _fail(field: str, why: str, value: Any) -> RemoteProtocolError:
-    shown = repr(value)
+    shown = reprlib.repr(value)  # bounded: a value may be huge or nested 1000 deep
     if len(shown) > 40:
         shown = shown[:37] + "..."
     return RemoteProtocolError(f"raft message field {field!r}: {why}, got {shown}")

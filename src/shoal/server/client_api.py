@@ -53,7 +53,10 @@ from ..kv.watch_queue import DEFAULT_WATCH_STREAM_BYTES, WatchQueue, first_revis
 from ..wire.protocol import (
     BAD_REQUEST,
     FRAME_OVERHEAD,
+    MAX_REQUEST_DEPTH,
+    MAX_REQUEST_VALUES,
     REQUEST_TOO_LARGE,
+    FrameTooComplex,
     FrameTooLarge,
     ProtocolError,
     frame,
@@ -132,7 +135,8 @@ class ClientServer:
         try:
             wait = min(FIRST_REQUEST_TIMEOUT, cfg.client_idle_timeout_s)
             while True:
-                reading = reading or asyncio.ensure_future(read_frame(reader, self.limit))
+                reading = reading or asyncio.ensure_future(read_frame(
+                    reader, self.limit, MAX_REQUEST_VALUES, MAX_REQUEST_DEPTH))
                 done, _ = await asyncio.wait({reading}, timeout=wait)
                 if not done:
                     if conn.busy:  # a watch or a request in flight is not idleness
@@ -145,6 +149,9 @@ class ClientServer:
                     msg = task.result()
                 except FrameTooLarge as exc:
                     conn.send([exc.request_id, REQUEST_TOO_LARGE, {"message": f"request too large: {exc}"}])
+                    continue
+                except FrameTooComplex as exc:  # read whole, so the stream is still in step
+                    conn.send([exc.request_id, BAD_REQUEST, {"message": str(exc)}])
                     continue
                 if msg is None:
                     break

@@ -10,8 +10,15 @@ from typing import Any
 
 import msgpack
 
+from .bounded import TooComplex, check_shape
+
 HEADER = 4
 FRAME_OVERHEAD = 64 * 1024  # room for the envelope around a maximal request
+# A request is [id, op, body] with a small map for a body; what it carries in bulk is bytes
+# (a kv command, itself decoded with bounds of its own). So a request frame holding more
+# values or nesting deeper than these is refused unread.
+MAX_REQUEST_VALUES = 1024
+MAX_REQUEST_DEPTH = 16
 
 # Error codes. The retryable ones mean "nothing happened here, try again (maybe elsewhere)".
 NOT_LEADER = "not_leader"  # body: {"leader": id, "endpoint": "host:port"}
@@ -34,14 +41,25 @@ class FrameTooLarge(ProtocolError):
         self.size, self.limit, self.request_id = size, limit, request_id
 
 
+class FrameTooComplex(ProtocolError):
+    """A frame read whole (so the stream is in step) but holding more values, or nesting
+    deeper, than its reader accepts: refused before it is decoded."""
+
+    def __init__(self, why: str, request_id: Any = None):
+        super().__init__(f"frame refused: {why}")
+        self.request_id = request_id
+
+
 def frame(obj: Any) -> bytes:
     payload = msgpack.packb(obj, use_bin_type=True)
     return len(payload).to_bytes(HEADER, "big") + payload
 
 
-async def read_frame(reader: asyncio.StreamReader, limit: int) -> Any:
+async def read_frame(reader: asyncio.StreamReader, limit: int, max_values: int | None = None,
+                     max_depth: int = 0) -> Any:
     """The next frame, or None at a clean end of stream. An oversized frame is read and
-    discarded (so the stream stays in sync) and reported as FrameTooLarge."""
+    discarded (so the stream stays in sync) and reported as FrameTooLarge. With `max_values`,
+    a frame holding more values or nesting deeper than `max_depth` is FrameTooComplex."""
     try:
         head = await reader.readexactly(HEADER)
     except asyncio.IncompleteReadError as exc:
@@ -63,9 +81,14 @@ async def read_frame(reader: asyncio.StreamReader, limit: int) -> Any:
         payload = await reader.readexactly(size)
     except asyncio.IncompleteReadError:
         raise ProtocolError("connection closed in the middle of a frame") from None
+    if max_values is not None:
+        try:
+            check_shape(payload, max_values, max_depth)
+        except TooComplex as exc:
+            raise FrameTooComplex(str(exc), _leading_id(payload[:64])) from None
     try:
         return msgpack.unpackb(payload, raw=False, strict_map_key=False)
-    except (ValueError, msgpack.UnpackException) as exc:
+    except (ValueError, TypeError, msgpack.UnpackException) as exc:  # TypeError: a list as a key
         raise ProtocolError(f"frame is not valid msgpack: {exc}") from None
 
 
