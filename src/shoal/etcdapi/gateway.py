@@ -3,7 +3,12 @@
 (what etcd's grpc-gateway accepts and returns). The token goes in the `Authorization` header.
 
 `/v3/watch` and `/v3/lease/keepalive` stream newline-delimited `{"result": ...}` objects, as
-etcd's gateway does; the watch stream takes one create request in the body."""
+etcd's gateway does; the watch stream takes one create request in the body.
+
+Beside the gateway, what etcd serves on its client port over HTTP: `GET /version`
+(`{"etcdserver": "3.5.0", "etcdcluster": "3.5.0"}`), `GET /health` (`{"health": "true",
+"reason": ""}`, or 503 with "false" and etcd's reason) and `GET /metrics` (Prometheus text: the
+node's `shoal_*` figures and the `etcd_*` gauges dashboards for etcd read)."""
 
 from __future__ import annotations
 
@@ -15,11 +20,15 @@ from typing import Any
 import grpc
 from aiohttp import web
 from google.protobuf import json_format
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.core import GaugeMetricFamily
 
 from ..kv.errors import KVError
+from ..server.health import unhealthy_reasons
+from ..server.http import _NodeCollector
 from ..server.node import NodeError
 from . import errors as E
-from .api import Call, EtcdAPI
+from .api import VERSION, Call, EtcdAPI
 from .pb import rpc_pb2, v3election_pb2, v3lock_pb2
 
 P = rpc_pb2
@@ -72,8 +81,52 @@ def _as_etcd(exc: Exception) -> E.EtcdError:
     return E.EtcdError(E.C.INTERNAL, f"etcdserver: internal error: {type(exc).__name__}")
 
 
+# etcd's /health answers healthy when its probe read is refused only for want of credentials
+AUTH_REFUSALS = {E.USER_EMPTY.message, E.PERMISSION_DENIED.message}
+
+
+class _EtcdCollector:
+    """The etcd server gauges monitoring for etcd reads, from the node at scrape time."""
+
+    def __init__(self, api: EtcdAPI):
+        self.api = api
+
+    def collect(self) -> Any:
+        node = self.api.node
+        st = node.status()
+        gauges = {
+            "etcd_server_has_leader": ("Whether or not a leader exists. 1 is existence, 0 is not.",
+                                       int(bool(st["leader"]))),
+            "etcd_server_is_leader": ("Whether or not this member is a leader. 1 if is, 0 otherwise.",
+                                      int(st["leader"] == node.id)),
+            "etcd_server_is_learner": ("Whether or not this member is a learner. 1 if is, 0 otherwise.",
+                                       int(node.id in st["learners"])),
+            "etcd_server_proposals_committed_total": (
+                "The total number of consensus proposals committed.", st["commit"]),
+            "etcd_server_proposals_applied_total": (
+                "The total number of consensus proposals applied.", st["applied"]),
+            "etcd_mvcc_db_total_size_in_bytes": (
+                "Total size of the underlying database physically allocated in bytes.", st["db_size"]),
+            "etcd_debugging_mvcc_current_revision": ("The current revision of store.", st["revision"]),
+            "etcd_server_quota_backend_bytes": ("Current backend storage quota size in bytes.",
+                                                node.kv.limits.quota_bytes),
+        }
+        for name, (doc, value) in gauges.items():
+            fam = GaugeMetricFamily(name, doc)
+            fam.add_metric([], value)
+            yield fam
+        version = GaugeMetricFamily("etcd_server_version", "Which version is running. 1 for "
+                                    "'server_version' label with current version.",
+                                    labels=["server_version"])
+        version.add_metric([VERSION], 1)
+        yield version
+
+
 def make_gateway(api: EtcdAPI, max_request_bytes: int) -> web.Application:
     app = web.Application(client_max_size=max_request_bytes + 512 * 1024)
+    registry = CollectorRegistry()
+    registry.register(_NodeCollector(api.node))  # type: ignore[arg-type]
+    registry.register(_EtcdCollector(api))  # type: ignore[arg-type]
 
     async def parse(request: web.Request, cls: Any) -> Any:
         raw = await request.read()
@@ -132,6 +185,30 @@ def make_gateway(api: EtcdAPI, max_request_bytes: int) -> web.Application:
 
         return await stream(request, api.LeaseKeepAlive(one(), call(request)))
 
+    async def version(_: web.Request) -> web.Response:
+        return web.json_response({"etcdserver": VERSION, "etcdcluster": VERSION})
+
+    async def health(request: web.Request) -> web.Response:
+        reasons = unhealthy_reasons(api.node.status())
+        reason = "; ".join("RAFT NO LEADER" if r == "no leader" else r for r in reasons)
+        if not reason:  # as etcd: a read through consensus (serializable=true: a local one)
+            probe = P.RangeRequest(key=b"health", keys_only=True, limit=1,
+                                   serializable=request.query.get("serializable") == "true")
+            try:
+                await api.Range(probe, Call())
+            except Exception as exc:  # noqa: BLE001 - any failure is the reason
+                err = _as_etcd(exc)
+                if err.message not in AUTH_REFUSALS:
+                    reason = f"QGET ERROR:{err.message}"
+        return web.json_response({"health": "false" if reason else "true", "reason": reason},
+                                 status=503 if reason else 200)
+
+    async def metrics(_: web.Request) -> web.Response:
+        return web.Response(body=generate_latest(registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    app.router.add_get("/version", version)
+    app.router.add_get("/health", health)
+    app.router.add_get("/metrics", metrics)
     for path, (name, cls) in UNARY.items():
         app.router.add_post(path, unary(name, cls))
     app.router.add_post("/v3/watch", watch)

@@ -1,15 +1,21 @@
-"""The etcd v3 gRPC server (grpc.aio) for one Shoal node, with optional TLS (client
-certificates required when a CA is given) and the JSON gateway.
+"""The etcd v3 API of one Shoal node on one port, as etcd serves it: gRPC, the JSON gateway,
+`/version`, `/health` and `/metrics` on the same address (mux.py tells them apart), with
+optional TLS (client certificates required when a CA is given).
 
-Until the node runtime serves gRPC on its client port (see docs/etcd-compat.md for the hook),
-`EtcdServer` is a separate listener started next to a `shoal.server.node.Node` in the same
-event loop."""
+`EtcdServer` runs next to a `shoal.server.node.Node` in the same event loop. The gRPC server
+listens on a unix socket in a private directory behind the front listener; aiohttp serves the
+HTTP side in-process. `gateway_addr` adds an HTTP-only listener, as etcd's
+`--listen-client-http-urls` does."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
+import os
+import shutil
+import ssl
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,11 +30,13 @@ from ..server.node import Node, NodeError
 from . import errors as E
 from .api import Call, EtcdAPI, default_client_urls
 from .gateway import make_gateway
+from .mux import PortMux
 from .pb import rpc_pb2, v3election_pb2, v3lock_pb2
 
 log = logging.getLogger("shoal.etcdapi")
 
 GRPC_OVERHEAD = 512 * 1024  # etcd's grpcOverheadBytes: room around a maximal request
+MAX_UNIX_PATH = 100  # sun_path holds 108 bytes on Linux, 104 on the BSDs
 
 # (generated module, service, {method: kind}); kinds: uu unary, us server stream, ss bidi.
 # A method of etcd's not listed here (Maintenance.Downgrade) answers UNIMPLEMENTED.
@@ -59,10 +67,16 @@ class TLSFiles:
     key: Path
     ca: Path | None = None  # given: clients must present a certificate signed by it
 
-    def credentials(self) -> grpc.ServerCredentials:
-        ca = self.ca.read_bytes() if self.ca else None
-        return grpc.ssl_server_credentials([(self.key.read_bytes(), self.cert.read_bytes())],
-                                           root_certificates=ca, require_client_auth=ca is not None)
+    def ssl_context(self) -> ssl.SSLContext:
+        """The front listener's TLS. ALPN prefers http/1.1 to h2: a client offering both (curl)
+        gets HTTP/1.1, which the gateway speaks; one offering only h2 (gRPC) gets h2."""
+        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        ctx.load_cert_chain(self.cert, self.key)
+        if self.ca is not None:
+            ctx.load_verify_locations(self.ca)
+            ctx.verify_mode = ssl.CERT_REQUIRED
+        ctx.set_alpn_protocols(["http/1.1", "h2"])
+        return ctx
 
 
 def _call(context: grpc.aio.ServicerContext) -> Call:
@@ -83,9 +97,11 @@ class EtcdServer:
     def __init__(self, node: Node, addr: str, *, tls: TLSFiles | None = None,
                  gateway_addr: tuple[str, int] | None = None,
                  client_urls: Callable[[Member], list[str]] = default_client_urls,
-                 timeout: float = 5.0, progress_interval: float = 600.0):
+                 timeout: float = 5.0, progress_interval: float = 600.0,
+                 sniff_timeout_s: float = 10.0):
         self.node, self.addr, self.tls = node, addr, tls
         self.gateway_addr = gateway_addr
+        self.sniff_timeout_s = sniff_timeout_s
         self.api = EtcdAPI(node, timeout=timeout, client_urls=client_urls,
                            peer_scheme="https" if node.cfg.tls_cert else "http")
         self.max_request_bytes = node.cfg.max_request_bytes
@@ -94,6 +110,8 @@ class EtcdServer:
         self.gateway_port = 0
         self._server: grpc.aio.Server | None = None
         self._runner: web.AppRunner | None = None
+        self.mux: PortMux | None = None
+        self._socket_dir: Path | None = None
         self._progress: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -101,24 +119,30 @@ class EtcdServer:
         server = grpc.aio.server(options=[
             ("grpc.max_receive_message_length", limit),
             ("grpc.max_send_message_length", 2**31 - 1),
-            ("grpc.so_reuseport", 0),
             ("grpc.keepalive_permit_without_calls", 1),
             ("grpc.http2.min_ping_interval_without_data_ms", 5000),
         ])
         server.add_generic_rpc_handlers(tuple(
             self._service(module, service, methods) for module, service, methods in SERVICES))
-        if self.tls is not None:
-            self.port = server.add_secure_port(self.addr, self.tls.credentials())
-        else:
-            self.port = server.add_insecure_port(self.addr)
+        self._socket_dir = _private_dir(Path(self.node.cfg.data_dir))
+        grpc_path = str(self._socket_dir / "grpc.sock")
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(grpc_path)  # left by a process that died
+        server.add_insecure_port(f"unix:{grpc_path}")
+        os.chmod(grpc_path, 0o600)  # the directory already keeps others out; this says so too
         await server.start()
         self._server = server
+        self._runner = web.AppRunner(make_gateway(self.api, self.max_request_bytes),
+                                     access_log=None, handler_cancellation=True,
+                                     shutdown_timeout=1.0)
+        await self._runner.setup()
+        assert self._runner.server is not None
+        ssl_ctx = self.tls.ssl_context() if self.tls is not None else None
+        self.mux = PortMux(self._runner.server, grpc_path, ssl_context=ssl_ctx,
+                            sniff_timeout_s=self.sniff_timeout_s)
+        host, _, port = self.addr.rpartition(":")
+        self.port = await self.mux.start(host.strip("[]"), int(port))
         if self.gateway_addr is not None:
-            self._runner = web.AppRunner(make_gateway(self.api, self.max_request_bytes),
-                                         access_log=None, handler_cancellation=True,
-                                         shutdown_timeout=1.0)
-            await self._runner.setup()
-            ssl_ctx = _ssl_context(self.tls) if self.tls is not None else None
             site = web.TCPSite(self._runner, *self.gateway_addr, ssl_context=ssl_ctx)
             await site.start()
             self.gateway_port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
@@ -127,10 +151,16 @@ class EtcdServer:
     async def stop(self) -> None:
         if self._progress is not None:
             self._progress.cancel()
+        if self.mux is not None:
+            self.mux.stop_listening()
         if self._server is not None:
-            await self._server.stop(grace=0.2)
+            await self._server.stop(grace=0.2)  # its connections close, and so their clients'
+        if self.mux is not None:
+            self.mux.abort_all()
         if self._runner is not None:
             await self._runner.cleanup()
+        if self._socket_dir is not None:
+            shutil.rmtree(self._socket_dir, ignore_errors=True)
         await self.api.backend.close()
 
     async def _progress_loop(self) -> None:
@@ -224,12 +254,13 @@ def _serialize(msg: Any) -> bytes:
     return bytes(msg.SerializeToString())
 
 
-def _ssl_context(tls: TLSFiles) -> Any:
-    import ssl
-
-    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ctx.load_cert_chain(tls.cert, tls.key)
-    if tls.ca is not None:
-        ctx.load_verify_locations(tls.ca)
-        ctx.verify_mode = ssl.CERT_REQUIRED
-    return ctx
+def _private_dir(data_dir: Path) -> Path:
+    """A directory for the gRPC server's socket that only this user may enter (0700), so the
+    socket is reached through the front listener alone: in the data dir when the socket's path
+    fits in a sockaddr_un, else a fresh one under the temporary directory."""
+    path = data_dir / "etcd-grpc"
+    if len(str(path / "grpc.sock")) > MAX_UNIX_PATH:
+        return Path(tempfile.mkdtemp(prefix="shoal-etcd-"))  # made 0700
+    path.mkdir(mode=0o700, exist_ok=True)
+    path.chmod(0o700)  # mkdir's mode is masked by the umask, and an old one may be looser
+    return path

@@ -39,7 +39,7 @@ class NodeConfig:
     members: tuple[Member, ...]  # the initial cluster (bootstrap), including this node
     cluster_id: str = "shoal"
     http: tuple[str, int] = ("127.0.0.1", 0)
-    etcd_gateway: tuple[str, int] | None = None  # etcd's JSON gateway (/v3/kv/range ...)
+    etcd_gateway: tuple[str, int] | None = None  # an extra HTTP-only listener; the etcd port has HTTP
     engine: str = "raft"
     join: bool = False  # start as a new member of a running cluster (no bootstrap)
     tick_ms: int = 50

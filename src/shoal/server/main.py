@@ -26,7 +26,7 @@ class Server:
         self.node = Node(cfg)
         self.clients = ClientServer(self.node, cfg.me.client)
         self.etcd: EtcdServer | None = None
-        if cfg.me.etcd is not None:  # etcd's v3 API, for etcdctl and etcd clients
+        if cfg.me.etcd is not None:  # etcd's v3 API on one port, for etcdctl and etcd clients
             scheme = "https" if cfg.tls_cert else "http"
             tls = TLSFiles(cfg.tls_cert, cfg.tls_key, cfg.tls_ca) if cfg.tls_cert and cfg.tls_key else None
             self.etcd = EtcdServer(
@@ -66,6 +66,9 @@ async def _serve(cfg: NodeConfig) -> None:
     await server.start()
     log.info("node %d serving clients on %s:%d, peers on %s:%d, http on %s:%d", cfg.id,
              *cfg.me.client, *cfg.me.peer, *cfg.http)
+    if server.etcd is not None and cfg.me.etcd is not None:
+        log.info("node %d serving etcd's API on %s:%d: gRPC, the JSON gateway, /version, /health, "
+                 "/metrics", cfg.id, cfg.me.etcd[0], server.etcd.port)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
