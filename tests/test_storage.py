@@ -287,7 +287,7 @@ def test_disk_full_loses_nothing_synced(tmp_path: Path, monkeypatch: pytest.Monk
         with pytest.raises(StorageError, match=r"disk full while writing .*\.(wal|tmp)"):
             s.save(Ready(entries=ents(22, 10, size=100), hard_state=HardState(2, 1, 21),
                          must_sync=True))
-        with pytest.raises(StorageError, match="failed earlier"):
+        with pytest.raises(StorageError, match="disk full"):  # still full: refused again
             s.save(Ready(hard_state=HardState(2, 1, 21), must_sync=True))
     s.close()
     assert reopen(tmp_path) == acked

@@ -9,7 +9,17 @@ ticks, client requests) enqueues a typed input and wakes the loop; the queue is 
 round of the loop collects a Ready from every group that has one, persists them all in one job
 on the disk thread (at most one fsync per group), sends their messages, then advances each
 replica and acts on what it reports. Inputs that arrive during the fsync are handled before the
-next round, which is what batches proposals."""
+next round, which is what batches proposals.
+
+A Ready the disk refuses (full, or failing: any OSError writing or syncing the WAL or a
+snapshot) is held, not advanced: its messages stay unsent, so nothing unpersisted is
+acknowledged or voted on. The group stalls until the disk takes it. Meanwhile its pending
+requests fail at once with an error naming the cause, new ones are refused the same way,
+peer messages to it are dropped (peers resend), it claims no leadership (so followers elect
+someone else), serializable reads are served from what it has applied, the member raises a
+NOSPACE alarm of its own and /health says why, and the Ready is retried with backoff; once
+it is persisted the group resumes where it stopped. One line is logged when persisting
+fails and one when it works again."""
 
 from __future__ import annotations
 
@@ -36,10 +46,13 @@ from ..consensus.messages import (
     HardState,
     Ready,
     RemoteProtocolError,
+    Snapshot,
 )
 from ..consensus.paxos import MultiPaxos, PaxosConfig
 from ..consensus.raft import Raft, RaftConfig
 from ..kv import KVStore
+from ..kv.errors import KVError
+from ..kv.limits import KVLimits
 from ..kv.requests import (
     Command,
     Compare,
@@ -64,6 +77,7 @@ from ..net import (
 from ..replica import Applied, Members, NodeError, Replica, ReplicaConfig, bootstrap, directory
 from ..replica.directory import GroupEntry
 from ..storage import Storage
+from ..storage.errors import StorageError
 from .config import Member, NodeConfig, parse_member
 from .group import Group
 
@@ -71,6 +85,7 @@ log = logging.getLogger("shoal.node")
 
 META = 0  # the meta group: the key-value store, the etcd API, the directory of groups
 MAX_CLAIMS = 1_000_000  # groups one peer may claim to lead in one heartbeat
+RETRY_FIRST_S, RETRY_MAX_S = 0.05, 1.0  # persisting a refused Ready again: backoff bounds
 
 
 def cluster_number(name: str) -> int:
@@ -129,7 +144,36 @@ class _Transfer(_Request):
     to: int = 0
 
 
-_Input = _Tick | _Step | _Propose | _ReadIndex | _ChangeMembers | _Transfer
+@dataclass(slots=True)
+class _Alarm(_Request):
+    action: str = ""
+    member: int = 0
+    alarm: str = ""
+
+
+_Input = _Tick | _Step | _Propose | _ReadIndex | _ChangeMembers | _Transfer | _Alarm
+
+
+class _Peak:
+    """The largest of a series of durations: since start, and recently (over the current and
+    the previous window of WINDOW_S), so a probe can read what its own request cost."""
+
+    WINDOW_S = 10.0
+
+    def __init__(self) -> None:
+        self.max = self.current = self.previous = 0.0
+        self.window_end = 0.0
+
+    def note(self, seconds: float, now: float) -> None:
+        if now >= self.window_end:
+            self.previous, self.current = self.current, 0.0
+            self.window_end = now + self.WINDOW_S
+        self.current = max(self.current, seconds)
+        self.max = max(self.max, seconds)
+
+    def figures(self, name: str) -> dict[str, float]:
+        return {f"max_{name}_ms": round(self.max * 1000, 1),
+                f"recent_{name}_ms": round(max(self.current, self.previous) * 1000, 1)}
 
 
 @dataclass
@@ -150,6 +194,10 @@ class Node:
         self.started_at = time.monotonic()
         self.failed: BaseException | None = None  # why the Ready loop died, if it did
         self.dead = asyncio.Event()  # set when it does: the process should exit
+        # How long the loop was held past a tick's due time (any one callback's work), and the
+        # longest time between two rounds of ticks (what a leader's heartbeats wait).
+        self.loop_stall, self.tick_gap = _Peak(), _Peak()
+        self._last_tick_round = 0.0
         self._rng = random.Random()
         self._inputs: deque[_Input] = deque()
         self._tick_queued = False
@@ -160,7 +208,15 @@ class Node:
         self._claims: dict[int, tuple[int, dict[int, int]]] = {}  # peer -> (when, what it leads)
         self._tasks: list[asyncio.Task[Any]] = []
         self._stopping = False
-        self.stats = {"fsyncs": 0, "readies": 0, "dropped_inputs": 0, "unroutable": 0}
+        # The disk's refusals: the Ready each stalled group waits to persist, the snapshots
+        # not yet saved, why (per group), and when to try again.
+        self._held: dict[int, Ready] = {}
+        self._unsaved: dict[int, Snapshot] = {}
+        self._disk_errors: dict[int, str] = {}
+        self._disk_failed_at = 0.0
+        self._retry_at, self._retry_s = 0.0, RETRY_FIRST_S
+        self.stats = {"fsyncs": 0, "readies": 0, "dropped_inputs": 0, "unroutable": 0,
+                      "persist_failures": 0}
 
     # ================================================================ the meta group, by name
     @property
@@ -222,13 +278,18 @@ class Node:
             durable = bootstrap(specs)
             storage.save(Ready(hard_state=durable.hard_state, entries=list(durable.entries),
                                must_sync=True))
+        # The quota is the leader's check before proposing (this member's setting), and the
+        # NOSPACE alarm it raises is replicated; the store's own per-entry cap would judge by
+        # a setting members may not share, so it is off.
         replica = Replica(self.id, self._make_engine(durable, specs), durable, specs,
                           incarnation=self._rng.getrandbits(62) + 1, cfg=ReplicaConfig(
                               snapshot_entries=self.cfg.snapshot_entries,
                               auto_compact_revisions=self.cfg.auto_compact_revisions,
                               max_pending=self.cfg.max_pending_requests,
                               quiesce_after_ticks=self.cfg.election_ticks
-                              if self.cfg.engine == "raft" else 0))
+                              if self.cfg.engine == "raft" else 0,
+                              quota_bytes=self.cfg.quota_backend_bytes),
+                          limits=KVLimits(quota_bytes=0))
         group = Group(group_id, replica, storage)
         self.groups[group_id] = group
         log.info("node %d group %d opened: %d entries after index %d, term %d", self.id,
@@ -308,7 +369,10 @@ class Node:
     async def _ticker(self) -> None:
         period = self.cfg.tick_ms / 1000
         while True:
+            due = time.monotonic() + period
             await asyncio.sleep(period)
+            woke = time.monotonic()
+            self.loop_stall.note(woke - due, woke)
             if not self._tick_queued:  # a loop that fell behind ticks once, not in a burst
                 self._tick_queued = True
                 self._inputs.append(_Tick())
@@ -317,32 +381,114 @@ class Node:
     async def _ready_loop(self) -> None:
         loop = asyncio.get_running_loop()
         while not self._stopping:
-            await self._wake.wait()
+            if self._held or self._unsaved:  # wake up to retry the disk, too
+                delay = max(0.0, self._retry_at - loop.time())
+                try:
+                    await asyncio.wait_for(self._wake.wait(), delay)
+                except TimeoutError:
+                    pass
+            else:
+                await self._wake.wait()
             self._wake.clear()
             self._drain()
-            while batch := [(g, g.replica.ready()) for g in self.groups.values()
-                            if g.replica.has_ready()]:
+            retry = bool(self._held or self._unsaved) and loop.time() >= self._retry_at
+            if retry and self._unsaved:
+                await self._save_unsaved(loop)
+            while batch := self._batch(retry):
+                retry = False
                 self.stats["readies"] += len(batch)
+                refused: dict[int, StorageError] = {}
                 if any(rd.snapshot is not None or rd.entries or rd.hard_state is not None
                        for _, rd in batch):
-                    await loop.run_in_executor(self._disk, self._persist, batch)
-                for g, rd in batch:
+                    refused = await loop.run_in_executor(self._disk, self._persist, batch)
+                done = [(g, rd) for g, rd in batch if g.id not in refused]
+                for g, rd in done:
                     for m in rd.messages:
                         self.transport.send(g.id, m)
-                for g, rd in batch:
+                for g, rd in done:
+                    if self._held.pop(g.id, None) is not None and g.id not in self._unsaved:
+                        self._disk_ok(g.id)
                     self._after_advance(g, g.replica.advance(rd))
+                for g, rd in batch:
+                    if g.id in refused:
+                        self._hold(g, rd, refused[g.id])
                 if self._directory_dirty:
                     self._reconcile_groups()
                 self._drain()  # what arrived during the fsync joins the next batch
 
-    def _persist(self, batch: list[tuple[Group, Ready]]) -> None:
-        """On the disk thread: every group's Ready, one write and at most one fsync each."""
+    def _batch(self, retry: bool) -> list[tuple[Group, Ready]]:
+        """A Ready from every group that has one; a held one again only when `retry`."""
+        batch = []
+        for g in self.groups.values():
+            held = self._held.get(g.id)
+            if held is not None:
+                if retry:
+                    batch.append((g, held))
+            elif g.replica.has_ready():
+                batch.append((g, g.replica.ready()))
+        return batch
+
+    def _persist(self, batch: list[tuple[Group, Ready]]) -> dict[int, StorageError]:
+        """On the disk thread: every group's Ready, one write and at most one fsync each.
+        Returns the groups whose Ready the disk refused, and why."""
+        refused = {}
         for g, rd in batch:
             if rd.snapshot is None and not rd.entries and rd.hard_state is None:
                 continue
             if rd.must_sync and self.cfg.fsync:
                 self.stats["fsyncs"] += 1
-            g.storage.save(rd if self.cfg.fsync else replace(rd, must_sync=False))
+            try:
+                g.storage.save(rd if self.cfg.fsync else replace(rd, must_sync=False))
+            except StorageError as exc:
+                refused[g.id] = exc
+        return refused
+
+    # ---------------------------------------------------------------- when the disk refuses
+    def _hold(self, g: Group, rd: Ready, exc: StorageError) -> None:
+        """Keep `rd` to persist later; fail what waits on the group, with the cause."""
+        self.stats["persist_failures"] += 1
+        self._held[g.id] = rd
+        self._disk_failed(g.id, f"cannot persist group {g.id}'s log: {exc}")
+        g.fail_all(self._stalled_error(g.id, "its outcome is unknown until the disk takes it"))
+
+    def _disk_failed(self, gid: int, reason: str) -> None:
+        loop = asyncio.get_running_loop()
+        if not self._disk_errors:
+            self._disk_failed_at = loop.time()
+            log.error("node %d %s; raising alarm NOSPACE: writes here are refused, serializable "
+                      "reads are served, and persisting is retried until the disk takes it",
+                      self.id, reason)
+        self._disk_errors.setdefault(gid, reason)
+        self._retry_at = loop.time() + self._retry_s
+        self._retry_s = min(self._retry_s * 2, RETRY_MAX_S)
+
+    def _disk_ok(self, gid: int) -> None:
+        if self._disk_errors.pop(gid, None) is not None and not self._disk_errors:
+            self._retry_s = RETRY_FIRST_S
+            log.warning("node %d persists again after %.1f s; alarm NOSPACE cleared", self.id,
+                        asyncio.get_running_loop().time() - self._disk_failed_at)
+
+    def _stalled_error(self, gid: int, outcome: str) -> NodeError:
+        return NodeError("unavailable", f"node {self.id} {self._disk_errors[gid]}; {outcome}",
+                         cause="storage")
+
+    async def _save_unsaved(self, loop: asyncio.AbstractEventLoop) -> None:
+        for gid, snap in list(self._unsaved.items()):
+            g = self.groups.get(gid)
+            if g is None or snap.meta.index <= g.storage.snapshot_index:
+                del self._unsaved[gid]  # its group is gone, or an installed one superseded it
+                if gid not in self._held:
+                    self._disk_ok(gid)
+                continue
+            try:
+                await loop.run_in_executor(self._disk, g.storage.save_snapshot, snap)
+            except StorageError as exc:
+                self._disk_failed(gid, f"cannot save group {gid}'s snapshot: {exc}")
+                continue
+            if self._unsaved.get(gid) is snap:
+                del self._unsaved[gid]
+            if gid not in self._held:
+                self._disk_ok(gid)
 
     def _after_advance(self, g: Group, out: Applied) -> None:
         g.settle(out)
@@ -351,13 +497,22 @@ class Node:
         if out.members is not None:
             self._sync_peers()
         if out.snapshot is not None:
+            if g.id in self._unsaved:  # the disk refused the previous one: retry this instead
+                self._unsaved[g.id] = out.snapshot
+                return
             # Off the loop, on the disk thread, after every save already queued there.
             saved = asyncio.get_running_loop().run_in_executor(self._disk, g.storage.save_snapshot,
                                                                out.snapshot)
-            saved.add_done_callback(partial(self._snapshot_saved, g))
+            saved.add_done_callback(partial(self._snapshot_saved, g, out.snapshot))
 
-    def _snapshot_saved(self, g: Group, saved: asyncio.Future[None]) -> None:
-        if (exc := saved.exception()) is not None:
+    def _snapshot_saved(self, g: Group, snap: Snapshot, saved: asyncio.Future[None]) -> None:
+        exc = saved.exception()
+        if isinstance(exc, StorageError) and not self._stopping:
+            # The log still covers everything; the snapshot is saved again with the retries.
+            self._unsaved.setdefault(g.id, snap)
+            self._disk_failed(g.id, f"cannot save group {g.id}'s snapshot: {exc}")
+            self._wake.set()
+        elif exc is not None:
             log.error("node %d group %d: saving a snapshot failed: %s", self.id, g.id, exc)
 
     def _tick_all(self) -> None:
@@ -365,13 +520,20 @@ class Node:
         message per pair of processes per tick stands for the heartbeats of every quiescent
         group (CockroachDB coalesces heartbeats and quiesces idle ranges the same way)."""
         t = now_ms()
+        now = time.monotonic()
+        if self._last_tick_round:
+            self.tick_gap.note(now - self._last_tick_round, now)
+        self._last_tick_round = now
         fresh_ms = self.cfg.election_ticks // 2 * self.cfg.tick_ms
         for g in self.groups.values():
+            if g.id in self._held:
+                continue  # its engine waits for the Ready the disk refused
             r = g.replica
             when, claims = self._claims.get(r.leader, (-fresh_ms - 1, {}))
             r.tick(t, leader_alive=t - when <= fresh_ms and claims.get(g.id) == r.engine.term)
+        # A stalled leader claims nothing: its followers must be free to elect another.
         mine = {gid: g.replica.engine.term for gid, g in self.groups.items()
-                if g.replica.role == "leader"}
+                if g.replica.role == "leader" and gid not in self._held}
         payload = msgpack.packb(mine)
         for peer in self.transport.peers:
             self.transport.send_host(peer, payload)
@@ -399,6 +561,9 @@ class Node:
                 self._refuse(item, NodeError("unavailable", f"group {item.group} is not here"))
                 continue
             if isinstance(item, _Step):
+                if g.id in self._held:
+                    self.stats["dropped_inputs"] += 1  # its engine takes no input: peers resend
+                    continue
                 try:
                     g.replica.step(item.msg)
                 except ConsensusError as exc:
@@ -406,9 +571,13 @@ class Node:
                                 getattr(item.msg, "src", "?"), exc)
                 continue
             try:
+                if g.id in self._held:
+                    raise self._stalled_error(g.id, "the request was not taken")
                 self._take(g, item)
             except NodeError as exc:
                 self._refuse(item, self._explain(exc))
+            except KVError as exc:  # refused before proposing: no space
+                self._refuse(item, exc)
 
     def _take(self, g: Group, item: _Input) -> None:
         r = g.replica
@@ -423,11 +592,13 @@ class Node:
                 r.transfer_leadership(to)
                 item.future.set_result(None)
                 return
+            case _Alarm(action=action, member=member, alarm=alarm):
+                item.token = r.alarm(action, member, alarm)
         assert isinstance(item, _Request) and item.token > 0
         g.waiters[item.token] = item.future
 
     @staticmethod
-    def _refuse(item: _Input, exc: NodeError) -> None:
+    def _refuse(item: _Input, exc: Exception) -> None:
         if isinstance(item, _Request) and not item.future.done():
             item.future.set_exception(exc)
 
@@ -534,7 +705,7 @@ class Node:
             raise NodeError("unavailable", f"group {group} has no replica on node {self.id}")
         return g
 
-    async def _call(self, g: Group, item: _Propose | _ReadIndex | _ChangeMembers | _Transfer,
+    async def _call(self, g: Group, item: _Propose | _ReadIndex | _ChangeMembers | _Transfer | _Alarm,
                     timeout: float, what: str) -> Any:
         self._input(item)
         try:
@@ -572,7 +743,15 @@ class Node:
             await self.read_barrier(timeout, group)
         kv = g.replica.kv
         if isinstance(request, RangeRequest):
-            return kv.range(request)
+            # In slices, letting the loop run between them: a range over 100k keys in one go
+            # held it for up to 1.1 s, and a leader's heartbeats with it.
+            steps = kv.range_steps(request)
+            while True:
+                try:
+                    next(steps)
+                except StopIteration as done:
+                    return done.value
+                await asyncio.sleep(0)
         if isinstance(request, LeaseTimeToLiveRequest):
             return kv.time_to_live(replace(request, now_ms=now_ms()))
         return LeaseLeasesResponse(ResponseHeader(kv.revision), tuple(sorted(kv.lessor.ids())))
@@ -612,16 +791,43 @@ class Node:
         await self._call(g, _Transfer(group, self._future(), to=to), 5.0,
                          "the leadership transfer was not started in time")
 
+    # ---------------------------------------------------------------- alarms
+    async def alarm(self, action: str, member: int, alarm: str, timeout: float) -> list[list[Any]]:
+        """Raise or clear an alarm cluster-wide (through the meta group's log); the pairs of
+        [member, alarm] it changed."""
+        g = self._group(META)
+        if g.replica.role != "leader":
+            raise self._explain(g.replica.not_leader())
+        item = _Alarm(META, self._future(), action=action, member=member, alarm=alarm)
+        result: list[list[Any]] = await self._call(g, item, timeout,
+                                                   "the alarm change was not applied in time")
+        return result
+
+    def alarms(self) -> list[list[Any]]:
+        """[member, alarm] pairs: the replicated ones, and this member's own NOSPACE while its
+        disk refuses to persist (that one is not replicated: the disk that would hold it is
+        the one refusing; it clears itself once a write goes through)."""
+        found = {tuple(a) for a in self.meta.status()["alarms"]}
+        if self._disk_errors:
+            found.add((self.id, "NOSPACE"))
+        return [list(a) for a in sorted(found)]
+
+    def storage_error(self) -> str | None:
+        """Why this member cannot persist right now (None: it can)."""
+        return next(iter(self._disk_errors.values()), None)
+
     def status(self) -> dict[str, Any]:
         st = self.meta.status()
         return {
             "id": self.id, "cluster_id": self.cluster_id, **st,
             "role": self.role, "leader": self.leader,
+            "alarms": self.alarms(), "storage_error": self.storage_error(),
             "members": {n: m.describe() for n, m in sorted(self.members.items())},
             "wal_bytes": self.storage.size_bytes(),
             "uptime_s": round(time.monotonic() - self.started_at, 1),
             "failed": repr(self.failed) if self.failed is not None else None,
             "fsyncs": self.stats["fsyncs"],
+            **self.loop_stall.figures("loop_stall"), **self.tick_gap.figures("tick_gap"),
             "groups": {gid: _group_line(g) for gid, g in sorted(self.groups.items())},
         }
 

@@ -66,6 +66,14 @@ class SnapshotFiles:
     def write(self, snap: Snapshot) -> None:
         write_atomic(self.dir / snap_name(snap.meta.index, snap.meta.term), encode(snap))
 
+    def discard(self, index: int, term: int) -> None:
+        """Remove a snapshot whose WAL marker could not be written: never used, and on a full
+        disk its bytes are the ones most wanted back. Best effort."""
+        try:
+            (self.dir / snap_name(index, term)).unlink(missing_ok=True)
+        except OSError:
+            pass
+
     def load(self, f: SnapFile) -> Snapshot:
         try:
             snap = decode(f.path.read_bytes())
@@ -95,4 +103,10 @@ class SnapshotFiles:
         return kept[-1].index
 
     def size_bytes(self) -> int:
-        return sum(f.path.stat().st_size for f in self.list())
+        total = 0
+        for f in self.list():
+            try:
+                total += f.path.stat().st_size
+            except FileNotFoundError:
+                pass  # pruned by the disk thread meanwhile (this runs on the event loop)
+        return total

@@ -53,7 +53,7 @@ class Storage:
         self._snap_index = snap.index if snap else 0
         last = state.entries[-1] if state.entries else None
         self._last = (last.index, last.term) if last else (snap.index, snap.term) if snap else (0, 0)
-        self._failed: str | None = None
+        self._closed = False
 
     # ------------------------------------------------------------------ open
     @classmethod
@@ -90,59 +90,78 @@ class Storage:
     # ------------------------------------------------------------------ write
     def save(self, rd: Ready) -> None:
         """Persist a Ready's snapshot, entries and hard state with one write, and one fsync if
-        `rd.must_sync`. On StorageError nothing of this Ready counts and the storage refuses
-        further use: reopen it, which recovers from what is on disk."""
+        `rd.must_sync`. On StorageError (a full disk, an I/O error) nothing of this Ready
+        counts, the log is as it was before, and the same Ready may be saved again: a node
+        retries until the disk takes it."""
         self._usable()
+        if self._wal.full():
+            self._wal.roll(*self._last, self._hard_state)
+        mark = self._wal.last.size
+        snap_index, last, hard_state = self._snap_index, self._last, self._hard_state
         try:
-            if self._wal.full():
-                self._wal.roll(*self._last, self._hard_state)
             buf = bytearray()
             if rd.snapshot is not None:
                 m = rd.snapshot.meta
-                assert m.index > self._snap_index, f"snapshot {m.index} is not newer"
+                assert m.index > snap_index, f"snapshot {m.index} is not newer"
                 self._snaps.write(rd.snapshot)  # durable before the marker that points at it
                 buf += encode_mark(Mark(m.index, m.term, reset=True))
-                self._snap_index, self._last = m.index, (m.index, m.term)
+                snap_index, last = m.index, (m.index, m.term)
             if rd.entries:
                 first = rd.entries[0].index
-                assert self._snap_index < first <= self._last[0] + 1, f"entries at {first} leave a gap"
+                assert snap_index < first <= last[0] + 1, f"entries at {first} leave a gap"
                 buf += encode_entries(rd.entries)
-                self._last = (rd.entries[-1].index, rd.entries[-1].term)
+                last = (rd.entries[-1].index, rd.entries[-1].term)
             if rd.hard_state is not None:
                 buf += encode_hard_state(rd.hard_state)
-                self._hard_state = rd.hard_state
+                hard_state = rd.hard_state
             if buf:
                 self._wal.append(buf)
             if rd.must_sync or rd.snapshot is not None:
                 self._wal.sync()
+        except StorageError:
+            self._wal.rollback(mark)
             if rd.snapshot is not None:
-                self._release()
-        except StorageError as e:
-            self._failed = str(e)
+                self._snaps.discard(rd.snapshot.meta.index, rd.snapshot.meta.term)
             raise
+        self._snap_index, self._last, self._hard_state = snap_index, last, hard_state
+        if rd.snapshot is not None:
+            self._release()
 
     def save_snapshot(self, snap: Snapshot) -> None:
         """Record a snapshot the driver took of its own state machine (Raft.compact), then
-        release the log it makes redundant. Everything is synced when this returns."""
+        release the log it makes redundant. Everything is synced when this returns. On
+        StorageError nothing changed (the log still covers everything) and it may be retried."""
         self._usable()
         m = snap.meta
         assert self._snap_index < m.index <= self._last[0], f"compact at {m.index} outside the log"
+        mark = self._wal.last.size
         try:
             self._snaps.write(snap)
             self._wal.append(encode_mark(Mark(m.index, m.term, reset=False)))
             self._wal.sync()
-            self._snap_index = m.index
-            self._release()
-        except StorageError as e:
-            self._failed = str(e)
+        except StorageError:
+            self._wal.rollback(mark)
+            self._snaps.discard(m.index, m.term)
             raise
+        self._snap_index = m.index
+        self._release()
+
+    @property
+    def snapshot_index(self) -> int:
+        """The index of the newest durable snapshot (0: none)."""
+        return self._snap_index
 
     def _release(self) -> None:
         """Keep the newest snapshots and the log from the oldest kept one on, so a damaged
-        newest snapshot still has a fallback the WAL reaches."""
-        oldest = self._snaps.prune(self._snap_index)
-        for path in self._wal.release(oldest):
-            log.info("released WAL segment %s (covered by the snapshot at %d)", path.name, oldest)
+        newest snapshot still has a fallback the WAL reaches. Housekeeping: what it fails to
+        delete now, the next snapshot's release deletes."""
+        try:
+            oldest = self._snaps.prune(self._snap_index)
+            for path in self._wal.release(oldest):
+                log.info("released WAL segment %s (covered by the snapshot at %d)", path.name, oldest)
+        except StorageError as e:
+            log.warning("could not release files covered by the snapshot at %d: %s",
+                        self._snap_index, e)
 
     # ------------------------------------------------------------------ misc
     def size_bytes(self) -> int:
@@ -155,7 +174,7 @@ class Storage:
         if self._lock_fd >= 0:
             os.close(self._lock_fd)
             self._lock_fd = -1
-        self._failed = self._failed or "closed"
+        self._closed = True
 
     def __enter__(self) -> Storage:
         return self
@@ -164,8 +183,8 @@ class Storage:
         self.close()
 
     def _usable(self) -> None:
-        if self._failed is not None:
-            raise StorageError(f"storage in {self.dir} failed earlier ({self._failed}); reopen it")
+        if self._closed:
+            raise StorageError(f"storage in {self.dir} is closed")
 
 
 def _lock(dir: Path) -> int:

@@ -201,8 +201,13 @@ class Segment:
 class WALWriter:
     """Appends to the last segment; rolls to a new one past `segment_bytes`; releases old ones.
 
-    A failed write is cut back to the last whole record (best effort) before the error is
-    raised, so a record is never followed by garbage that a later record would hide."""
+    A failed write or sync (a full disk, an I/O error) leaves the writer able to go on: it
+    remembers the bytes appended since the last successful sync, and before its next write or
+    sync it cuts the segment back to the synced length and writes those bytes again. After a
+    failed fsync the kernel may have dropped the dirty pages it could not write, so a later
+    fsync that succeeds proves nothing about them; rewriting them does. `rollback` takes back
+    the bytes of a save that failed, so retrying that save never writes its records twice.
+    Memory: the unsynced bytes, at most one segment (only with fsync off do they pile up)."""
 
     def __init__(self, dir: Path, segments: list[Segment], segment_bytes: int):
         assert segments, "the WAL always has a segment to append to"
@@ -210,6 +215,9 @@ class WALWriter:
         self.segments = segments
         self.segment_bytes = segment_bytes
         self.fd = self._open(segments[-1].path, os.O_WRONLY | os.O_APPEND)
+        self._synced = segments[-1].size  # the last segment is durable up to here
+        self._unsynced = bytearray()  # appended after _synced, not yet known durable
+        self._dirty = False  # the file may differ from _synced + _unsynced: rewrite first
         # After a process crash (not a power loss) recovery may have read records that are
         # only in the page cache. The node will act on them, so they must be durable first.
         self.sync()
@@ -228,27 +236,58 @@ class WALWriter:
         return self.last.size >= self.segment_bytes
 
     def append(self, data: bytes | bytearray) -> None:
-        seg = self.last
+        self._repair()
         try:
-            write_all(self.fd, data, seg.path)
+            write_all(self.fd, data, self.last.path)
         except StorageError:
-            try:
-                os.ftruncate(self.fd, seg.size)
-            except OSError:
-                log.warning("could not cut %s back to %d bytes; recovery will", seg.path, seg.size)
+            self._dirty = True  # part of it may be in the file
             raise
-        seg.size += len(data)
+        self._unsynced += data
+        self.last.size += len(data)
 
     def sync(self) -> None:
-        sync_fd(self.fd, self.last.path)
+        self._repair()
+        try:
+            sync_fd(self.fd, self.last.path)
+        except StorageError:
+            self._dirty = True
+            raise
+        self._synced = self.last.size
+        self._unsynced.clear()
+
+    def rollback(self, size: int) -> None:
+        """Forget what was appended to the last segment past `size` (a save that failed):
+        the next write or sync cuts the file back first."""
+        assert self._synced <= size <= self.last.size, (self._synced, size, self.last.size)
+        del self._unsynced[size - self._synced:]
+        self.last.size = size
+        self._dirty = True
+
+    def _repair(self) -> None:
+        if not self._dirty:
+            return
+        seg = self.last
+        try:
+            os.ftruncate(self.fd, self._synced)
+        except OSError as e:
+            raise io_error(e, "truncating", seg.path) from e
+        write_all(self.fd, self._unsynced, seg.path)  # O_APPEND: right after the synced part
+        self._dirty = False
 
     def roll(self, index: int, term: int, hs: HardState) -> None:
-        """Close the full segment (synced, so only the last segment can ever be torn)."""
+        """Close the full segment (synced, so only the last segment can ever be torn). On
+        failure the old segment stays the one appended to."""
         self.sync()
+        seg = _new_segment(self.dir, Head(self.last.seq + 1, index, term), hs)
+        try:
+            fd = self._open(seg.path, os.O_WRONLY | os.O_APPEND)
+        except StorageError:
+            seg.path.unlink(missing_ok=True)
+            raise
         os.close(self.fd)
-        self.fd = -1
-        self.segments.append(_new_segment(self.dir, Head(self.last.seq + 1, index, term), hs))
-        self.fd = self._open(self.last.path, os.O_WRONLY | os.O_APPEND)
+        self.fd = fd
+        self.segments.append(seg)
+        self._synced = seg.size
 
     def release(self, index: int) -> list[Path]:
         """Delete the leading segments that hold nothing after `index`. Segment k holds only
@@ -256,11 +295,12 @@ class WALWriter:
         once the next segment's head is covered. The last segment always stays."""
         gone: list[Path] = []
         while len(self.segments) > 1 and self.segments[1].index - 1 <= index:
-            seg = self.segments.pop(0)
+            seg = self.segments[0]
             try:
                 seg.path.unlink()
             except OSError as e:
                 raise io_error(e, "deleting", seg.path) from e
+            self.segments.pop(0)
             gone.append(seg.path)
         if gone:
             sync_dir(self.dir)
@@ -291,9 +331,13 @@ def _new_segment(dir: Path, head: Head, hs: HardState) -> Segment:
     except OSError as e:
         raise io_error(e, "creating", path) from e
     try:
-        write_all(fd, data, path)
-        sync_fd(fd, path)
-    finally:
-        os.close(fd)
-    sync_dir(dir)
+        try:
+            write_all(fd, data, path)
+            sync_fd(fd, path)
+        finally:
+            os.close(fd)
+        sync_dir(dir)
+    except StorageError:
+        path.unlink(missing_ok=True)  # else the retry's O_EXCL create finds it
+        raise
     return Segment(head.seq, head.index + 1, path, len(data))
