@@ -1,10 +1,11 @@
-"""The `shoal` command against real node processes: node configuration errors, `cluster up`,
-the client commands, and the demo's verdict."""
+"""The `shoal` command against real node processes: node configuration errors, the client
+commands, and the demo's verdict. `-o` formats: test_cli_output.py; `cluster up` and its
+one-node commands: test_cli_local_cluster.py."""
 
 from __future__ import annotations
 
+import json
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -84,6 +85,19 @@ def test_node_refuses_a_data_dir_of_another_cluster(tmp_path: Path) -> None:
                          "--http", f"127.0.0.1:{http}", "--cluster-id", "mine")
     assert code == 2
     assert "error: data dir:" in err and "belongs to cluster" in err
+    assert "start it with the --cluster-id and --id it was created with" in err
+
+
+def test_a_cluster_up_node_restarted_by_hand_is_told_its_cluster_id(tmp_path: Path) -> None:
+    (tmp_path / "cluster-id").write_text("7796abc\n")  # as `shoal cluster up` leaves it
+    storage, _ = Storage.open(tmp_path / "n1", cluster_id=cluster_number("7796abc"), node_id=1)
+    storage.close()
+    peer, client, http = free_ports(3)
+    code, _, err = shoal("node", "--id", "1", "--data-dir", str(tmp_path / "n1"),
+                         "--members", f"1=127.0.0.1:{peer}/127.0.0.1:{client}",
+                         "--http", f"127.0.0.1:{http}")  # no --cluster-id: the default's
+    assert code == 2 and err.count("\n") == 1
+    assert f"start it with --cluster-id 7796abc (the name in {tmp_path / 'cluster-id'})" in err
 
 
 # ---------------------------------------------------------------------- client commands
@@ -113,7 +127,9 @@ def test_groups_are_created_listed_shown_and_removed(endpoints: str) -> None:
     code, out, _ = shoal("group", "create", "42", *ep)
     assert code == 0 and out == "group 42 on nodes 1, 2, 3\n"
     assert shoal("group", "create", "42", *ep)[0] != 0  # an id is created once
-    assert shoal("group", "list", "--json", *ep)[1].strip() == '{"42": [1, 2, 3]}'
+    assert json.loads(shoal("group", "list", "-o", "json", *ep)[1]) \
+        == {"groups": [{"group": 42, "members": [1, 2, 3]}]}
+    assert shoal("group", "list", *ep)[1] == "42\t1,2,3\n"
     end = time.monotonic() + 20
     while True:  # the table shows the group once every replica has opened it and elected
         code, out, _ = shoal("status", *ep)
@@ -181,10 +197,10 @@ def test_lease_list(endpoints: str) -> None:
 
 def test_lock_runs_a_command_with_the_fencing_token(endpoints: str, tmp_path: Path) -> None:
     out_file = tmp_path / "token"
-    code, out, _ = shoal("lock", "--endpoints", endpoints, "job", "--",
-                         "sh", "-c", f'echo "$SHOAL_LOCK_TOKEN" > {out_file}')
-    assert code == 0
-    token = out.split("fencing token ")[1].strip()
+    code, out, err = shoal("lock", "--endpoints", endpoints, "job", "--",
+                           "sh", "-c", f'echo "$SHOAL_LOCK_TOKEN" > {out_file}')
+    assert code == 0 and out == ""  # progress is on stderr
+    token = err.split("fencing token ")[1].split()[0]
     assert out_file.read_text().strip() == token
 
 
@@ -219,55 +235,11 @@ def test_status_names_unhealthy_and_unreachable_members_and_fails(tmp_path: Path
 
 def test_snapshot_save(endpoints: str, tmp_path: Path) -> None:
     file = tmp_path / "snap.bin"
-    code, out, _ = shoal("snapshot", "save", str(file), "--endpoints", endpoints)
-    assert code == 0 and "saved to" in out and file.stat().st_size > 0
+    code, out, err = shoal("snapshot", "save", str(file), "--endpoints", endpoints)
+    assert code == 0 and out == "" and "saved to" in err and file.stat().st_size > 0
 
 
-# ---------------------------------------------------------------------- cluster up, demo
-def _processes_mentioning(text: str) -> list[int]:
-    pids = []
-    for proc in Path("/proc").iterdir():
-        try:
-            if proc.name.isdigit() and text in (proc / "cmdline").read_bytes().decode(errors="replace"):
-                pids.append(int(proc.name))
-        except OSError:
-            continue
-    return pids
-
-
-def test_cluster_up_runs_and_stops_three_processes(tmp_path: Path) -> None:
-    proc = subprocess.Popen([sys.executable, "-m", "shoal", "cluster", "up", "--nodes", "3",
-                             "--dir", str(tmp_path), "--base-port", "0"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "COLUMNS": "200"})
-    try:
-        lines = []
-        deadline = time.monotonic() + 30
-        assert proc.stdout is not None
-        while time.monotonic() < deadline:
-            line = proc.stdout.readline()
-            assert line, f"cluster up ended early: {''.join(lines)} {proc.stderr.read()}"  # type: ignore[union-attr]
-            lines.append(line)
-            if line.startswith("SHOAL_ENDPOINTS="):
-                break
-        output = "".join(lines)
-        assert "leader" in output and output.count("127.0.0.1:") == 12 + 3  # 4 addresses a node
-        assert f"admin token for /status and /faults: {tmp_path / 'admin-token'}" in output
-        assert len(_processes_mentioning(str(tmp_path / "n"))) == 3
-        endpoints = lines[-1].split("=", 1)[1].strip()
-        assert shoal("put", "up", "yes", "--endpoints", endpoints)[0] == 0
-        proc.send_signal(signal.SIGINT)
-        rest, _ = proc.communicate(timeout=20)
-        left = _processes_mentioning(str(tmp_path / "n"))
-    finally:  # on a failure, leave no node behind (they run in sessions of their own)
-        proc.kill()
-        for pid in _processes_mentioning(str(tmp_path / "n")):
-            os.kill(pid, signal.SIGKILL)
-    assert proc.returncode == 0, rest
-    assert "stopped cleanly" in rest
-    assert left == []
-
-
+# ---------------------------------------------------------------------- demo
 def test_demo_loses_no_acknowledged_write(tmp_path: Path) -> None:
     history = tmp_path / "history.jsonl"
     done = subprocess.run([sys.executable, "-m", "shoal", "demo", "--history", str(history)],

@@ -8,17 +8,18 @@
 | bench.py      | bench, lb-report                                    |
 | torture.py    | torture                                             |
 | node.py       | node                                                |
-| cluster.py    | cluster up, status                                  |
+| cluster.py    | cluster up / stop / start / kill / restart, status  |
 | kv.py         | put, get, del, watch, txn                           |
 | recipes.py    | lock, elect                                         |
 | lease.py      | lease grant / revoke / keep-alive / ttl / list      |
 | member.py     | member list / add / remove / promote                |
 | group.py      | group create / remove / list                        |
-| snapshot.py   | snapshot save                                       |
+| snapshot.py   | snapshot save / status / restore                    |
 | governance.py | service register / list / watch, gateway            |
 | certs.py      | certs                                               |
 
-common.py holds what they share (`--endpoints`, one-line failures, running a client). Each
+common.py holds what they share (`--endpoints`, `-o`, one-line failures, running a client);
+docs/cli.md describes the conventions and every JSON shape. Each
 module imports only typer when it loads and the rest inside its commands, so `shoal --help`
 does not load the client, the store or the server."""
 

@@ -1,9 +1,12 @@
-"""What the command groups share: the `--endpoints` option, one-line failures, running a body
-with a connected client, and Ctrl-C handling.
+"""What the command groups share: the `--endpoints` and `-o/--output` options, one-line
+failures, running a body with a connected client, Ctrl-C handling, and the consoles output
+goes through.
 
-Every command prints etcdctl-like plain lines so it composes in shell scripts; every failure
-is one line on stderr and a non-zero exit. This module imports only typer at load time, so
-that `shoal --help` stays fast: the client and the store are imported when a command runs."""
+Every command that prints data offers `-o table|json|simple` (shapes: docs/cli.md): data goes
+to stdout, progress and status lines to stderr, and every failure is one line on stderr and a
+non-zero exit. Printed to a pipe or a file, nothing is cut or wrapped at the terminal's width.
+This module imports only typer at load time, so that `shoal --help` stays fast: the client,
+the store and rich are imported when a command runs."""
 
 from __future__ import annotations
 
@@ -11,18 +14,40 @@ import asyncio
 import contextlib
 import os
 import signal
+import sys
 from collections.abc import Awaitable, Callable, Iterator
+from enum import StrEnum
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import typer
 
 if TYPE_CHECKING:
+    from rich.console import Console
+
     from ..client import Client
+    from ..kv.keyvalue import KeyValue
     from ..kv.requests import RangeResponse
 
-ENDPOINTS = typer.Option("127.0.0.1:2379", "--endpoints", envvar="SHOAL_ENDPOINTS",
-                         help="comma-separated client addresses host:port")
+# `shoal cluster up` puts node i's client port at BASE_PORT + i: the defaults meet there.
+BASE_PORT = 23790
+DEFAULT_ENDPOINTS = ",".join(f"127.0.0.1:{BASE_PORT + i}" for i in (1, 2, 3))
+ENDPOINTS = typer.Option(DEFAULT_ENDPOINTS, "--endpoints", envvar="SHOAL_ENDPOINTS",
+                         show_default=False,
+                         help="comma-separated client addresses host:port (default: "
+                              f"127.0.0.1:{BASE_PORT + 1}-{BASE_PORT + 3}, `shoal cluster up`'s)")
 T = TypeVar("T")
+
+
+class Output(StrEnum):
+    table = "table"
+    json = "json"
+    simple = "simple"
+
+
+def output_option(default: Output) -> Any:
+    """`-o/--output`, defaulting to what the command printed before the option existed."""
+    return typer.Option(default, "--output", "-o", case_sensitive=False,
+                        help="table, json (shapes in docs/cli.md) or simple (tab-separated)")
 
 
 def fail(message: str, code: int = 1) -> typer.Exit:
@@ -115,11 +140,71 @@ def ignore_interrupts() -> Iterator[None]:
         loop.remove_signal_handler(signal.SIGINT)
 
 
+def console(stderr: bool = False) -> Console:
+    """A rich console for stdout (or stderr). Off a terminal it neither wraps nor cuts: rich
+    would otherwise assume 80 columns, folding prose and truncating table cells to `127.0.…`."""
+    from rich.console import Console
+
+    stream = sys.stderr if stderr else sys.stdout
+    if stream.isatty():
+        return Console(stderr=stderr, soft_wrap=True)
+    return Console(stderr=stderr, soft_wrap=True, width=1 << 16, highlight=False)
+
+
+def note(message: str) -> None:
+    """A progress or status line: stderr, so that stdout holds only data."""
+    typer.echo(message, err=True)
+
+
+def emit_json(obj: object) -> None:
+    """One JSON document on one line (so that a stream of them is JSON lines)."""
+    import json
+
+    typer.echo(json.dumps(obj, separators=(", ", ": ")))
+    sys.stdout.flush()
+
+
+def kv_json(kv: KeyValue, keys_only: bool = False) -> dict[str, Any]:
+    out: dict[str, Any] = {"key": text(kv.key)}
+    if not keys_only:
+        out["value"] = text(kv.value)
+    out.update(create_revision=kv.create_revision, mod_revision=kv.mod_revision,
+               version=kv.version, lease=kv.lease)
+    return out
+
+
+def range_json(resp: RangeResponse, keys_only: bool = False) -> dict[str, Any]:
+    return {"revision": resp.header.revision, "count": resp.count, "more": resp.more,
+            "kvs": [kv_json(kv, keys_only) for kv in resp.kvs]}
+
+
 def print_kvs(resp: RangeResponse, keys_only: bool = False) -> None:
+    """etcdctl's simple form: the key, then the value, on lines of their own."""
     for kv in resp.kvs:
         typer.echo(text(kv.key))
         if not keys_only:
             typer.echo(text(kv.value))
+
+
+def print_table(columns: list[str], rows: list[list[Any]], title: str | None = None,
+                right: tuple[str, ...] = ()) -> None:
+    """A rich table on stdout; `right` names the columns of numbers. A str cell is shown as
+    it is (a key like `[x]` is not markup); pass a rich Text for colour."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    table = Table(title=title, title_justify="left")
+    for col in columns:
+        table.add_column(col, justify="right" if col in right else "left", overflow="fold")
+    for row in rows:
+        table.add_row(*(escape(c) if isinstance(c, str) else c for c in row))
+    console().print(table)
+
+
+def print_rows(rows: list[list[str]]) -> None:
+    """The simple form of a table: tab-separated fields, no header, for `cut` and `awk`."""
+    for row in rows:
+        typer.echo("\t".join(row))
 
 
 def duration(text: str) -> float:

@@ -5,11 +5,22 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import typer
 
-from .common import ENDPOINTS, endpoint_list, fail, interruptible, run_client
+from .common import (
+    ENDPOINTS,
+    Output,
+    console,
+    emit_json,
+    endpoint_list,
+    fail,
+    interruptible,
+    output_option,
+    print_rows,
+    run_client,
+)
 
 if TYPE_CHECKING:
     from rich.table import Table
@@ -66,53 +77,84 @@ def service_register(
 
 
 def _instances_table(name: str, instances: tuple, stale: bool) -> Table:  # type: ignore[type-arg]
+    from rich.markup import escape
     from rich.table import Table
 
     table = Table(title=f"service {name}" + (" (STALE: store unreachable)" if stale else ""),
                   title_justify="left")
     for col in ("id", "address", "weight", "zone", "version", "tags"):
-        table.add_column(col)
+        table.add_column(col, overflow="fold")
     for i in instances:
-        table.add_row(i.id, i.address, str(i.weight), i.zone, i.version, ",".join(i.tags))
+        table.add_row(*(escape(c) for c in _instance_row(i)))
     return table
 
 
-@service_app.command("list")
-def service_list(name: str, endpoints: str = ENDPOINTS) -> None:
-    """Print the live instances of NAME as a table."""
-    from rich.console import Console
+def _instance_row(i: Any) -> list[str]:
+    return [i.id, i.address, str(i.weight), i.zone, i.version, ",".join(i.tags)]
 
+
+def _instance_json(i: Any) -> dict[str, Any]:
+    return {"id": i.id, "address": i.address, "weight": i.weight, "zone": i.zone,
+            "version": i.version, "tags": list(i.tags)}
+
+
+@service_app.command("list")
+def service_list(name: str, endpoints: str = ENDPOINTS,
+                 output: Output = output_option(Output.table)) -> None:
+    """Print the live instances of NAME."""
     from ..registry import list_instances
 
     async def body(client: Client) -> None:
-        Console().print(_instances_table(name, await list_instances(client, name), False))
+        instances = await list_instances(client, name)
+        if output is Output.json:
+            emit_json({"service": name, "instances": [_instance_json(i) for i in instances]})
+        elif output is Output.simple:
+            print_rows([_instance_row(i) for i in instances])
+        else:
+            console().print(_instances_table(name, instances, False))
 
     run_client(endpoints, body)
 
 
 @service_app.command("watch")
-def service_watch(name: str, endpoints: str = ENDPOINTS) -> None:
-    """Print the instances of NAME, then each change (+ joined, - left, ~ changed) until Ctrl-C."""
+def service_watch(name: str, endpoints: str = ENDPOINTS,
+                  output: Output = output_option(Output.simple)) -> None:
+    """Print the instances of NAME, then each change (+ joined, - left, ~ changed) until Ctrl-C.
+
+    With -o json, one JSON object per change and line (JSON lines)."""
     from ..registry import ServiceWatcher
+
+    if output is Output.table:
+        raise fail("service watch prints -o simple or -o json: a stream has no table", 2)
+
+    def say(change: str, iid: str, inst: Any | None) -> None:
+        if output is Output.json:
+            emit_json({"change": change, "id": iid,
+                       "instance": _instance_json(inst) if inst is not None else None})
+        else:
+            typer.echo(f"{change} {iid}" + (f" {inst.address}" if inst is not None else ""))
 
     async def body(client: Client) -> None:
         async def stream() -> None:
             async with ServiceWatcher(client, name) as watcher:
-                before: dict[str, object] = {}
+                before: dict[str, Any] = {}
                 stale = False
                 async for snap in watcher.changes():
                     now = {i.id: i for i in snap.instances}
                     for iid in sorted(now.keys() - before.keys()):
-                        typer.echo(f"+ {iid} {now[iid].address}")
+                        say("+", iid, now[iid])
                     for iid in sorted(before.keys() - now.keys()):
-                        typer.echo(f"- {iid}")
+                        say("-", iid, None)
                     for iid in sorted(now.keys() & before.keys()):
                         if now[iid] != before[iid]:
-                            typer.echo(f"~ {iid} {now[iid].address}")
+                            say("~", iid, now[iid])
                     if snap.stale != stale:
                         stale = snap.stale
-                        typer.echo("! store unreachable: the list may be stale" if stale
-                                   else "! store reachable again")
+                        if output is Output.json:
+                            emit_json({"change": "!", "stale": stale})
+                        else:
+                            typer.echo("! store unreachable: the list may be stale" if stale
+                                       else "! store reachable again")
                     before = dict(now)
                     sys.stdout.flush()
 

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from typing import TYPE_CHECKING
 
 import typer
 
-from .common import ENDPOINTS, run_client
+from .common import ENDPOINTS, Output, emit_json, output_option, print_rows, print_table, run_client
 
 if TYPE_CHECKING:
     from ..client import Client
@@ -41,15 +40,17 @@ def group_remove(group: int = typer.Argument(..., min=1), endpoints: str = ENDPO
 
 
 @group_app.command("list")
-def group_list(endpoints: str = ENDPOINTS,
-               as_json: bool = typer.Option(False, "--json", help="print JSON")) -> None:
+def group_list(endpoints: str = ENDPOINTS, output: Output = output_option(Output.simple)) -> None:
     """Every group in the directory and the nodes that host it."""
     async def body(client: Client) -> None:
         groups = await client.groups()
-        if as_json:
-            typer.echo(json.dumps({str(g): m for g, m in groups.items()}))
+        if output is Output.json:
+            emit_json({"groups": [{"group": g, "members": list(m)} for g, m in groups.items()]})
             return
-        for g, members in groups.items():
-            typer.echo(f"{g}\t{','.join(map(str, members))}")
+        rows = [[str(g), ",".join(map(str, members))] for g, members in groups.items()]
+        if output is Output.simple:
+            print_rows(rows)
+        else:
+            print_table(["group", "members"], rows, right=("group",))
 
     run_client(endpoints, body)

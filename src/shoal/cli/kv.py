@@ -8,7 +8,20 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
-from .common import ENDPOINTS, fail, interruptible, print_kvs, run_client, text
+from .common import (
+    ENDPOINTS,
+    Output,
+    emit_json,
+    fail,
+    interruptible,
+    kv_json,
+    output_option,
+    print_kvs,
+    print_table,
+    range_json,
+    run_client,
+    text,
+)
 
 if TYPE_CHECKING:
     from ..client import Client
@@ -19,11 +32,17 @@ app = typer.Typer()
 
 @app.command()
 def put(key: str, value: str, lease: int = typer.Option(0, "--lease", help="attach to lease ID"),
-        endpoints: str = ENDPOINTS) -> None:
-    """Write VALUE under KEY (prints OK once the cluster has committed it)."""
+        endpoints: str = ENDPOINTS, output: Output = output_option(Output.simple)) -> None:
+    """Write VALUE under KEY (prints OK, or the revision it made, once the cluster has
+    committed it)."""
     async def body(client: Client) -> None:
-        await client.put(key.encode(), value.encode(), lease=lease)
-        typer.echo("OK")
+        resp = await client.put(key.encode(), value.encode(), lease=lease)
+        if output is Output.json:
+            emit_json({"revision": resp.header.revision})
+        elif output is Output.table:
+            print_table(["revision"], [[str(resp.header.revision)]], right=("revision",))
+        else:
+            typer.echo("OK")
 
     run_client(endpoints, body)
 
@@ -39,27 +58,45 @@ def get(
     keys_only: bool = typer.Option(False, "--keys-only"),
     count_only: bool = typer.Option(False, "--count-only"),
     endpoints: str = ENDPOINTS,
+    output: Output = output_option(Output.simple),
 ) -> None:
-    """Read KEY (a linearizable read unless --serializable): key and value on two lines."""
+    """Read KEY (a linearizable read unless --serializable): key and value on two lines, a
+    table, or JSON with each key's revisions and lease."""
     async def body(client: Client) -> None:
         resp = await client.get(key.encode(), prefix=prefix, revision=rev, limit=limit,
                                 serializable=serializable, keys_only=keys_only,
                                 count_only=count_only)
-        if count_only:
+        if output is Output.json:
+            emit_json(range_json(resp, keys_only))
+        elif count_only:
             typer.echo(str(resp.count))
+        elif output is Output.table:
+            _kv_table(resp, keys_only)
         else:
             print_kvs(resp, keys_only)
 
     run_client(endpoints, body)
 
 
+def _kv_table(resp: Any, keys_only: bool) -> None:
+    columns = ["key", *([] if keys_only else ["value"]), "create rev", "mod rev", "version",
+               "lease"]
+    print_table(columns, [[text(kv.key), *([] if keys_only else [text(kv.value)]),
+                           str(kv.create_revision), str(kv.mod_revision), str(kv.version),
+                           str(kv.lease) if kv.lease else ""] for kv in resp.kvs],
+                right=("create rev", "mod rev", "version"))
+
+
 @app.command("del")
 def delete(key: str, prefix: bool = typer.Option(False, "--prefix"),
-           endpoints: str = ENDPOINTS) -> None:
+           endpoints: str = ENDPOINTS, output: Output = output_option(Output.simple)) -> None:
     """Delete KEY (or every key with that prefix); prints how many were deleted."""
     async def body(client: Client) -> None:
         resp = await client.delete(key.encode(), prefix=prefix)
-        typer.echo(str(resp.deleted))
+        if output is Output.json:
+            emit_json({"revision": resp.header.revision, "deleted": resp.deleted})
+        else:
+            typer.echo(str(resp.deleted))
 
     run_client(endpoints, body)
 
@@ -71,14 +108,24 @@ def watch(
     rev: int = typer.Option(0, "--rev", help="start from this revision (replays history)"),
     prev_kv: bool = typer.Option(False, "--prev-kv", help="also print the previous value"),
     endpoints: str = ENDPOINTS,
+    output: Output = output_option(Output.simple),
 ) -> None:
-    """Print changes to KEY as they happen (PUT key value / DELETE key) until Ctrl-C."""
+    """Print changes to KEY as they happen (PUT key value / DELETE key) until Ctrl-C.
+
+    With -o json, one JSON object per event and line (JSON lines)."""
+    if output is Output.table:
+        raise fail("watch prints -o simple or -o json: a stream has no table", 2)
+
     async def body(client: Client) -> None:
         async def stream() -> None:
             async for resp in client.watch(key.encode(), prefix=prefix, start_revision=rev,
                                            prev_kv=prev_kv):
                 for ev in resp.events:
-                    typer.echo(_event_line(ev, prev_kv))
+                    if output is Output.json:
+                        emit_json(_event_json(ev, prev_kv))
+                    else:
+                        typer.echo(_event_line(ev, prev_kv))
+                        sys.stdout.flush()
 
         await interruptible(stream())
 
@@ -96,6 +143,18 @@ def _event_line(ev: Any, prev_kv: bool) -> str:
     return line
 
 
+def _event_json(ev: Any, prev_kv: bool) -> dict[str, Any]:
+    from ..kv.keyvalue import EventType
+
+    out: dict[str, Any] = {"type": "PUT" if ev.type == EventType.PUT else "DELETE",
+                           **kv_json(ev.kv)}
+    if ev.type != EventType.PUT:
+        del out["value"]  # a tombstone has none
+    if prev_kv:
+        out["prev_kv"] = kv_json(ev.prev_kv) if ev.prev_kv is not None else None
+    return out
+
+
 TXN_HELP = """Run a transaction read from stdin (etcdctl's form).
 
 Compares, a blank line, the operations to run if every compare holds, a blank line, the
@@ -110,11 +169,13 @@ operation:  put KEY VALUE [--lease ID] | get KEY [--prefix] | del KEY [--prefix]
 Example (compare-and-swap):
   printf 'value("k") = "v1"\\n\\nput k v2\\n\\nget k\\n' | shoal txn
 
-Prints SUCCESS or FAILURE, then each operation's result."""
+Prints SUCCESS or FAILURE, then each operation's result (-o json: one object)."""
 
 
 @app.command(help=TXN_HELP)
-def txn(endpoints: str = ENDPOINTS) -> None:
+def txn(endpoints: str = ENDPOINTS, output: Output = output_option(Output.simple)) -> None:
+    if output is Output.table:
+        raise fail("txn prints -o simple or -o json", 2)
     try:
         compares, success, failure = parse_txn(_txn_sections())
     except ValueError as exc:
@@ -122,6 +183,9 @@ def txn(endpoints: str = ENDPOINTS) -> None:
 
     async def body(client: Client) -> None:
         resp = await client.txn(compares, success, failure)
+        if output is Output.json:
+            emit_json(_op_json(resp))
+            return
         typer.echo("SUCCESS" if resp.succeeded else "FAILURE")
         for r in resp.responses:
             _print_op_response(r)
@@ -203,6 +267,20 @@ def parse_op(line: str) -> Op:
         end = prefix_end(key) if flags else b""
         return RangeRequest(key, end) if verb == "get" else DeleteRangeRequest(key, end)
     raise ValueError(usage)
+
+
+def _op_json(r: Any) -> dict[str, Any]:
+    """One operation's result in a txn's JSON; a txn's own is the outermost."""
+    from ..kv.requests import DeleteRangeResponse, PutResponse, RangeResponse
+
+    if isinstance(r, PutResponse):
+        return {"op": "put", "revision": r.header.revision}
+    if isinstance(r, RangeResponse):
+        return {"op": "get", **range_json(r)}
+    if isinstance(r, DeleteRangeResponse):
+        return {"op": "del", "revision": r.header.revision, "deleted": r.deleted}
+    return {"op": "txn", "succeeded": r.succeeded, "revision": r.header.revision,
+            "responses": [_op_json(x) for x in r.responses]}
 
 
 def _print_op_response(r: Any) -> None:

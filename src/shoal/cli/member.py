@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from .common import ENDPOINTS, run_client
+from .common import ENDPOINTS, Output, emit_json, output_option, print_rows, print_table, run_client
 
 if TYPE_CHECKING:
     from ..client import Client
@@ -17,24 +17,30 @@ app.add_typer(member_app, name="member")
 
 
 @member_app.command("list")
-def member_list(endpoints: str = ENDPOINTS) -> None:
+def member_list(endpoints: str = ENDPOINTS, output: Output = output_option(Output.table)) -> None:
     """Every member with its addresses, whether it votes, and who leads."""
-    from rich.console import Console
-    from rich.table import Table
-
     from ..server.config import parse_member
 
     async def body(client: Client) -> None:
         st = await client.status()
-        table = Table()
-        for col in ("id", "peer", "client", "kind", "leader"):
-            table.add_column(col)
+        members = []
         for spec in st["members"].values():
             m = parse_member(spec)
-            kind = "learner" if m.id in st["learners"] else "voter"
-            table.add_row(str(m.id), f"{m.peer[0]}:{m.peer[1]}", f"{m.client[0]}:{m.client[1]}",
-                          kind, "yes" if m.id == st["leader"] else "")
-        Console().print(table)
+            members.append({
+                "id": m.id, "peer": f"{m.peer[0]}:{m.peer[1]}",
+                "client": f"{m.client[0]}:{m.client[1]}",
+                "etcd": f"{m.etcd[0]}:{m.etcd[1]}" if m.etcd else None,
+                "kind": "learner" if m.id in st["learners"] else "voter",
+                "leader": m.id == st["leader"]})
+        if output is Output.json:
+            emit_json({"leader": st["leader"], "members": members})
+            return
+        rows = [[str(m["id"]), m["peer"], m["client"], m["kind"], "yes" if m["leader"] else ""]
+                for m in members]
+        if output is Output.simple:
+            print_rows(rows)
+        else:
+            print_table(["id", "peer", "client", "kind", "leader"], rows)
 
     run_client(endpoints, body)
 

@@ -49,7 +49,7 @@ def node(
     or a data dir that belongs to another cluster or node (or is corrupt)."""
     from ..server.config import ConfigError, load
     from ..server.main import run
-    from ..storage import StorageError
+    from ..storage import StorageError, WrongIdentity
 
     overrides = {
         "id": id, "data_dir": data_dir, "members": members, "http": http,
@@ -64,10 +64,29 @@ def node(
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        run(load(config, overrides))
+        cfg = load(config, overrides)
+        run(cfg)
     except ConfigError as exc:
         raise fail(f"configuration: {exc}", 2) from None
+    except WrongIdentity as exc:
+        raise fail(f"data dir: {exc}{_identity_hint(str(exc), cfg.data_dir, cfg.cluster_id)}",
+                   2) from None
     except StorageError as exc:
         raise fail(f"data dir: {exc}", 2) from None
     except OSError as exc:  # a port taken between the check and the bind
         raise fail(str(exc), 2) from None
+
+
+def _identity_hint(message: str, data_dir: Path, cluster_id: str) -> str:
+    """The flag that fixes a refused data dir. A data dir keeps only its cluster's number, but
+    one made by `shoal cluster up` has the cluster's name in a file beside it."""
+    from ..server.node import cluster_number
+
+    kept = data_dir.parent / "cluster-id"
+    try:
+        name = kept.read_text().strip()
+    except OSError:
+        name = ""
+    if name and name != cluster_id and f"belongs to cluster {cluster_number(name)} " in message:
+        return f"; start it with --cluster-id {name} (the name in {kept})"
+    return "; start it with the --cluster-id and --id it was created with"

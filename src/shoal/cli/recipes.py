@@ -1,4 +1,7 @@
-"""`shoal lock` and `shoal elect`: the client's recipes (client/recipes.py) on the command line."""
+"""`shoal lock` and `shoal elect`: the client's recipes (client/recipes.py) on the command line.
+
+Their progress (waiting, acquired, elected, released) goes to stderr: stdout belongs to the
+command run under the lock, and to the leader values `elect --listen` prints."""
 
 from __future__ import annotations
 
@@ -8,7 +11,16 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from .common import ENDPOINTS, fail, forever, ignore_interrupts, interruptible, run_client, text
+from .common import (
+    ENDPOINTS,
+    fail,
+    forever,
+    ignore_interrupts,
+    interruptible,
+    note,
+    run_client,
+    text,
+)
 
 if TYPE_CHECKING:
     from ..client import Client
@@ -23,7 +35,7 @@ def lock(
     ttl: int = typer.Option(10, "--ttl", help="seconds before a crashed holder loses the lock"),
     endpoints: str = ENDPOINTS,
 ) -> None:
-    """Acquire lock NAME, print its fencing token, hold it, release it.
+    """Acquire lock NAME, print its fencing token (stderr), hold it, release it.
 
     With a COMMAND (after --), run it with the token in $SHOAL_LOCK_TOKEN and exit with its
     code; without one, hold the lock until Ctrl-C."""
@@ -32,10 +44,12 @@ def lock(
     async def body(client: Client) -> int:
         lk = Lock(client, name, ttl)
         try:
+            if holder := await _lock_holder(client, name):
+                note(f"waiting for lock {name} held by {holder}")
             token = await interruptible(lk.acquire())
             if token is None:
                 return 130
-            typer.echo(f"acquired lock {name}, fencing token {token}")
+            note(f"acquired lock {name}, fencing token {token}")
             if not command:
                 await interruptible(forever())
                 return 0
@@ -48,6 +62,19 @@ def lock(
             typer.echo(f"released lock {name}", err=True)
 
     run_client(endpoints, body)
+
+
+async def _lock_holder(client: Client, name: str) -> str | None:
+    """Who holds lock NAME now, for the person waiting: the oldest key under the lock's prefix
+    (client/recipes.py's layout), named by its lease (as `shoal lease list` shows it)."""
+    from ..kv.requests import SortOrder, SortTarget
+
+    resp = await client.get(f"/shoal/lock/{name}/".encode(), prefix=True, limit=1,
+                            sort_target=SortTarget.CREATE, sort_order=SortOrder.ASCEND)
+    if not resp.kvs:
+        return None
+    kv = resp.kvs[0]
+    return f"lease {kv.lease} (fencing token {kv.create_revision})"
 
 
 @app.command()
@@ -79,7 +106,7 @@ def elect(
             token = await interruptible(election.campaign((value or "").encode()))
             if token is None:
                 return 130
-            typer.echo(f"elected: {name} = {value} (revision {token}); Ctrl-C resigns")
+            note(f"elected: {name} = {value} (revision {token}); Ctrl-C resigns")
             await interruptible(forever())
             return 0
         finally:

@@ -3,21 +3,27 @@ and the torture test run. Each node gets its own data dir and log file under one
 
     ROOT/n1/        data dir of node 1       ROOT/n1.log   its stderr (INFO logging)
     ROOT/cluster-id    the cluster's random id     ROOT/admin-token, ROOT/peer-secret (mode 0600)
+    ROOT/cluster.json  what a supervisor (`shoal cluster up`) runs: pids, command lines, ports,
+                       and the address its control port listens on (see ClusterControl)
 
 A cluster's id, admin token and peer secret are random, made when its root is first used and
 kept there, so a cluster restarted on the same root is the same cluster. Nodes run with
 /faults enabled behind the admin token (`admin_token`); `status` and `faults` send it.
 
 Everything here is synchronous and talks to nodes only the way an operator would: signals to
-the processes, GET /status and /faults on their HTTP ports."""
+the processes, GET /status and /faults on their HTTP ports. `shoal cluster stop|start|kill|
+restart NODE` reach the supervisor through its control port, so every node process stays its
+child, and Ctrl-C there still stops them all."""
 
 from __future__ import annotations
 
 import json
 import os
 import secrets
+import select
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -30,6 +36,8 @@ from typing import Any
 from ..server.config import Member, check_port_free
 
 HOST = "127.0.0.1"
+STATE_FILE = "cluster.json"
+OPERATIONS = ("stop", "start", "kill", "restart")
 
 
 def free_ports(n: int) -> list[int]:
@@ -133,18 +141,22 @@ class LocalProcessCluster:
         if self.alive(i):
             raise RuntimeError(f"node {i} is already running (pid {self.pid(i)})")
         self._check_ports(i)
-        spec = ",".join(m.describe() for m in self.members)
-        cmd = [sys.executable, "-m", "shoal", "node", "--id", str(i),
-               "--data-dir", str(self.data_dir(i)), "--members", spec,
-               "--http", f"{HOST}:{self.http_ports[i]}", "--cluster-id", self.cluster_id,
-               "--allow-faults", "--admin-token-file", str(self.admin_token_file),
-               "--peer-secret-file", str(self.peer_secret_file),
-               *(["--join"] if join else []), *self.node_args]
+        cmd = self.command(i, join=join)
         with open(self.log_path(i), "ab") as log:
             # A session of its own: a Ctrl-C at the terminal reaches only us, and we stop
             # the nodes in order rather than all at once.
             self.procs[i] = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log,
                                              stderr=subprocess.STDOUT, start_new_session=True)
+
+    def command(self, i: int, *, join: bool = False) -> list[str]:
+        """Node i's command line: what `start_node` runs, and what a person can run by hand."""
+        spec = ",".join(m.describe() for m in self.members)
+        return [sys.executable, "-m", "shoal", "node", "--id", str(i),
+                "--data-dir", str(self.data_dir(i)), "--members", spec,
+                "--http", f"{HOST}:{self.http_ports[i]}", "--cluster-id", self.cluster_id,
+                "--allow-faults", "--admin-token-file", str(self.admin_token_file),
+                "--peer-secret-file", str(self.peer_secret_file),
+                *(["--join"] if join else []), *self.node_args]
 
     def alive(self, i: int) -> bool:
         p = self.procs.get(i)
@@ -274,12 +286,165 @@ class LocalProcessCluster:
                 raise TimeoutError(f"no leader elected within {timeout:.0f}s; logs in {self.root}")
             time.sleep(0.05)
 
+    def wait_serving(self, i: int, timeout: float = 20.0) -> None:
+        """Wait until node i answers /status (it need not have a leader)."""
+        deadline = time.monotonic() + timeout
+        while self.status(i) is None:
+            p = self.procs[i]
+            if p.poll() is not None:
+                raise RuntimeError(f"node {i} exited with code {p.returncode}: "
+                                   f"{_last_line(self.log_path(i))} (log {self.log_path(i)})")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"node {i} did not serve within {timeout:.0f}s; "
+                                   f"see {self.log_path(i)}")
+            time.sleep(0.05)
+
+    # ------------------------------------------------------------------ the state file
+    def state(self, control: str | None) -> dict[str, Any]:
+        """What ROOT/cluster.json holds (shape: docs/cli.md)."""
+        nodes = []
+        for m in self.members:
+            i = m.id
+            nodes.append({
+                "id": i, "pid": self.pid(i) if self.alive(i) else None, "running": self.alive(i),
+                "command": self.command(i), "client": f"{HOST}:{m.client[1]}",
+                "peer": f"{HOST}:{m.peer[1]}", "http": f"{HOST}:{self.http_ports[i]}",
+                "etcd": f"{HOST}:{m.etcd[1]}" if m.etcd else None,
+                "data_dir": str(self.data_dir(i)), "log": str(self.log_path(i))})
+        return {"root": str(self.root), "cluster_id": self.cluster_id,
+                "supervisor_pid": os.getpid() if control else None, "control": control,
+                "endpoints": self.endpoints, "nodes": nodes}
+
+    def write_state(self, control: str | None) -> None:
+        """Write ROOT/cluster.json (atomically: a reader never sees half of it)."""
+        tmp = self.root / (STATE_FILE + ".tmp")
+        tmp.write_text(json.dumps(self.state(control), indent=2) + "\n")
+        tmp.replace(self.root / STATE_FILE)
+
     def _check_ports(self, i: int) -> None:
         m = self.member(i)
         for addr, what in ((m.client, f"node {i} client"), (m.peer, f"node {i} peer"),
                            ((HOST, self.http_ports[i]), f"node {i} http"), (m.etcd, f"node {i} etcd")):
             if addr is not None:
                 check_port_free(addr, what)
+
+
+class ClusterControl:
+    """The supervisor's end of `shoal cluster stop|start|kill|restart NODE`: a TCP port on
+    127.0.0.1 taking one JSON line, {"token": ADMIN_TOKEN, "op": OP, "node": ID}, and answering
+    one, {"ok": bool, "message": str}. The token (ROOT/admin-token, mode 0600) keeps other
+    users of the machine out. Each request is handled to its end before the next is read."""
+
+    def __init__(self, cluster: LocalProcessCluster):
+        self.cluster = cluster
+        self._sock = socket.create_server((HOST, 0))
+        self.address = f"{HOST}:{self._sock.getsockname()[1]}"
+
+    def serve(self, timeout: float) -> tuple[str, int, str] | None:
+        """Handle one request if one comes within `timeout` seconds: (op, node, message) of
+        one carried out, for the supervisor to report; None if none came or it was refused."""
+        if not select.select([self._sock], [], [], timeout)[0]:
+            return None
+        conn, _ = self._sock.accept()
+        with conn:
+            conn.settimeout(5.0)
+            try:
+                request = json.loads(conn.makefile("rb").readline())
+                op, node, token = request["op"], int(request["node"]), request["token"]
+            except (OSError, ValueError, KeyError, TypeError):
+                return None  # not one of ours, or it hung up: nothing to do or say
+            done: tuple[str, int, str] | None = None
+            if not secrets.compare_digest(str(token), self.cluster.admin_token):
+                answer = {"ok": False, "message": "wrong admin token"}
+            else:
+                try:
+                    done = (op, node, self._carry_out(op, node))
+                    answer = {"ok": True, "message": done[2]}
+                except (RuntimeError, TimeoutError, ValueError) as exc:
+                    answer = {"ok": False, "message": str(exc)}
+                self.cluster.write_state(self.address)
+            try:
+                conn.sendall(json.dumps(answer).encode() + b"\n")
+            except OSError:
+                pass  # the asker gave up; what was done is in cluster.json
+            return done
+
+    def _carry_out(self, op: str, i: int) -> str:
+        c = self.cluster
+        if i not in c.ids:
+            raise ValueError(f"no node {i}: this cluster has nodes {', '.join(map(str, c.ids))}")
+        if op in ("stop", "kill") and not c.alive(i):
+            raise RuntimeError(f"node {i} is not running")
+        if op == "stop":
+            return f"node {i} stopped (exit code {c.stop_node(i)})"
+        if op == "kill":
+            c.kill(i)
+            return f"node {i} killed (SIGKILL)"
+        if op not in ("start", "restart"):
+            raise ValueError(f"unknown operation {op!r}: use one of {', '.join(OPERATIONS)}")
+        from ..server.config import ConfigError
+
+        try:
+            if op == "restart":
+                c.restart(i)
+            else:
+                c.start_node(i)
+        except ConfigError as exc:  # a port someone else took meanwhile
+            raise RuntimeError(str(exc)) from None
+        c.wait_serving(i)
+        return f"node {i} {op}ed (pid {c.pid(i)})"
+
+    def close(self) -> None:
+        self._sock.close()
+
+
+def ask_supervisor(root: Path, op: str, node: int, timeout: float = 60.0) -> str:
+    """Have the `shoal cluster up` running on ROOT carry out `op` on `node`; its report.
+    RuntimeError says why not (no such cluster, none running, the operation failed)."""
+    state = read_state(root)
+    if not state.get("control"):
+        raise RuntimeError(f"the cluster in {root} is not running (its `shoal cluster up` has "
+                           "exited); start it again with `shoal cluster up --dir` on it")
+    host, _, port = state["control"].rpartition(":")
+    request = {"token": (root / "admin-token").read_text().strip(), "op": op, "node": node}
+    try:
+        with socket.create_connection((host, int(port)), timeout=5.0) as conn:
+            conn.settimeout(timeout)
+            conn.sendall(json.dumps(request).encode() + b"\n")
+            answer = json.loads(conn.makefile("rb").readline() or b"null")
+    except (OSError, ValueError) as exc:
+        raise RuntimeError(f"the `shoal cluster up` of {root} (pid {state['supervisor_pid']}) "
+                           f"does not answer on {state['control']}: {exc}") from None
+    if not isinstance(answer, dict) or not answer.get("ok"):
+        raise RuntimeError(answer.get("message", "no answer") if isinstance(answer, dict)
+                           else "no answer")
+    return str(answer["message"])
+
+
+def read_state(root: Path) -> dict[str, Any]:
+    try:
+        state: dict[str, Any] = json.loads((root / STATE_FILE).read_text())
+    except FileNotFoundError:
+        raise RuntimeError(f"{root} holds no {STATE_FILE}: not a `shoal cluster up` directory") \
+            from None
+    except (OSError, ValueError) as exc:
+        raise RuntimeError(f"unreadable {root / STATE_FILE}: {exc}") from None
+    return state
+
+
+def running_roots() -> list[Path]:
+    """The directories of the `shoal cluster up` runs alive now that use a temporary
+    directory (those given --dir are found only through it)."""
+    found = []
+    for path in sorted(Path(tempfile.gettempdir()).glob(f"shoal-cluster-*/{STATE_FILE}")):
+        try:
+            pid = json.loads(path.read_text()).get("supervisor_pid")
+            if pid:
+                os.kill(pid, 0)
+                found.append(path.parent)
+        except (OSError, ValueError, AttributeError):
+            continue
+    return found
 
 
 def _kept_secret(path: Path) -> str:

@@ -64,7 +64,7 @@ from ..consensus.messages import (
     Snapshot,
 )
 from ..kv import KVStore
-from ..kv.errors import ErrNoSpace, KVError, MalformedRequest
+from ..kv.errors import CorruptSnapshot, ErrNoSpace, KVError, MalformedRequest
 from ..kv.limits import KVLimits
 from ..kv.mvcc import RECORD_OVERHEAD
 from ..kv.requests import (
@@ -609,3 +609,21 @@ def _adds_data(command: bytes, limits: KVLimits) -> bool:
 def _lost() -> NodeError:
     return NodeError("unavailable", "the membership change's outcome is unknown: the log moved "
                      "on under another leader; check the member list and retry")
+
+
+def snapshot_contents(data: bytes) -> tuple[KVStore, Members]:
+    """The store and member table in a `Replica.snapshot_data()` (what `shoal snapshot save`
+    writes), read without a replica. CorruptSnapshot if it is not one."""
+    try:
+        kv_bytes, members, *_ = msgpack.unpackb(data, strict_map_key=False)
+        table = {int(n): str(spec) for n, spec in members.items()}
+    except (ValueError, TypeError, AttributeError, msgpack.UnpackException) as e:
+        raise CorruptSnapshot(f"snapshot: not a replica snapshot ({e})") from None
+    return KVStore.restore(kv_bytes), table
+
+
+def rebase_snapshot(data: bytes, members: Members) -> bytes:
+    """`data` as the first state of a new cluster of `members` (`shoal snapshot restore`, as
+    etcdutl's): the same store under that member table, no removal pending, no alarm raised."""
+    store, _ = snapshot_contents(data)
+    return msgpack.packb([store.snapshot(), dict(sorted(members.items())), [], []])
