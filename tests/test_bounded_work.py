@@ -19,8 +19,12 @@ import pytest
 
 from cluster import LocalCluster, run
 from shoal.consensus.messages import RemoteProtocolError
+from shoal.etcdapi import convert
+from shoal.etcdapi import errors as E
+from shoal.etcdapi.pb import rpc_pb2
 from shoal.kv import KVStore
 from shoal.kv.errors import ErrCompacted, ErrTooManyOps, MalformedRequest
+from shoal.kv.keyvalue import KeyValue
 from shoal.kv.limits import KVLimits
 from shoal.kv.mvcc import RANGE_SLICE
 from shoal.kv.requests import (
@@ -31,6 +35,8 @@ from shoal.kv.requests import (
     DeleteRangeRequest,
     PutRequest,
     RangeRequest,
+    RangeResponse,
+    ResponseHeader,
     TxnRequest,
     decode_command,
     encode_command,
@@ -346,3 +352,41 @@ def test_the_probe_frames_leave_the_leader_in_place(tmp_path):
         assert after == before and cluster.leader() == leader
         logs = "".join(cluster.log_path(i).read_text() for i in cluster.ids)
         assert "Unhandled exception" not in logs
+
+
+# ------------------------------------------------------------------ etcd's API
+def test_an_etcd_txn_too_big_when_nested_is_refused_before_any_op_is_converted(monkeypatch):
+    def no(_):
+        raise AssertionError("converted an op of a txn that was going to be refused")
+    monkeypatch.setattr(convert, "range_request", no)
+    inner = rpc_pb2.TxnRequest(success=[rpc_pb2.RequestOp(
+        request_range=rpc_pb2.RangeRequest(key=b"k%d" % i)) for i in range(128)])
+    outer = rpc_pb2.TxnRequest(success=[rpc_pb2.RequestOp(request_txn=inner)] * 128)
+    with pytest.raises(E.EtcdError) as info:
+        convert.txn_request(outer)
+    assert info.value is E.TOO_MANY_OPS
+
+
+def test_an_etcd_range_response_is_built_in_slices_that_let_the_loop_run():
+    n = 5 * convert.RESPONSE_SLICE
+    kvs = tuple(KeyValue(b"k%06d" % i, i + 1, i + 1, 1, b"v", 0) for i in range(n))
+    resp = RangeResponse(ResponseHeader(len(kvs)), kvs, False, len(kvs))
+
+    async def main():
+        turns = 0
+
+        async def other():
+            nonlocal turns
+            while True:
+                turns += 1
+                await asyncio.sleep(0)
+        task = asyncio.ensure_future(other())
+        await asyncio.sleep(0)
+        start = turns
+        out = await convert.range_response_sliced(resp, rpc_pb2.ResponseHeader(revision=1))
+        task.cancel()
+        return out, turns - start
+
+    out, turns = asyncio.run(main())
+    assert [kv.key for kv in out.kvs] == [kv.key for kv in kvs] and out.count == len(kvs)
+    assert turns >= 4  # the other task ran between the five slices

@@ -109,7 +109,7 @@ class EtcdAPI:
         self.auth.check_request(user, req)
         req, fix = self._guard(req)
         resp = fix(await self.backend.read(req, m.serializable))
-        return convert.range_response(resp, self.header(resp.header.revision))
+        return await convert.range_response_sliced(resp, self.header(resp.header.revision))
 
     async def Put(self, m: rpc_pb2.PutRequest, call: Call) -> rpc_pb2.PutResponse:
         user = self.auth.user_of(call.token)

@@ -7,8 +7,10 @@ carry a client Session for exactly-once application. See docs/kv.md."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import IntEnum
+from typing import Any
 
 from .codec import from_wire, pack, to_wire, unpack
 from .errors import ErrDuplicateKey, ErrRequestTooLarge, ErrTooManyOps, MalformedRequest
@@ -404,26 +406,33 @@ def validate(request: Request, limits: KVLimits) -> None:
 
 
 def _validate_txn(txn: TxnRequest, limits: KVLimits) -> None:
-    total = _count_ops(txn, limits.max_txn_ops)
-    if total > 3 * limits.max_txn_ops:
-        raise ErrTooManyOps(f"TxnRequest: {total} compares and operations in all, nested txns "
-                            f"included; limit {3 * limits.max_txn_ops}")
+    check_txn_size(txn, limits.max_txn_ops,
+                   lambda op: op if isinstance(op, TxnRequest) else None)
     _validate_entries(txn, limits)
 
 
-def _count_ops(txn: TxnRequest, budget: int) -> int:
-    """etcd's checkTxnRequest: no list longer than `budget`, and a nested txn gets what its
-    parent's longest list leaves of it. Returns the compares and ops of the whole tree, which
-    etcd leaves unbounded (widths 42, 42, 42 pass, 74,088 ranges) and we bound by what the
-    largest flat txn holds, so nesting never buys more work."""
+def check_txn_size(txn: Any, max_ops: int, nested: Callable[[Any], Any]) -> None:
+    """etcd's checkTxnRequest: no list longer than `max_ops`, and a nested txn gets what its
+    parent's longest list leaves of it. The compares and ops of the whole tree, which etcd
+    leaves unbounded (widths 42, 42, 42 pass, 74,088 ranges), we bound by what the largest
+    flat txn holds, so nesting never buys more work. `txn` is anything with compare, success
+    and failure lists (a TxnRequest, or etcd's protobuf before it is converted); `nested(op)`
+    is the txn inside an op, or None."""
+    total = _count_ops(txn, max_ops, nested)
+    if total > 3 * max_ops:
+        raise ErrTooManyOps(f"TxnRequest: {total} compares and operations in all, nested txns "
+                            f"included; limit {3 * max_ops}")
+
+
+def _count_ops(txn: Any, budget: int, nested: Callable[[Any], Any]) -> int:
     widest = max(len(txn.compare), len(txn.success), len(txn.failure))
     if widest > budget:
         raise ErrTooManyOps(f"TxnRequest: a list of {widest} entries, limit {budget} "
                             "(a nested txn gets what its parent's longest list leaves)")
     total = len(txn.compare) + len(txn.success) + len(txn.failure)
     for op in (*txn.success, *txn.failure):
-        if isinstance(op, TxnRequest):
-            total += _count_ops(op, budget - widest)
+        if (inner := nested(op)) is not None:
+            total += _count_ops(inner, budget - widest, nested)
     return total
 
 
