@@ -8,6 +8,9 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
+import ssl
+import urllib.error
+import urllib.request
 
 import grpc
 import pytest
@@ -223,6 +226,12 @@ def test_client_port_speaks_tls_and_a_client_certificate_names_its_user(tmp_path
             return asyncio.run(main())
 
         as_user(None, lambda client: client.put(b"c/x", b"0"))  # auth off: TLS alone
+        health = f"127.0.0.1:{c.http[1]}/health"  # the HTTP port speaks TLS too
+        https = urllib.request.urlopen(f"https://{health}", timeout=10,
+                                       context=ssl.create_default_context(cafile=str(ca)))
+        assert json.loads(https.read())["health"] is True
+        with pytest.raises((urllib.error.URLError, ConnectionError)):
+            urllib.request.urlopen(f"http://{health}", timeout=10)
         admin = pki["admin"]
         creds = grpc.ssl_channel_credentials(ca.read_bytes(), admin.key_file.read_bytes(),
                                              admin.cert_file.read_bytes())

@@ -67,9 +67,11 @@ class TLSConfig:
     ca_file: str | Path  # the cluster CA that every peer certificate must chain to
     check_hostname: bool = True  # the dialed host must be in the peer certificate's SANs
 
-    def server_context(self) -> ssl.SSLContext:
+    def server_context(self, require_client_cert: bool = True) -> ssl.SSLContext:
+        """For peers, mutual TLS. For a node's client and HTTP ports, `require_client_cert`
+        False: a client may come with a certificate (which then names its user) or without."""
         ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=str(self.ca_file))
-        ctx.verify_mode = ssl.CERT_REQUIRED  # the "mutual" in mutual TLS
+        ctx.verify_mode = ssl.CERT_REQUIRED if require_client_cert else ssl.CERT_OPTIONAL
         ctx.load_cert_chain(str(self.cert_file), str(self.key_file))
         return ctx
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import ssl
 from collections import Counter
 from dataclasses import dataclass, replace
 from typing import Any
@@ -93,17 +92,9 @@ class ClientServer:
         self._per_address: Counter[str] = Counter()
         self.auth = AuthView(lambda: node.kv.mvcc.get(AUTH_KEY))
 
-    def _ssl_context(self) -> ssl.SSLContext | None:
-        cfg = self.node.cfg
-        if not (cfg.tls_cert and cfg.tls_key and cfg.tls_ca):
-            return None
-        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=str(cfg.tls_ca))
-        ctx.load_cert_chain(str(cfg.tls_cert), str(cfg.tls_key))
-        ctx.verify_mode = ssl.CERT_OPTIONAL  # a certificate, when sent, names the user
-        return ctx
-
     async def start(self) -> None:
-        tls = self._ssl_context()
+        files = self.node.cfg.tls()  # a client certificate, when sent, names the user
+        tls = files.server_context(require_client_cert=False) if files else None
         self._server = await asyncio.start_server(
             self._serve, *self.addr, limit=1 << 20, ssl=tls,
             ssl_handshake_timeout=FIRST_REQUEST_TIMEOUT if tls else None)

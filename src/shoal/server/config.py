@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, Union, get_args, get_origin, get_type_hints
 
 from ..kv.watch_queue import DEFAULT_WATCH_QUEUE_BYTES, DEFAULT_WATCH_QUEUE_EVENTS
+from ..net.tls import TLSConfig
 
 DEFAULT_MAX_REQUEST_BYTES = 1536 * 1024  # 1.5 MiB, as etcd
 DEFAULT_QUOTA_BACKEND_BYTES = 2 * 1024**3  # 2 GiB, etcd's --quota-backend-bytes default
@@ -66,6 +67,12 @@ class NodeConfig:
     quota_backend_bytes: int = DEFAULT_QUOTA_BACKEND_BYTES  # past it, writes that add data fail
     client_idle_timeout_s: float = 300.0  # a client connection silent this long is closed
     max_connections_per_address: int = 256  # client connections from one IP address
+
+    def tls(self) -> TLSConfig | None:
+        """This node's certificate, key and CA, when TLS is configured (then on every port)."""
+        if self.tls_cert and self.tls_key and self.tls_ca:
+            return TLSConfig(self.tls_cert, self.tls_key, self.tls_ca)
+        return None
 
     @property
     def me(self) -> Member:

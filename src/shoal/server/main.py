@@ -41,7 +41,9 @@ class Server:
             await self.etcd.start()
         self._runner = web.AppRunner(make_app(self.node), access_log=None)
         await self._runner.setup()
-        await web.TCPSite(self._runner, *self.cfg.http).start()
+        files = self.cfg.tls()  # with TLS on, the HTTP port speaks it too (HTTPS)
+        await web.TCPSite(self._runner, *self.cfg.http, ssl_context=files.server_context(
+            require_client_cert=False) if files else None).start()
 
     async def stop(self) -> None:
         if self.etcd is not None:
