@@ -70,7 +70,6 @@ from ..kv.requests import (
 )
 from ..net import (
     FaultPlan,
-    TLSConfig,
     Transport,
     paxos_codec,  # noqa: F401 - registers the "paxos" wire codec
 )
@@ -258,10 +257,8 @@ class Node:
     async def start(self) -> None:
         specs = {m.id: m.describe() for m in self.cfg.members}
         self._open_group(META, self.cfg.data_dir, specs, fresh=not self.cfg.join)
-        tls = (TLSConfig(self.cfg.tls_cert, self.cfg.tls_key, self.cfg.tls_ca)
-               if self.cfg.tls_cert and self.cfg.tls_key and self.cfg.tls_ca else None)
         self.transport = Transport(self.id, self.cfg.me.peer, {}, self.cfg.cluster_id,
-                                   self._on_peer_message, tls, codec=self.cfg.engine,
+                                   self._on_peer_message, self.cfg.tls(), codec=self.cfg.engine,
                                    faults=self.faults, on_host=self._on_claims,
                                    peer_secret_file=self.cfg.peer_secret_file)
         self._sync_peers()
