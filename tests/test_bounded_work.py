@@ -40,6 +40,8 @@ from shoal.kv.requests import (
     TxnRequest,
     decode_command,
     encode_command,
+    encode_response,
+    encode_response_steps,
     validate,
 )
 from shoal.local.cluster import LocalProcessCluster
@@ -390,3 +392,19 @@ def test_an_etcd_range_response_is_built_in_slices_that_let_the_loop_run():
     out, turns = asyncio.run(main())
     assert [kv.key for kv in out.kvs] == [kv.key for kv in kvs] and out.count == len(kvs)
     assert turns >= 4  # the other task ran between the five slices
+
+
+def test_a_large_range_response_is_encoded_in_slices_to_the_same_bytes():
+    n = 3 * RANGE_SLICE + 5
+    kvs = tuple(KeyValue(b"k%06d" % i, i + 1, i + 1, 1, b"v", 0) for i in range(n))
+    resp = RangeResponse(ResponseHeader(n), kvs, True, n + 1)
+    steps = encode_response_steps(resp)
+    pauses = 0
+    while True:
+        try:
+            next(steps)
+            pauses += 1
+        except StopIteration as done:
+            data = done.value
+            break
+    assert pauses == 4 and data == encode_response(resp)

@@ -8,7 +8,7 @@ carry a client Session for exactly-once application. See docs/kv.md."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 from enum import IntEnum
 from typing import Any
 
@@ -16,6 +16,7 @@ from .codec import from_wire, pack, to_wire, unpack
 from .errors import ErrDuplicateKey, ErrRequestTooLarge, ErrTooManyOps, MalformedRequest
 from .keyvalue import ALL_KEYS, KeyValue, in_range
 from .limits import KVLimits
+from .mvcc import RANGE_SLICE, Steps
 
 MAX_LEASE_TTL = 9_000_000_000  # seconds; etcd's MaxLeaseTTL
 
@@ -351,6 +352,23 @@ def decode_command(data: bytes, limits: KVLimits) -> Command:
 
 def encode_response(response: Response) -> bytes:
     return pack(to_wire(response, Response))
+
+
+_KVS_AT = 1 + [f.name for f in fields(RangeResponse)].index("kvs")  # after the type's name
+
+
+def encode_response_steps(response: Response) -> Steps[bytes]:
+    """encode_response as steps, pausing after every RANGE_SLICE keys of a range: 100k keys
+    cost about 100 ms in one go."""
+    if not (isinstance(response, RangeResponse) and len(response.kvs) > RANGE_SLICE):
+        return encode_response(response)
+    kvs: list[Any] = []
+    for i in range(0, len(response.kvs), RANGE_SLICE):
+        kvs.extend(to_wire(response.kvs[i:i + RANGE_SLICE], tuple[KeyValue, ...]))
+        yield
+    wire = to_wire(replace(response, kvs=()), Response)
+    wire[_KVS_AT] = kvs
+    return pack(wire)
 
 
 def decode_response(data: bytes) -> Response:

@@ -46,6 +46,7 @@ from ..kv.requests import (
     decode_command,
     encode_command,
     encode_response,
+    encode_response_steps,
 )
 from ..kv.watch import WatchFilter, WatchGate, WatchResponse
 from ..kv.watch_queue import DEFAULT_WATCH_STREAM_BYTES, WatchQueue, first_revision
@@ -63,6 +64,7 @@ from ..wire.protocol import (
 )
 from .config import Member, parse_addr
 from .node import Node, NodeError
+from .slices import in_slices
 
 log = logging.getLogger("shoal.client_api")
 
@@ -379,7 +381,7 @@ class _Connection:
                 resp = await node.read(cmd.request, bool(body.get("serializable")), timeout, group)
             else:
                 resp = await node.write(data, timeout, decoded=cmd, group=group)
-            return encode_response(fix(resp))
+            return await in_slices(encode_response_steps(fix(resp)))
         if op == "group_create":
             entry = await node.create_group(int(body["group"]), int(body.get("replicas", 3)), timeout)
             return {"group": entry.group, "members": sorted(entry.members)}

@@ -79,6 +79,7 @@ from ..storage import Storage
 from ..storage.errors import StorageError
 from .config import Member, NodeConfig, parse_member
 from .group import Group
+from .slices import in_slices
 
 log = logging.getLogger("shoal.node")
 
@@ -740,15 +741,7 @@ class Node:
             await self.read_barrier(timeout, group)
         kv = g.replica.kv
         if isinstance(request, RangeRequest):
-            # In slices, letting the loop run between them: a range over 100k keys in one go
-            # held it for up to 1.1 s, and a leader's heartbeats with it.
-            steps = kv.range_steps(request)
-            while True:
-                try:
-                    next(steps)
-                except StopIteration as done:
-                    return done.value
-                await asyncio.sleep(0)
+            return await in_slices(kv.range_steps(request))
         if isinstance(request, LeaseTimeToLiveRequest):
             return kv.time_to_live(replace(request, now_ms=now_ms()))
         return LeaseLeasesResponse(ResponseHeader(kv.revision), tuple(sorted(kv.lessor.ids())))
