@@ -294,7 +294,7 @@ def test_serializable_reads_are_served_locally_by_a_follower(tmp_path):
                 # a linearizable read on the cut-off follower must not return the stale value
                 with pytest.raises(ClientError):
                     await fcl.call("kv", {"cmd": kv.encode_command(RangeRequest(b"s"))},
-                                   leader=False, deadline=1.5)
+                                   leader=False, timeout=1.5)
                 for s in c.servers.values():
                     s.node.faults.heal()
                 await eventually(lambda: _value_is(fcl.get(b"s", serializable=True), b"v2"),

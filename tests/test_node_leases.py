@@ -146,5 +146,5 @@ def test_leases_lists_the_granted_leases(tmp_path):
             await cl.lease_revoke(a)
             assert (await cl.leases()).leases == (b,)
             # a serializable read may come from a follower that has not applied the revoke yet
-            assert set((await cl._read(kv.LeaseLeasesRequest(), serializable=True)).leases) <= {a, b}
+            assert set((await cl._read(kv.LeaseLeasesRequest(), kv.LeaseLeasesResponse, serializable=True)).leases) <= {a, b}
     run(main())

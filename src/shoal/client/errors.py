@@ -17,10 +17,12 @@ class ClientError(Exception):
 
 
 class Unavailable(ClientError):
-    """No node could be reached or none answered in time; the request may not have run."""
+    """No node could be reached or none answered in time; the request may not have run.
+    `tried` maps each endpoint the call tried to why it did not serve the call."""
 
-    def __init__(self, message: str):
+    def __init__(self, message: str, tried: dict[str, str] | None = None):
         super().__init__(message, "unavailable")
+        self.tried = tried or {}
 
 
 class WatchCanceled(ClientError):

@@ -2,24 +2,29 @@
 package builds them: every contender puts a key under a common prefix, attached to its lease;
 the key with the lowest create revision holds the lock (or leads), and each waiter watches
 only the key just ahead of it, so a release wakes one waiter, not all (no thundering herd).
-A crashed holder's lease expires and its key goes with it."""
+A crashed holder's lease expires and its key goes with it.
+
+Blocking versions for SyncClient (SyncLock, SyncElection) are in shoal.client.sync."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 
+from ..kv.errors import KVError
 from ..kv.requests import (
     Compare,
     CompareResult,
     CompareTarget,
-    DeleteRangeRequest,
     PutRequest,
     RangeRequest,
+    RangeResponse,
     SortOrder,
     SortTarget,
 )
 from .aio import Client
+from .errors import ClientError
 
 
 class _Queue:
@@ -45,7 +50,23 @@ class _Queue:
         if resp.succeeded:
             self.revision = resp.header.revision
         else:
-            self.revision = resp.responses[0].kvs[0].create_revision
+            mine = resp.responses[0]
+            assert isinstance(mine, RangeResponse)
+            self.revision = mine.kvs[0].create_revision
+
+    async def join(self, value: bytes, timeout: float | None) -> int:
+        """Take a place in line and wait for our turn, for at most `timeout` seconds
+        (TimeoutError then). Given up for any reason (a timeout, a cancel, an error), the
+        place is left, so those behind are not kept waiting for a lease that is kept alive."""
+        try:
+            async with asyncio.timeout(timeout):
+                await self.enqueue(value)
+                await self.wait_turn()
+        except BaseException:
+            with contextlib.suppress(ClientError, KVError, TimeoutError):  # else its lease expires
+                await asyncio.shield(self.leave())
+            raise
+        return self.revision
 
     async def wait_turn(self) -> None:
         """Return once no key under the prefix is older than ours."""
@@ -66,14 +87,15 @@ class _Queue:
         if self._keepalive is not None:
             self._keepalive.cancel()
         if self.lease:
-            await self.client._write(DeleteRangeRequest(self.key))
-            await self.client.lease_revoke(self.lease)
-            self.lease = 0
+            lease, self.lease = self.lease, 0
+            await self.client.delete(self.key)
+            await self.client.lease_revoke(lease)
 
 
 class Lock:
-    """A distributed mutex. `token` (the lock key's create revision) increases with every
-    acquisition: pass it to the resource you guard so it can refuse a stale holder."""
+    """A distributed mutex: `async with client.lock("jobs"): ...`. `token` (the lock key's
+    create revision) increases with every acquisition: pass it to the resource you guard so it
+    can refuse a stale holder. `ttl`: how long a holder that crashed keeps it, in seconds."""
 
     def __init__(self, client: Client, name: str, ttl: int = 10):
         self._q = _Queue(client, b"/shoal/lock/" + name.encode(), ttl)
@@ -82,12 +104,13 @@ class Lock:
     def token(self) -> int:
         return self._q.revision
 
-    async def acquire(self) -> int:
-        await self._q.enqueue(b"")
-        await self._q.wait_turn()
-        return self._q.revision
+    async def acquire(self, timeout: float | None = None) -> int:
+        """Wait until this client holds the lock (at most `timeout` seconds, else
+        TimeoutError); returns the fencing token."""
+        return await self._q.join(b"", timeout)
 
     async def release(self) -> None:
+        """Let the next waiter have it."""
         await self._q.leave()
 
     async def __aenter__(self) -> Lock:
@@ -108,13 +131,15 @@ class Election:
         self._q = _Queue(client, self.prefix, ttl)
         self._leading = False
 
-    async def campaign(self, value: bytes) -> int:
-        await self._q.enqueue(value)
-        await self._q.wait_turn()
+    async def campaign(self, value: bytes, timeout: float | None = None) -> int:
+        """Wait until this client leads, announcing `value` (at most `timeout` seconds, else
+        TimeoutError); returns the leadership's revision, which increases with every leader."""
+        await self._q.join(value, timeout)
         self._leading = True
         return self._q.revision
 
     async def proclaim(self, value: bytes) -> None:
+        """Change the value this leader announces (RuntimeError if it does not lead)."""
         if not self._leading:
             raise RuntimeError("election: not leader (campaign first)")
         resp = await self.client.txn(
@@ -124,20 +149,32 @@ class Election:
             raise RuntimeError("not the leader any more: our election key is gone")
 
     async def leader(self) -> bytes | None:
-        resp = await self.client.get(self.prefix + b"/", prefix=True, sort_target=SortTarget.CREATE,
+        """The current leader's value, or None if nobody leads."""
+        return _value(await self._first())
+
+    async def _first(self) -> RangeResponse:
+        return await self.client.get(self.prefix + b"/", prefix=True, sort_target=SortTarget.CREATE,
                                      sort_order=SortOrder.ASCEND, limit=1)
-        return resp.kvs[0].value if resp.kvs else None
 
     async def observe(self) -> AsyncIterator[bytes | None]:
         """Yield the leader's value now and after every change of leader or value."""
-        current = await self.leader()
+        first = await self._first()
+        current = _value(first)
         yield current
-        async for _ in self.client.watch(self.prefix + b"/", prefix=True):
+        # from just after that read: a change made while the consumer held the first value
+        # is still seen
+        async for _ in self.client.watch(self.prefix + b"/", prefix=True,
+                                         start_revision=first.header.revision + 1):
             now = await self.leader()
             if now != current:
                 current = now
                 yield now
 
     async def resign(self) -> None:
+        """Stop leading (or campaigning): the next in line leads."""
         self._leading = False
         await self._q.leave()
+
+
+def _value(resp: RangeResponse) -> bytes | None:
+    return resp.kvs[0].value if resp.kvs else None
