@@ -157,10 +157,10 @@ def test_a_failure_after_the_deadline_lists_every_endpoint_with_its_reason(tmp_p
             async with Client(eps, timeout=30) as cl:
                 start = time.monotonic()
                 with pytest.raises(ClientError) as info:
-                    await cl.put(b"k", b"v", timeout=1.0)  # the call's own timeout wins
+                    await cl.put(b"k", b"v", timeout=3.0)  # the call's own timeout wins
                 return info.value, time.monotonic() - start, eps
     err, took, eps = run(main())
-    assert took < 4, f"{took:.1f} s for a call with timeout=1"
+    assert took < 6, f"{took:.1f} s for a call with timeout=3"
     assert f"{eps[0]} (connection refused), {eps[1]} (connection refused), {eps[2]} (" in str(err)
 
 
