@@ -472,3 +472,34 @@ def test_tls_one_port_for_grpc_and_https_with_client_certificates(tmp_path):
         assert stat.S_IMODE((sock_dir / "grpc.sock").stat().st_mode) == 0o600
     finally:
         c.stop()
+
+
+def test_connections_past_the_per_address_bound_are_closed_at_once(tmp_path):
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        path = str(tmp_path / "backend.sock")
+        server = await loop.create_unix_server(asyncio.Protocol, path)
+        mux = PortMux(lambda: pytest.fail("not HTTP"), path,  # type: ignore[arg-type, return-value]
+                      max_per_address=2)
+        port = await mux.start("127.0.0.1", 0)
+        held = [await asyncio.open_connection("127.0.0.1", port) for _ in range(2)]
+        await asyncio.wait_for(_until(lambda: mux.connections == 2), 5)
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        assert await asyncio.wait_for(reader.read(), 2) == b""  # closed, long before sniffing ends
+        assert mux.refused == 1 and mux.connections == 2
+        writer.close()
+        held.pop()[1].close()
+        await asyncio.wait_for(_until(lambda: mux.connections == 1), 5)
+        again = await asyncio.open_connection("127.0.0.1", port)  # room again
+        await asyncio.wait_for(_until(lambda: mux.connections == 2), 5)
+        for _, w in [*held, again]:
+            w.close()
+        mux.stop_listening()
+        mux.abort_all()
+        server.close()
+    asyncio.run(main())
+
+
+async def _until(pred: Callable[[], bool]) -> None:
+    while not pred():
+        await asyncio.sleep(0.01)

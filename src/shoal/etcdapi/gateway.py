@@ -25,7 +25,7 @@ from prometheus_client.core import GaugeMetricFamily
 
 from ..kv.errors import KVError
 from ..server.health import unhealthy_reasons
-from ..server.http import _NodeCollector
+from ..server.http import NodeCollector
 from ..server.node import NodeError
 from . import errors as E
 from .api import VERSION, Call, EtcdAPI
@@ -125,7 +125,7 @@ class _EtcdCollector:
 def make_gateway(api: EtcdAPI, max_request_bytes: int) -> web.Application:
     app = web.Application(client_max_size=max_request_bytes + 512 * 1024)
     registry = CollectorRegistry()
-    registry.register(_NodeCollector(api.node))  # type: ignore[arg-type]
+    registry.register(NodeCollector(api.node))  # type: ignore[arg-type]
     registry.register(_EtcdCollector(api))  # type: ignore[arg-type]
 
     async def parse(request: web.Request, cls: Any) -> Any:

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import ssl
+from collections import Counter
 from collections.abc import Callable
 from typing import cast
 
@@ -39,12 +40,34 @@ class PortMux:
     (aiohttp's `web.Server`), `grpc_path` is the gRPC server's unix socket."""
 
     def __init__(self, http: Callable[[], asyncio.Protocol], grpc_path: str, *,
-                 ssl_context: ssl.SSLContext | None = None, sniff_timeout_s: float = 10.0):
+                 ssl_context: ssl.SSLContext | None = None, sniff_timeout_s: float = 10.0,
+                 max_connections: int = 1_000, max_per_address: int = 256):
         assert sniff_timeout_s > 0, sniff_timeout_s
         self.http, self.grpc_path, self.ssl_context = http, grpc_path, ssl_context
         self.sniff_timeout_s = sniff_timeout_s
+        self.max_connections, self.max_per_address = max_connections, max_per_address
         self._server: asyncio.Server | None = None
         self._fronts: set[_Front] = set()  # connections not handed to aiohttp: sniffing or spliced
+        self._per_address: Counter[str] = Counter()
+        self.refused = 0  # connections closed at once: over a bound (for stats and tests)
+
+    def _admit(self, front: _Front, address: str) -> bool:
+        """Count a new connection in, unless the port or its address is at its bound (so one
+        host's idle sockets cannot lock everyone out of the etcd port)."""
+        if len(self._fronts) >= self.max_connections or \
+                self._per_address[address] >= self.max_per_address:
+            self.refused += 1
+            return False
+        self._fronts.add(front)
+        self._per_address[address] += 1
+        return True
+
+    def _forget(self, front: _Front) -> None:
+        if front in self._fronts:
+            self._fronts.discard(front)
+            self._per_address[front.address] -= 1
+            if not self._per_address[front.address]:
+                del self._per_address[front.address]
 
     async def start(self, host: str, port: int) -> int:
         """Listen on host:port; returns the port (the one chosen, when `port` is 0)."""
@@ -81,11 +104,16 @@ class _Front(asyncio.Protocol):
         self.routed = False
         self._timer: asyncio.TimerHandle | None = None
         self._connect: asyncio.Task[None] | None = None
+        self.address = ""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert self.transport is None
         self.transport = cast(asyncio.Transport, transport)  # uvloop's are not subclasses
-        self.mux._fronts.add(self)
+        peer = transport.get_extra_info("peername")
+        self.address = str(peer[0]) if isinstance(peer, tuple) else str(peer)
+        if not self.mux._admit(self, self.address):
+            self.transport.abort()
+            return
         self._timer = asyncio.get_running_loop().call_later(self.mux.sniff_timeout_s, self.abort)
 
     def data_received(self, data: bytes) -> None:
@@ -104,7 +132,7 @@ class _Front(asyncio.Protocol):
     def _to_http(self) -> None:
         assert self.transport is not None and not self.routed
         self._route()
-        self.mux._fronts.discard(self)
+        self.mux._forget(self)
         proto = self.mux.http()
         self.transport.set_protocol(proto)
         proto.connection_made(self.transport)
@@ -144,7 +172,7 @@ class _Front(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         if self._timer is not None:
             self._timer.cancel()
-        self.mux._fronts.discard(self)
+        self.mux._forget(self)
         if self.back is not None:
             self.back.close()
 
@@ -163,7 +191,7 @@ class _Front(asyncio.Protocol):
             self.back.abort()
         if self._connect is not None:
             self._connect.cancel()
-        self.mux._fronts.discard(self)
+        self.mux._forget(self)
 
 
 class _Back(asyncio.Protocol):

@@ -138,8 +138,11 @@ class EtcdServer:
         await self._runner.setup()
         assert self._runner.server is not None
         ssl_ctx = self.tls.ssl_context() if self.tls is not None else None
+        cfg = self.node.cfg
         self.mux = PortMux(self._runner.server, grpc_path, ssl_context=ssl_ctx,
-                            sniff_timeout_s=self.sniff_timeout_s)
+                            sniff_timeout_s=self.sniff_timeout_s,
+                            max_connections=cfg.max_connections,
+                            max_per_address=cfg.max_connections_per_address)
         host, _, port = self.addr.rpartition(":")
         self.port = await self.mux.start(host.strip("[]"), int(port))
         if self.gateway_addr is not None:

@@ -31,7 +31,7 @@ MAX_BODY_DEPTH = 8  # a fault plan is an object of lists; deeper JSON is refused
 _Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-class _NodeCollector:
+class NodeCollector:
     """Reads the node's figures at scrape time, so nothing is updated on the hot path."""
 
     def __init__(self, node: Node):
@@ -83,7 +83,7 @@ class _NodeCollector:
 
 def make_app(node: Node) -> web.Application:
     registry = CollectorRegistry()
-    registry.register(_NodeCollector(node))  # type: ignore[arg-type]
+    registry.register(NodeCollector(node))  # type: ignore[arg-type]
     token = read_admin_token(node.cfg.admin_token_file)
 
     def admin_only(handler: _Handler) -> _Handler:
