@@ -8,7 +8,7 @@ import asyncio
 import logging
 import socket
 import ssl
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -16,6 +16,7 @@ from typing import Any
 import msgpack
 import pytest
 
+from conftest import Run  # (and the fixture `run`, which runs a test on both loops)
 from shoal.consensus.messages import LocalProtocolError, Message, MsgType
 from shoal.net import (
     MAX_GROUP,
@@ -34,21 +35,6 @@ FAST = NetConfig(backoff_base=0.01, backoff_max=0.1, connect_timeout=2, handshak
 LOCAL = ("127.0.0.1", 0)
 
 
-Run = Callable[[Coroutine[Any, Any, Any]], Any]
-
-
-@pytest.fixture(params=["asyncio", "uvloop"])
-def run(request: pytest.FixtureRequest) -> Run:
-    """Each test runs on both event loops: production prefers uvloop when installed."""
-    factory = asyncio.new_event_loop
-    if request.param == "uvloop":
-        factory = pytest.importorskip("uvloop").new_event_loop
-
-    def go(coro: Coroutine[Any, Any, Any]) -> Any:
-        with asyncio.Runner(loop_factory=factory) as runner:
-            return runner.run(asyncio.wait_for(coro, 20))
-
-    return go
 
 
 class Inbox:

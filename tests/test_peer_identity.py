@@ -12,7 +12,6 @@ import logging
 import secrets
 import ssl
 import stat
-from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +20,7 @@ from cryptography import x509
 from typer.testing import CliRunner
 
 from cluster import LocalCluster
+from conftest import Run
 from shoal.cli import app
 from shoal.consensus.messages import Message, MsgType
 from shoal.net import Handshake, NetConfig, PeerSecret, TLSConfig, Transport, frame
@@ -31,21 +31,6 @@ from shoal.net.transport import _LogLimit
 from test_net import FAST, LOCAL, Inbox, eventually, msg
 
 SECRET = b"correct horse battery staple"
-Run = Callable[[Coroutine[Any, Any, Any]], Any]
-
-
-@pytest.fixture(params=["asyncio", "uvloop"])
-def run(request: pytest.FixtureRequest) -> Run:
-    """Both event loops: TLS details (the peer certificate) come from each loop's own code."""
-    factory = asyncio.new_event_loop
-    if request.param == "uvloop":
-        factory = pytest.importorskip("uvloop").new_event_loop
-
-    def go(coro: Coroutine[Any, Any, Any]) -> Any:
-        with asyncio.Runner(loop_factory=factory) as runner:
-            return runner.run(asyncio.wait_for(coro, 30))
-
-    return go
 
 
 def secret_file(tmp: Path, name: str, data: bytes) -> Path:
