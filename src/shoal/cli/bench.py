@@ -30,7 +30,8 @@ def bench(
     soak: str | None = typer.Option(None, "--soak", help="e.g. 30m: a long load, memory sampled per node"),
     groups: int = typer.Option(0, "--groups", min=0, help="the idle CPU cost of N groups on a local cluster"),
     spread_writes: bool = typer.Option(False, "--spread-writes", help="with --groups: puts spread over the groups against one group"),
-    json_out: bool = typer.Option(False, "--json", help="print the results as JSON (--groups)"),
+    procs: int = typer.Option(2, "--procs", min=1, help="load-generator processes the clients are split over"),
+    json_out: bool = typer.Option(False, "--json", help="print the results as JSON (--groups, and the etcd comparison)"),
 ) -> None:
     """Throughput and latency of a 3-node cluster (with --compare-etcd: beside etcd), --core,
     or --groups N (what idle groups cost)."""
@@ -60,7 +61,7 @@ def bench(
     plan = BenchPlan(clients=[int(c) for c in clients.split(",")], value_size=value_size,
                      mixes=mix.split(","), seconds=duration(time_), repeat=repeat,
                      compare_etcd=compare_etcd, failover=failover, engines=engines.split(","), grpc=grpc,
-                     soak_minutes=duration(soak) / 60 if soak else 0.0)
+                     soak_minutes=duration(soak) / 60 if soak else 0.0, procs=procs, json=json_out)
     run_kv_bench(plan, endpoints.split(",") if endpoints else None)
 
 
