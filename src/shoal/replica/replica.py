@@ -164,6 +164,10 @@ class Replica:
         self.now_ms = 0
         self._tokens = itertools.count(1)
         self._live: set[int] = set()  # tokens whose outcome someone still waits for
+        # The Command of each write proposed here and not yet applied, by token: applying our
+        # own entry uses it instead of decoding the entry's bytes a second time (they are its
+        # encoding, made or checked by `propose`).
+        self._commands: dict[int, Command] = {}
         self._reads: dict[bytes, int] = {}  # ReadIndex context -> token
         self._read_waits: list[tuple[int, int]] = []  # heap of (read index, token)
         self._conf_waits: dict[int, tuple[int, int]] = {}  # log index -> (entry term, token)
@@ -242,6 +246,7 @@ class Replica:
         token = next(self._tokens)
         self._propose(token, data)
         self._live.add(token)
+        self._commands[token] = cmd if stamped is cmd.request else Command(stamped, cmd.session)
         self.stats["proposals"] += 1
         return token
 
@@ -311,6 +316,7 @@ class Replica:
     def forget(self, token: int) -> None:
         """The host stopped waiting for `token` (a timeout): report nothing more about it."""
         self._live.discard(token)
+        self._commands.pop(token, None)
         self._reads.pop(token.to_bytes(8, "big"), None)
 
     def not_leader(self) -> NodeError:
@@ -398,17 +404,22 @@ class Replica:
             self._apply_alarm(fields[1:], out)
             return
         proposer, incarnation, token, command = fields
+        mine = proposer == self.id and incarnation == self.incarnation
+        cmd = self._commands.pop(token, None) if mine else None
         result: Any
-        if self._capped() and _adds_data(command, self.kv.limits):
+        if self.alarms and self._capped() and _adds_data(command, self.kv.limits):
             # Decided by replicated state alone, so every replica refuses the same entries.
             result = ErrNoSpace(f"database space exceeded: alarm NOSPACE is raised for member "
                                 f"{self._capped()}; compact, then deactivate the alarm")
         else:
             try:
-                result = self.kv.apply_entry(command, e.index)
+                if cmd is not None:  # ours, decoded when proposed: validated again, not decoded
+                    result = self.kv.apply(cmd.request, e.index, cmd.session)
+                else:
+                    result = self.kv.apply_entry(command, e.index)
             except KVError as exc:
                 result = exc
-        if proposer != self.id or incarnation != self.incarnation:
+        if not mine:
             return
         if token == self._promote_token:
             self._promoted_term = e.term  # leases may expire in this term, not a later one
