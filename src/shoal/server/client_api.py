@@ -190,6 +190,9 @@ class _Connection:
             max(WATCH_CONNECTION_BYTES, cfg.watch_queue_bytes))
         self._held: dict[int, _Watch] = {}  # watches the hub holds back for us: pull them
         self._flusher: asyncio.Task[None] | None = None
+        # Answers sent during one turn of the loop, written together at its end (one write
+        # to the socket for a batch of applied writes, not one each).
+        self._answers: list[bytes] = []
         self.closed = False
         # drain() then waits exactly while the buffer is above the level the flusher fills to
         writer.transport.set_write_buffer_limits(high=WATCH_FLUSH_BYTES)
@@ -206,13 +209,22 @@ class _Connection:
             log.warning("client is not reading its responses; closing the connection")
             self.writer.transport.abort()
             return
-        self.writer.write(frame(obj))
+        if not self._answers:
+            asyncio.get_running_loop().call_soon(self._write_answers)
+        self._answers.append(frame(obj))
+
+    def _write_answers(self) -> None:
+        """Write the answers `send` collected, in order, before anything written after them."""
+        answers, self._answers = self._answers, []
+        if answers and not self.writer.is_closing():
+            self.writer.writelines(answers)
 
     def done(self, task: asyncio.Task[None]) -> None:
         self.tasks.discard(task)
         self.slots.release()
 
     def close(self) -> None:
+        self._write_answers()  # (close() still writes out what is buffered)
         self.closed = True
         for w, watch in self.watches.items():
             watch.gate.close()
@@ -286,6 +298,8 @@ class _Connection:
     def _write_some(self) -> None:
         """Queued frames into the socket's buffer, while it holds at most WATCH_FLUSH_BYTES."""
         transport = self.writer.transport
+        if self._answers:  # a watch's created answer goes before its events
+            self._write_answers()
         while self.outbox and not self.writer.is_closing() \
                 and transport.get_write_buffer_size() <= WATCH_FLUSH_BYTES:
             self.writer.write(self.outbox.pop())
