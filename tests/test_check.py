@@ -12,6 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from rich.console import Console
+from typer.testing import CliRunner
 
 from shoal.check import (
     Event,
@@ -21,12 +22,13 @@ from shoal.check import (
     load_history,
 )
 from shoal.check.bench import bench_checker
-from shoal.check.cli import run_check
+from shoal.check.cli import parse_size, run_check
 from shoal.check.generate import random_history
 from shoal.check.history import operations
 from shoal.check.register import ABSENT, RegOp, Values, compile_ops, step
-from shoal.check.search import Budget, linearizable
+from shoal.check.search import Budget, linearizable, resident_bytes
 from shoal.check.window import find_window
+from shoal.cli import app as cli_app
 
 # --- building histories --------------------------------------------------------------------
 
@@ -364,11 +366,16 @@ def test_time_limit_gives_undecided() -> None:
     assert time.perf_counter() - start < 5
 
 
-def test_cache_cap_gives_undecided() -> None:
+def test_memory_cap_gives_undecided() -> None:
+    # The cap is on measured resident memory: 30 MB more than now, which the cache of a
+    # search through every order of 24 writes passes within seconds.
     ops = key_ops(hard_history())["x"]
-    budget = Budget(time.monotonic() + 30, max_cache_bytes=1 << 20)
+    budget = Budget(time.monotonic() + 60, max_memory=resident_bytes() + (30 << 20))
+    start = time.perf_counter()
     assert linearizable(ops, ABSENT, budget) is None
-    assert budget.exhausted is not None and "cache" in budget.exhausted
+    assert budget.exhausted is not None and "memory passed" in budget.exhausted
+    assert time.perf_counter() - start < 50
+    assert resident_bytes() < budget.max_memory + (10 << 20)  # stopped close to the cap
 
 
 # --- files -----------------------------------------------------------------------------------
@@ -454,3 +461,19 @@ def test_run_check_exit_codes(tmp_path: Path) -> None:
     assert code == 3 and "line 2" in out and "bad JSON" in out
 
     assert run_check(tmp_path / "missing.jsonl", 1.0, Console(file=io.StringIO())) == 3
+
+
+def test_max_memory_option(tmp_path: Path) -> None:
+    assert [parse_size(s) for s in ("512MB", "2G", "1.5GiB", "1000", "64 mib")] == [
+        512 * 10**6, 2 * 10**9, 3 << 29, 1000, 64 << 20
+    ]
+    with pytest.raises(ValueError, match="not a size"):
+        parse_size("lots")
+    path = tmp_path / "history.jsonl"
+    dump_history(hard_history(), path)
+    out = io.StringIO()
+    cap = resident_bytes() + (30 << 20)
+    assert run_check(path, 60.0, Console(file=out, width=120), max_memory=cap) == 2
+    assert "UNDECIDED" in out.getvalue() and "memory passed" in out.getvalue()
+    result = CliRunner().invoke(cli_app, ["check", str(path), "--max-memory", "lots"])
+    assert result.exit_code == 2 and "not a size" in result.output

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 from rich.console import Console
@@ -11,14 +12,32 @@ from rich.table import Table
 
 from .history import Event, HistoryError, Operation, cas_args, load_history, operations
 from .linearizability import CheckResult, check_history
+from .search import DEFAULT_MAX_MEMORY
 
 EXIT_CODES = {"linearizable": 0, "not linearizable": 1, "undecided": 2}
 EXIT_MALFORMED = 3
 _TIMELINE_WIDTH = 40
 
 
-def run_check(path: Path, time_limit: float, console: Console | None = None) -> int:
-    """Check the history at `path`; returns the exit code (0, 1, 2, or 3 if malformed)."""
+_UNITS = {"": 1, "k": 10**3, "m": 10**6, "g": 10**9, "ki": 1 << 10, "mi": 1 << 20, "gi": 1 << 30}
+
+
+def parse_size(text: str) -> int:
+    """Bytes in a size such as `512MB`, `2G`, `1.5GiB` or `100000000`."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([kmg]i?)?b?\s*", text.lower())
+    if match is None:
+        raise ValueError(f"not a size: {text!r} (try 512MB or 2GB)")
+    return int(float(match[1]) * _UNITS[match[2] or ""])
+
+
+def run_check(
+    path: Path,
+    time_limit: float,
+    console: Console | None = None,
+    max_memory: int = DEFAULT_MAX_MEMORY,
+) -> int:
+    """Check the history at `path`; returns the exit code (0, 1, 2, or 3 if malformed).
+    `max_memory` caps the checker's resident memory in bytes."""
     console = console or Console()
     try:
         events = load_history(path)
@@ -28,7 +47,7 @@ def run_check(path: Path, time_limit: float, console: Console | None = None) -> 
     except OSError as e:
         console.print(f"[bold red]cannot read history[/] {path}: {e.strerror}", highlight=False)
         return EXIT_MALFORMED
-    result = check_history(events, time_limit=time_limit)
+    result = check_history(events, time_limit=time_limit, max_memory=max_memory)
     _print(console, path, len(events), result)
     return EXIT_CODES[result.verdict]
 

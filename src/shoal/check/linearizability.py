@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 from .history import Event, Operation, operations
 from .register import ABSENT, Values, compile_ops
-from .search import Budget, linearizable
+from .search import DEFAULT_MAX_MEMORY, Budget, linearizable
 from .window import explain, find_window
 
 LINEARIZABLE = "linearizable"
@@ -34,9 +34,12 @@ class CheckResult:
     ops_checked: int = 0
 
 
-def check_history(events: Sequence[Event], time_limit: float = 60.0) -> CheckResult:
-    """Check a history; raises HistoryError if it is malformed."""
-    budget = Budget(time.monotonic() + time_limit)
+def check_history(
+    events: Sequence[Event], time_limit: float = 60.0, max_memory: int = DEFAULT_MAX_MEMORY
+) -> CheckResult:
+    """Check a history; raises HistoryError if it is malformed. `max_memory` caps the
+    process's resident memory in bytes, measured during the search."""
+    budget = Budget(time.monotonic() + time_limit, max_memory)
     by_key: dict[str, list[Operation]] = {}
     for op in operations(events):
         by_key.setdefault(op.key, []).append(op)
