@@ -34,11 +34,16 @@ class Values:
     """Interns JSON values to ints; `None` (absent) is 0."""
 
     def __init__(self) -> None:
-        self._ids: dict[str, int] = {"null": ABSENT}
+        self._ids: dict[object, int] = {"null": ABSENT}
         self._values: list[object] = [None]
 
     def id(self, value: object) -> int:
-        canonical = json.dumps(value, sort_keys=True)
+        # Ints and strings, the usual values, skip json.dumps; JSON keeps them apart from each
+        # other and from every other value, so the tagged key is as canonical.
+        kind = type(value)
+        canonical: object = (kind is int, value) if kind is int or kind is str else None
+        if canonical is None:
+            canonical = json.dumps(value, sort_keys=True)
         found = self._ids.get(canonical)
         if found is None:
             found = self._ids[canonical] = len(self._values)
