@@ -19,7 +19,7 @@ import json
 from dataclasses import dataclass
 
 from .history import Event
-from .register import ABSENT, CAS, READ, RegOp, Values, relevant, step
+from .register import ABSENT, CAS, READ, WRITE, RegOp, Values, relevant
 from .search import Budget, linearizable
 
 _SEGMENT_LIMIT = 50_000  # configurations explored per segment before giving up shrinking
@@ -164,10 +164,12 @@ def _cuts(ops: list[RegOp]) -> list[tuple[int, set[int]]]:
     states = {ABSENT}
     segment: list[RegOp] = []
     last_return = -1
+    carried: list[RegOp] = []
     for op in completed:
         if segment and last_return < op.call:
             cut = op.call
-            carried = [m for m in maybe if m.call < cut]
+            while len(carried) < len(maybe) and maybe[len(carried)].call < cut:
+                carried.append(maybe[len(carried)])
             reached = _segment_states(segment, carried, states)
             if reached is None:
                 break
@@ -184,6 +186,27 @@ def _segment_states(
 ) -> set[int] | None:
     """States after every op of `segment` is linearized, from any of `starts`, with `carried`
     unknown-outcome ops free to apply any number of times (an over-approximation)."""
+    # What the carried ops can turn each state into, worked out once per state: every op of
+    # the segment then takes one set lookup rather than a pass over the carried ops.
+    anywhere = [op.a for op in carried if op.kind == WRITE]
+    edges: dict[int, list[int]] = {}
+    for op in carried:
+        if op.kind == CAS:
+            edges.setdefault(op.a, []).append(op.b)
+    closures: dict[int, set[int]] = {}
+
+    def closure(state: int) -> set[int]:
+        found = closures.get(state)
+        if found is None:
+            found = closures[state] = set()
+            work = [state, *anywhere]
+            while work:
+                x = work.pop()
+                if x not in found:
+                    found.add(x)
+                    work.extend(edges.get(x, ()))
+        return found
+
     full = (1 << len(segment)) - 1
     seen: set[tuple[int, int]] = set()
     reached: set[int] = set()
@@ -195,18 +218,19 @@ def _segment_states(
         seen.add((mask, state))
         if len(seen) > _SEGMENT_LIMIT:
             return None
+        reach = closure(state)
         if mask == full:
-            reached.add(state)
+            reached |= reach
         pending = [j for j in range(len(segment)) if not mask >> j & 1]
         bound = min((segment[j].ret or 0 for j in pending), default=0)
         for j in pending:
-            new = step(segment[j], state) if segment[j].call < bound else None
-            if new is not None:
-                work.append((mask | 1 << j, new))
-        for op in carried:
-            new = step(op, state)
-            if new is not None and new != state:
-                work.append((mask, new))
+            op = segment[j]
+            if op.call >= bound:
+                continue
+            if op.kind == WRITE:
+                work.append((mask | 1 << j, op.a))
+            elif op.a in reach:
+                work.append((mask | 1 << j, op.b if op.kind == CAS else op.a))
     return reached
 
 
