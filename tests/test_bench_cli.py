@@ -12,6 +12,7 @@ import sys
 
 import pytest
 
+from shoal_bench.check_perf import parse
 from shoal_bench.debian import MissingTool
 from shoal_bench.etcd import ensure_etcd
 from shoal_bench.loadgen import LoadResult
@@ -61,3 +62,14 @@ def test_bench_command_beside_etcd_prints_json_with_cpu_per_op():
         # the servers do work for every operation, and /proc saw it
         assert r["server_cpu_s"] > 0 and r["server_us_per_op"] > 0
         assert r["generator_cpu_s"] > 0
+
+
+def test_check_perf_output_is_read_whether_it_passes_or_fails():
+    failed = parse("shoal", " 60 / 60  100.00% 1m0s\nPASS: Throughput is 149 writes/s\n"
+                   "Slowest request took too long: 0.544835s\nPASS: Stddev is 0.056647s\nFAIL\n")
+    assert (failed.passed, failed.writes_per_s, failed.slowest_s, failed.stddev_s) == (
+        False, 149, 0.544835, 0.056647)
+    assert failed.lines[-1] == "FAIL" and len(failed.lines) == 4
+    passed = parse("etcd", "PASS: Throughput is 150 writes/s\nPASS: Slowest request took "
+                   "0.073629s\nPASS: Stddev is 0.004085s\nPASS\n")
+    assert (passed.passed, passed.slowest_s) == (True, 0.073629)

@@ -31,10 +31,16 @@ def bench(
     groups: int = typer.Option(0, "--groups", min=0, help="the idle CPU cost of N groups on a local cluster"),
     spread_writes: bool = typer.Option(False, "--spread-writes", help="with --groups: puts spread over the groups against one group"),
     procs: int = typer.Option(2, "--procs", min=1, help="load-generator processes the clients are split over"),
+    check_perf: str | None = typer.Option(None, "--check-perf", help="etcdctl check perf --load=s|m|l|xl against Shoal's etcd API and a 3-member etcd"),
     json_out: bool = typer.Option(False, "--json", help="print the results as JSON (--groups, and the etcd comparison)"),
 ) -> None:
     """Throughput and latency of a 3-node cluster (with --compare-etcd: beside etcd), --core,
     or --groups N (what idle groups cost)."""
+    if check_perf is not None:
+        from shoal_bench.check_perf import run_check_perf
+
+        run_check_perf(check_perf, json_out)
+        return
     if groups and spread_writes:
         from shoal_bench.groups import run_spread_bench
 
