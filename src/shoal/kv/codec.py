@@ -267,17 +267,40 @@ def _decoder(hint: Any) -> Any:
 
 @cache
 def _fields_decoder(cls: Any) -> Any:
-    decs: list[Any] = []
     n = len(fields(cls))
+    compiled: list[Any] = []
 
     def dec(raw: list[Any], start: int, depth: int) -> Any:
-        if not decs:
-            decs.extend(_decoder(hint) for _, hint in _fields(cls))
+        if not compiled:  # on first use: dataclasses may refer to themselves (txn ops)
+            compiled.append(_compile_fields_decoder(cls))
         if len(raw) - start != n or depth >= MAX_DEPTH:
             raise _Bad
-        return cls(*[d(r, depth + 1) for d, r in zip(decs, raw[start:], strict=True)])
+        return compiled[0](raw, start, depth)
 
     return dec
+
+
+def _compile_fields_decoder(cls: Any) -> Any:
+    """Straight-line code for one dataclass: a scalar field's check inline, any other field
+    through its decoder; the same checks as _decoder's, without a call per scalar field."""
+    env: dict[str, Any] = {"cls": cls, "_Bad": _Bad, "bytes": bytes, "int": int, "bool": bool,
+                           "str": str, "LO": INT64_MIN, "HI": INT64_MAX}
+    lines = ["def dec(raw, start, depth):", "    d = depth + 1"]
+    args = []
+    for i, (_, hint) in enumerate(_fields(cls)):
+        v = f"v{i}"
+        args.append(v)
+        lines.append(f"    {v} = raw[start + {i}]")
+        if hint is int:
+            lines.append(f"    if type({v}) is not int or not LO <= {v} <= HI: raise _Bad")
+        elif hint in (bytes, bool, str):
+            lines.append(f"    if type({v}) is not {hint.__name__}: raise _Bad")
+        else:
+            env[f"d{i}"] = _decoder(hint)
+            lines.append(f"    {v} = d{i}({v}, d)")
+    lines.append(f"    return cls({', '.join(args)})")
+    exec("\n".join(lines), env)  # noqa: S102 - our own code, from the class's type hints
+    return env["dec"]
 
 
 def pack(obj: Any) -> bytes:
@@ -294,9 +317,18 @@ def unpack(data: bytes, what: str, max_values: int | None = None,
     try:
         if max_values is None or max_arrays is None:
             return msgpack.unpackb(data, raw=False, strict_map_key=True)
+        if 2 * len(data) <= max_values and len(data) <= max_arrays:
+            # Too short to break the bounds (a value takes a byte at least, and bounded counts
+            # each one at most twice): msgpack alone, with the same header bound.
+            return msgpack.unpackb(data, max_array_len=max_values, max_map_len=max_values,
+                                   raw=False, strict_map_key=True)
         return bounded.unpackb(data, max_values, max_arrays, max_len=max_values,
                                raw=False, strict_map_key=True)
     except TooComplex as e:  # only txn ops make a legal value large: say so as etcd would
         raise ErrTooManyOps(f"{what}: too complex ({e})") from None
+    except ValueError as e:
+        if max_values is not None and "exceeds max_" in str(e):  # as bounded.unpackb says it
+            raise ErrTooManyOps(f"{what}: too complex ({e})") from None
+        raise MalformedRequest(f"{what}: not valid msgpack ({type(e).__name__}: {e})") from None
     except Exception as e:  # msgpack raises many unrelated types for bad input
         raise MalformedRequest(f"{what}: not valid msgpack ({type(e).__name__}: {e})") from None

@@ -351,7 +351,22 @@ def decode_command(data: bytes, limits: KVLimits) -> Command:
 
 
 def encode_response(response: Response) -> bytes:
-    return pack(to_wire(response, Response))
+    # The same response is encoded twice on its way to a client with a session: once for the
+    # session's record when applied, once for the answer. Responses are frozen, so the last
+    # few encodings are kept by identity (with the response itself, so its id stays its own).
+    hit = _recent.get(id(response))
+    if hit is not None and hit[0] is response:
+        return hit[1]
+    data = pack(to_wire(response, Response))
+    if len(data) <= _RECENT_BYTES:  # (a big range is not kept alive for this)
+        _recent[id(response)] = (response, data)
+        if len(_recent) > _RECENT:
+            del _recent[next(iter(_recent))]
+    return data
+
+
+_RECENT, _RECENT_BYTES = 2048, 1024  # more than one batch of applied writes, whose answers follow
+_recent: dict[int, tuple[Response, bytes]] = {}
 
 
 _KVS_AT = 1 + [f.name for f in fields(RangeResponse)].index("kvs")  # after the type's name
