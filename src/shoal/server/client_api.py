@@ -53,6 +53,7 @@ from ..kv.watch_queue import DEFAULT_WATCH_STREAM_BYTES, WatchQueue, first_revis
 from ..wire.protocol import (
     BAD_REQUEST,
     FRAME_OVERHEAD,
+    HEADER,
     MAX_REQUEST_DEPTH,
     MAX_REQUEST_VALUES,
     REQUEST_TOO_LARGE,
@@ -128,18 +129,24 @@ class ClientServer:
         try:
             wait = min(FIRST_REQUEST_TIMEOUT, cfg.client_idle_timeout_s)
             while True:
-                reading = reading or asyncio.ensure_future(read_frame(
-                    reader, self.limit, MAX_REQUEST_VALUES, MAX_REQUEST_DEPTH))
-                done, _ = await asyncio.wait({reading}, timeout=wait)
-                if not done:
-                    if conn.busy:  # a watch or a request in flight is not idleness
-                        continue
-                    log.info("closing client connection from %s: idle for %.0f s", peer, wait)
-                    break
+                got: Any
+                if reading is None and _frame_buffered(reader, self.limit):
+                    # Already here whole (requests come in bursts): read it now, with no task
+                    # and no timer, as waiting for it would return at once.
+                    got = read_frame(reader, self.limit, MAX_REQUEST_VALUES, MAX_REQUEST_DEPTH)
+                else:
+                    reading = reading or asyncio.ensure_future(read_frame(
+                        reader, self.limit, MAX_REQUEST_VALUES, MAX_REQUEST_DEPTH))
+                    done, _ = await asyncio.wait({reading}, timeout=wait)
+                    if not done:
+                        if conn.busy:  # a watch or a request in flight is not idleness
+                            continue
+                        log.info("closing client connection from %s: idle for %.0f s", peer, wait)
+                        break
+                    got, reading = reading, None
                 wait = cfg.client_idle_timeout_s
-                task, reading = reading, None
                 try:
-                    msg = task.result()
+                    msg = await got
                 except FrameTooLarge as exc:
                     conn.send([exc.request_id, REQUEST_TOO_LARGE, {"message": f"request too large: {exc}"}])
                     continue
@@ -168,6 +175,15 @@ class ClientServer:
             if not self._per_address[address]:
                 del self._per_address[address]
             conn.close()
+
+
+def _frame_buffered(reader: asyncio.StreamReader, limit: int) -> bool:
+    """Whether the reader holds a whole frame of at most `limit` bytes already."""
+    buf = getattr(reader, "_buffer", None)  # (StreamReader's own; absent: take the slow path)
+    if not isinstance(buf, bytearray) or len(buf) < HEADER:
+        return False
+    size = int.from_bytes(buf[:HEADER], "big")
+    return size <= limit and len(buf) >= HEADER + size
 
 
 @dataclass(eq=False, slots=True)
