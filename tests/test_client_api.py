@@ -266,6 +266,11 @@ def test_the_blocking_election(cluster):
             eb.campaign(b"b", timeout=0.5)
         waiting = threading.Thread(target=eb.campaign, args=(b"b",))
         waiting.start()
+        line = b"/shoal/election/jobs/"
+        deadline = time.monotonic() + 10  # b in line behind a, or a's resign leaves nobody
+        while a.get(line, prefix=True).count < 2:
+            assert time.monotonic() < deadline, "b never joined the line"
+            time.sleep(0.01)
         ea.resign()
         waiting.join(10)
         assert not waiting.is_alive()

@@ -13,6 +13,7 @@ import contextlib
 from collections.abc import AsyncIterator
 
 from ..kv.errors import KVError
+from ..kv.keyvalue import EventType
 from ..kv.requests import (
     Compare,
     CompareResult,
@@ -157,18 +158,28 @@ class Election:
                                      sort_order=SortOrder.ASCEND, limit=1)
 
     async def observe(self) -> AsyncIterator[bytes | None]:
-        """Yield the leader's value now and after every change of leader or value."""
-        first = await self._first()
-        current = _value(first)
+        """Yield the leader's value now and after every change of leader or value, each one:
+        the candidates are read once and then followed event by event from just after that
+        read, so a value proclaimed and replaced before we look is still seen."""
+        resp = await self.client.get(self.prefix + b"/", prefix=True)
+        candidates = {kv.key: kv for kv in resp.kvs}
+
+        def leading() -> bytes | None:  # the oldest candidate leads
+            return min(candidates.values(), key=lambda kv: kv.create_revision).value \
+                if candidates else None
+
+        current = leading()
         yield current
-        # from just after that read: a change made while the consumer held the first value
-        # is still seen
-        async for _ in self.client.watch(self.prefix + b"/", prefix=True,
-                                         start_revision=first.header.revision + 1):
-            now = await self.leader()
-            if now != current:
-                current = now
-                yield now
+        async for batch in self.client.watch(self.prefix + b"/", prefix=True,
+                                             start_revision=resp.header.revision + 1):
+            for event in batch.events:
+                if event.type is EventType.PUT:
+                    candidates[event.kv.key] = event.kv
+                else:
+                    candidates.pop(event.kv.key, None)
+                if (now := leading()) != current:
+                    current = now
+                    yield now
 
     async def resign(self) -> None:
         """Stop leading (or campaigning): the next in line leads."""
