@@ -50,6 +50,9 @@ class AuthError(Exception):
 USER_EMPTY = AuthError("user_empty", "etcdserver: user name is empty")
 INVALID_TOKEN = AuthError("invalid_auth_token", "etcdserver: invalid auth token")
 PERMISSION_DENIED = AuthError("permission_denied", "etcdserver: permission denied")
+AUTH_NOT_ENABLED = AuthError("auth_not_enabled", "etcdserver: authentication is not enabled")
+AUTH_FAILED = AuthError("auth_failed",
+                        "etcdserver: authentication failed, invalid user ID or password")
 
 # What a client may send; the rest (lease expiry and promotion) only a leader proposes.
 CLIENT_REQUESTS = (RangeRequest, PutRequest, DeleteRangeRequest, TxnRequest, CompactionRequest,
@@ -85,6 +88,16 @@ class AuthState:
         return "root" in self.user_roles(user)
 
     # ------------------------------------------------------------------ tokens
+    def login(self, name: str, password: str) -> str:
+        """A token for `name` if `password` is theirs. Slow by design (PBKDF2): run it off
+        the event loop."""
+        if not self.enabled:
+            raise AUTH_NOT_ENABLED
+        u = self.users.get(name)
+        if u is None or not check_password(password, u["pw"]):
+            raise AUTH_FAILED
+        return self.issue_token(name)
+
     def issue_token(self, user: str) -> str:
         body = f"{key_b64(user.encode())}.{int(time.time()) + TOKEN_TTL_S}"
         return f"{body}.{self._sign(body)}"

@@ -20,7 +20,6 @@ from ..auth import (
     READWRITE,
     AuthError,
     AuthState,
-    check_password,
     guard,
     hash_password,
     hidden_counter,
@@ -440,15 +439,12 @@ class EtcdAPI:
 
     async def Authenticate(self, m: rpc_pb2.AuthenticateRequest,
                            call: Call) -> rpc_pb2.AuthenticateResponse:
-        await self.backend.barrier()
-        st = self.auth.state()
-        if not st.enabled:
-            raise E.AUTH_NOT_ENABLED
-        u = st.users.get(m.name)
-        ok = u is not None and await asyncio.to_thread(check_password, m.password, u["pw"])
-        if not ok:
-            raise E.AUTH_FAILED
-        return rpc_pb2.AuthenticateResponse(header=self.header(), token=self.auth.issue_token(st, m.name))
+        await self.backend.barrier()  # the latest users and passwords
+        try:
+            token = await asyncio.to_thread(self.auth.state().login, m.name, m.password)
+        except AuthError as exc:
+            raise E.from_exception(exc) from None
+        return rpc_pb2.AuthenticateResponse(header=self.header(), token=token)
 
     async def UserAdd(self, m: rpc_pb2.AuthUserAddRequest, call: Call) -> rpc_pb2.AuthUserAddResponse:
         if not m.name:

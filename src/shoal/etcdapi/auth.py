@@ -56,9 +56,6 @@ class Auth:
                 return st
         raise E.TOO_MANY_REQUESTS
 
-    def issue_token(self, st: AuthState, user: str) -> str:
-        return st.issue_token(user)
-
     def user_of(self, token: str | None) -> str | None:
         """The user a request acts as; None when auth is off (everything is allowed)."""
         caller_token.set(token)

@@ -76,6 +76,8 @@ _NODE_CODES = {
     "user_empty": USER_EMPTY,
     "invalid_auth_token": INVALID_AUTH_TOKEN,
     "permission_denied": PERMISSION_DENIED,
+    "auth_not_enabled": AUTH_NOT_ENABLED,
+    "auth_failed": AUTH_FAILED,
     "not_leader": NOT_LEADER,
     "no_leader": NO_LEADER,
     "too_many_requests": TOO_MANY_REQUESTS,

@@ -29,7 +29,6 @@ from ..auth import (
     AuthError,
     AuthState,
     AuthView,
-    check_password,
     guard,
     hidden_counter,
     visible_events,
@@ -476,13 +475,7 @@ class _Connection:
             raise ValueError("name and password must be strings")
         await self.node.read_barrier(self.server.timeout)  # the latest users and passwords
         st = self.server.auth.state()
-        if not st.enabled:
-            raise AuthError("auth_not_enabled", "etcdserver: authentication is not enabled")
-        u = st.users.get(name)
-        if u is None or not await asyncio.to_thread(check_password, password, u["pw"]):
-            raise AuthError("auth_failed",
-                            "etcdserver: authentication failed, invalid user ID or password")
-        return {"token": st.issue_token(name)}
+        return {"token": await asyncio.to_thread(st.login, name, password)}
 
 
 def _only_auth_key(request: Any) -> bool:
