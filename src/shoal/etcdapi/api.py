@@ -18,7 +18,6 @@ from urllib.parse import parse_qs, urlsplit
 
 from ..auth import (
     READWRITE,
-    AuthError,
     AuthState,
     guard,
     hash_password,
@@ -55,7 +54,7 @@ from ..server.config import Member
 from ..server.node import Node, NodeError
 from . import convert
 from . import errors as E
-from .auth import Auth
+from .auth import Auth, etcd_errors
 from .backend import Backend
 from .pb import auth_pb2, rpc_pb2, v3election_pb2, v3lock_pb2
 
@@ -148,10 +147,8 @@ class EtcdAPI:
 
     def _guard(self, op: Any) -> tuple[Any, Callable[[Any], Any]]:
         """Keep the reserved keyspace out of users' reach (shoal.auth.reserved)."""
-        try:
+        with etcd_errors():
             return guard(op, hidden_counter(self.node.kv))
-        except AuthError as exc:
-            raise E.from_exception(exc) from None
 
     # ================================================================ Lease
     async def LeaseGrant(self, m: rpc_pb2.LeaseGrantRequest, call: Call) -> rpc_pb2.LeaseGrantResponse:
@@ -440,10 +437,8 @@ class EtcdAPI:
     async def Authenticate(self, m: rpc_pb2.AuthenticateRequest,
                            call: Call) -> rpc_pb2.AuthenticateResponse:
         await self.backend.barrier()  # the latest users and passwords
-        try:
+        with etcd_errors():
             token = await asyncio.to_thread(self.auth.state().login, m.name, m.password)
-        except AuthError as exc:
-            raise E.from_exception(exc) from None
         return rpc_pb2.AuthenticateResponse(header=self.header(), token=token)
 
     async def UserAdd(self, m: rpc_pb2.AuthUserAddRequest, call: Call) -> rpc_pb2.AuthUserAddResponse:

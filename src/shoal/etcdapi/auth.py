@@ -8,8 +8,9 @@ survives restarts and snapshots. No client request on any port reaches that key.
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from ..auth import AUTH_KEY, AuthError, AuthState, AuthView
 from ..kv.requests import (
@@ -59,25 +60,26 @@ class Auth:
     def user_of(self, token: str | None) -> str | None:
         """The user a request acts as; None when auth is off (everything is allowed)."""
         caller_token.set(token)
-        try:
+        with etcd_errors():
             return self.state().user_of(token)
-        except AuthError as exc:
-            raise E.from_exception(exc) from None
 
     def check_admin(self, user: str | None) -> None:
-        try:
+        with etcd_errors():
             self.state().check_admin(user)
-        except AuthError as exc:
-            raise E.from_exception(exc) from None
 
     def check(self, user: str | None, key: bytes, range_end: bytes, write: bool) -> None:
-        try:
+        with etcd_errors():
             self.state().check_range(user, key, range_end, write)
-        except AuthError as exc:
-            raise E.from_exception(exc) from None
 
     def check_request(self, user: str | None, request: object) -> None:
-        try:
+        with etcd_errors():
             self.state().check_request(user, request)
-        except AuthError as exc:
-            raise E.from_exception(exc) from None
+
+
+@contextlib.contextmanager
+def etcd_errors() -> Iterator[None]:
+    """The permission model's refusals as etcd's errors, which the rest of this API speaks."""
+    try:
+        yield
+    except AuthError as exc:
+        raise E.from_exception(exc) from None
