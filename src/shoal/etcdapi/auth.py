@@ -12,7 +12,7 @@ import contextlib
 import contextvars
 from collections.abc import Callable, Iterator
 
-from ..auth import AUTH_KEY, AuthError, AuthState, AuthView
+from ..auth import AUTH_KEY, AuthError, AuthState
 from ..kv.requests import (
     Compare,
     CompareResult,
@@ -32,10 +32,9 @@ caller_token: contextvars.ContextVar[str | None] = contextvars.ContextVar("calle
 class Auth:
     def __init__(self, backend: Backend):
         self.backend = backend
-        self.view = AuthView(lambda: backend.node.kv.mvcc.get(AUTH_KEY))
 
     def state(self) -> AuthState:
-        return self.view.state()
+        return self.backend.node.auth.state()
 
     async def update(self, change: Callable[[AuthState], None]) -> AuthState:
         """Apply `change(state)` (which may raise an EtcdError) by compare-and-swap."""

@@ -28,7 +28,6 @@ from ..auth import (
     PERMISSION_DENIED,
     AuthError,
     AuthState,
-    AuthView,
     guard,
     hidden_counter,
     visible_events,
@@ -92,7 +91,6 @@ class ClientServer:
         self._server: asyncio.Server | None = None
         self._conns: set[_Connection] = set()
         self._per_address: Counter[str] = Counter()
-        self.auth = AuthView(lambda: node.kv.mvcc.get(AUTH_KEY))
 
     async def start(self) -> None:
         files = self.node.cfg.tls()  # a client certificate, when sent, names the user
@@ -385,7 +383,7 @@ class _Connection:
         node, timeout = self.node, self.server.timeout
         if op == "authenticate":
             return await self.authenticate(body)
-        st = self.server.auth.state()
+        st = self.node.auth.state()
         user = self.caller(st, token)
         if op in ADMIN_OPS:
             st.check_admin(user)
@@ -474,7 +472,7 @@ class _Connection:
         if not (isinstance(name, str) and isinstance(password, str)):
             raise ValueError("name and password must be strings")
         await self.node.read_barrier(self.server.timeout)  # the latest users and passwords
-        st = self.server.auth.state()
+        st = self.node.auth.state()
         return {"token": await asyncio.to_thread(st.login, name, password)}
 
 

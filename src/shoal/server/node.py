@@ -38,6 +38,7 @@ from typing import Any
 
 import msgpack
 
+from ..auth import AUTH_KEY, AuthView
 from ..consensus.engine import Engine
 from ..consensus.messages import (
     ConfState,
@@ -217,6 +218,8 @@ class Node:
         self._retry_at, self._retry_s = 0.0, RETRY_FIRST_S
         self.stats = {"fsyncs": 0, "readies": 0, "dropped_inputs": 0, "unroutable": 0,
                       "persist_failures": 0}
+        # Who may do what, as this node has applied it: every port checks requests against it.
+        self.auth = AuthView(lambda: self.kv.mvcc.get(AUTH_KEY))
 
     # ================================================================ the meta group, by name
     @property
