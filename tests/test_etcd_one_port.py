@@ -486,7 +486,7 @@ def test_connections_past_the_per_address_bound_are_closed_at_once(tmp_path):
         await asyncio.wait_for(_until(lambda: mux.connections == 2), 5)
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         assert await asyncio.wait_for(reader.read(), 2) == b""  # closed, long before sniffing ends
-        assert mux.refused == 1 and mux.connections == 2
+        assert mux.limits.refused == 1 and mux.connections == 2
         writer.close()
         held.pop()[1].close()
         await asyncio.wait_for(_until(lambda: mux.connections == 1), 5)

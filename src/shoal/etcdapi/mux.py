@@ -28,9 +28,10 @@ from __future__ import annotations
 
 import asyncio
 import ssl
-from collections import Counter
 from collections.abc import Callable
 from typing import cast
+
+from ..server.connections import ConnectionLimits, peer_address
 
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 
@@ -45,29 +46,21 @@ class PortMux:
         assert sniff_timeout_s > 0, sniff_timeout_s
         self.http, self.grpc_path, self.ssl_context = http, grpc_path, ssl_context
         self.sniff_timeout_s = sniff_timeout_s
-        self.max_connections, self.max_per_address = max_connections, max_per_address
+        self.limits = ConnectionLimits(max_connections, max_per_address)
         self._server: asyncio.Server | None = None
         self._fronts: set[_Front] = set()  # connections not handed to aiohttp: sniffing or spliced
-        self._per_address: Counter[str] = Counter()
-        self.refused = 0  # connections closed at once: over a bound (for stats and tests)
 
     def _admit(self, front: _Front, address: str) -> bool:
-        """Count a new connection in, unless the port or its address is at its bound (so one
-        host's idle sockets cannot lock everyone out of the etcd port)."""
-        if len(self._fronts) >= self.max_connections or \
-                self._per_address[address] >= self.max_per_address:
-            self.refused += 1
+        """Count a new connection in, unless the port or its address is at its bound."""
+        if not self.limits.admit(address):
             return False
         self._fronts.add(front)
-        self._per_address[address] += 1
         return True
 
     def _forget(self, front: _Front) -> None:
         if front in self._fronts:
             self._fronts.discard(front)
-            self._per_address[front.address] -= 1
-            if not self._per_address[front.address]:
-                del self._per_address[front.address]
+            self.limits.release(front.address)
 
     async def start(self, host: str, port: int) -> int:
         """Listen on host:port; returns the port (the one chosen, when `port` is 0)."""
@@ -109,8 +102,7 @@ class _Front(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert self.transport is None
         self.transport = cast(asyncio.Transport, transport)  # uvloop's are not subclasses
-        peer = transport.get_extra_info("peername")
-        self.address = str(peer[0]) if isinstance(peer, tuple) else str(peer)
+        self.address = peer_address(transport.get_extra_info("peername"))
         if not self.mux._admit(self, self.address):
             self.transport.abort()
             return

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import Counter
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -62,6 +61,7 @@ from ..wire.protocol import (
     read_frame,
 )
 from .config import Member, parse_addr
+from .connections import ConnectionLimits, peer_address
 from .node import Node, NodeError
 from .slices import in_slices
 
@@ -90,7 +90,7 @@ class ClientServer:
         self.limit = node.cfg.max_request_bytes + FRAME_OVERHEAD
         self._server: asyncio.Server | None = None
         self._conns: set[_Connection] = set()
-        self._per_address: Counter[str] = Counter()
+        self.limits = ConnectionLimits(node.cfg.max_connections, node.cfg.max_connections_per_address)
 
     async def start(self) -> None:
         files = self.node.cfg.tls()  # a client certificate, when sent, names the user
@@ -109,10 +109,9 @@ class ClientServer:
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         peer = writer.get_extra_info("peername")
-        address = str(peer[0]) if isinstance(peer, tuple) else str(peer)
+        address = peer_address(peer)
         cfg = self.node.cfg
-        if len(self._conns) >= cfg.max_connections or \
-                self._per_address[address] >= cfg.max_connections_per_address:
+        if not self.limits.admit(address):
             # etcd's words for it, so an etcd member forwarding here can say the same
             writer.write(frame([None, "too_many_requests", {
                 "message": f"too many client connections (at most {cfg.max_connections}, "
@@ -121,7 +120,6 @@ class ClientServer:
             return
         conn = _Connection(self, writer)
         self._conns.add(conn)
-        self._per_address[address] += 1
         reading: asyncio.Task[Any] | None = None
         try:
             wait = min(FIRST_REQUEST_TIMEOUT, cfg.client_idle_timeout_s)
@@ -168,9 +166,7 @@ class ClientServer:
             if reading is not None:
                 reading.cancel()
             self._conns.discard(conn)
-            self._per_address[address] -= 1
-            if not self._per_address[address]:
-                del self._per_address[address]
+            self.limits.release(address)
             conn.close()
 
 
