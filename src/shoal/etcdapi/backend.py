@@ -15,7 +15,6 @@ from typing import Any
 
 from ..client.aio import Client
 from ..client.errors import ClientError, Unavailable
-from ..client.tls import client_context
 from ..kv.errors import KVError
 from ..kv.requests import (
     LeaseLeasesRequest,
@@ -108,9 +107,8 @@ class Backend:
 
         client = self._clients.get(endpoint)
         if client is None:
-            cfg = self.node.cfg
-            tls = (client_context(cfg.tls_ca, cfg.tls_cert, cfg.tls_key)
-                   if cfg.tls_ca and cfg.tls_cert and cfg.tls_key else None)
+            files = self.node.cfg.tls()  # the node's own certificate, to its peer's client port
+            tls = files.client_context() if files else None
             client = self._clients[endpoint] = Client([endpoint], timeout=self.timeout, tls=tls)
         try:
             # the leader checks the request again, as the caller: with the caller's token
