@@ -65,8 +65,8 @@ def guard(op: Any, count_hidden: CountHidden) -> tuple[Any, Fix]:
         span = overlap(op.key, op.range_end)
         if span is None:
             return op, _same
-        extra = count_hidden(*span, op.revision)
         limit = op.limit
+        extra = count_hidden(*span, op.revision) if limit else 0  # room for what is taken out
 
         def hide(resp: RangeResponse) -> RangeResponse:
             kvs = [kv for kv in resp.kvs if not is_reserved(kv.key)]
