@@ -30,7 +30,10 @@ from ..kv.requests import (
     OpenSessionRequest,
     PutRequest,
     RangeRequest,
+    TxnPrepareRequest,
+    TxnRecordRequest,
     TxnRequest,
+    TxnResolveRequest,
 )
 
 AUTH_KEY = b"\xff\xfe/shoal/etcd-auth"
@@ -58,7 +61,7 @@ AUTH_FAILED = AuthError("auth_failed",
 CLIENT_REQUESTS = (RangeRequest, PutRequest, DeleteRangeRequest, TxnRequest, CompactionRequest,
                    LeaseGrantRequest, LeaseRevokeRequest, LeaseKeepAliveRequest,
                    LeaseTimeToLiveRequest, LeaseLeasesRequest, OpenSessionRequest,
-                   CloseSessionRequest)
+                   CloseSessionRequest, TxnPrepareRequest, TxnResolveRequest, TxnRecordRequest)
 
 
 @dataclass
@@ -155,6 +158,14 @@ class AuthState:
                 self.check_range(user, c.key, c.range_end, write=False)
             for op in (*request.success, *request.failure):
                 self.check_request(user, op)
+        elif isinstance(request, TxnPrepareRequest):
+            for r in request.reads:
+                self.check_range(user, r.key, b"", write=False)
+            for w in request.writes:
+                self.check_range(user, w.key, b"", write=True)
+        elif isinstance(request, TxnResolveRequest):  # applies what the record decided
+            for key in request.keys:
+                self.check_range(user, key, b"", write=False)
 
 
 class AuthView:

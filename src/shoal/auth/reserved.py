@@ -9,20 +9,22 @@ from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Any
 
-from ..kv.keyvalue import ALL_KEYS, Event
+from ..kv.keyvalue import ALL_KEYS, RESERVED, Event
 from ..kv.requests import (
     DeleteRangeRequest,
     DeleteRangeResponse,
     PutRequest,
     RangeRequest,
     RangeResponse,
+    TxnPrepareRequest,
     TxnRequest,
+    TxnResolveRequest,
     TxnResponse,
 )
 from ..kv.store import KVStore
 from .model import PERMISSION_DENIED
 
-RESERVED_START = b"\xff\xfe/shoal/"
+RESERVED_START = RESERVED
 RESERVED_END = b"\xff\xfe/shoal0"  # the prefix's end: '/' + 1
 
 # (key, range_end, revision) -> how many reserved keys [key, range_end) holds at that revision
@@ -88,8 +90,14 @@ def guard(op: Any, count_hidden: CountHidden) -> tuple[Any, Fix]:
         if op.range_end == ALL_KEYS or op.range_end > RESERVED_END:
             parts.append(DeleteRangeRequest(max(op.key, RESERVED_END), op.range_end, op.prev_kv))
         return TxnRequest((), tuple(parts)), _merge_deletes
+    if isinstance(op, TxnPrepareRequest | TxnResolveRequest):
+        keys = [*(r.key for r in op.reads), *(w.key for w in op.writes)] \
+            if isinstance(op, TxnPrepareRequest) else list(op.keys)
+        if any(is_reserved(k) for k in keys):
+            raise PERMISSION_DENIED
+        return op, _same
     if not isinstance(op, TxnRequest):
-        return op, _same  # leases, sessions, compaction: no keys of their own
+        return op, _same  # leases, sessions, compaction, records: no keys of their own
     if any(overlap(c.key, c.range_end) is not None for c in op.compare):
         raise PERMISSION_DENIED
     succ = [guard(o, count_hidden) for o in op.success]

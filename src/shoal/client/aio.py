@@ -20,9 +20,9 @@ import itertools
 import random
 import socket
 import ssl
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit
 
 import msgpack
@@ -86,6 +86,10 @@ from .errors import ClientError, Unavailable, WatchCanceled, compacted, error_fr
 
 RESPONSE_LIMIT = 256 * 1024 * 1024  # snapshots come back in one frame
 R = TypeVar("R", bound=Response)
+T = TypeVar("T")
+
+if TYPE_CHECKING:
+    from ..txn.coordinator import Transaction, TxnClient
 
 
 def parse_endpoint(endpoint: str) -> tuple[str, int, bool]:
@@ -416,6 +420,7 @@ class Client:
         self._sessions: list[_SessionSlot] = []  # idle sessions, one per concurrent write
         self._rng = random.Random()
         self.group_id = 0  # the consensus group this client's key-value calls go to
+        self._sharded: TxnClient | None = None
         self._owns_conns = True
         if (user is None) != (password is None):
             raise ValueError("give both user and password, or neither")
@@ -459,6 +464,8 @@ class Client:
 
     async def close(self) -> None:
         """Close every connection (a client made by group() leaves that to its parent)."""
+        if self._sharded is not None:
+            await self._sharded.close()
         if not self._owns_conns:
             return  # the client it came from closes the shared connections
         conns = list(self._conns.values())
@@ -634,6 +641,33 @@ class Client:
         finally:
             if not expired:  # any other outcome (a store error too) leaves the session usable
                 self._sessions.append(slot)
+
+    async def write_request(self, request: Request, expect: type[R],
+                            timeout: float | None = None) -> R:
+        """Propose any store request (kv/requests.py) to this client's group, exactly once,
+        and return its response, checked to be an `expect`. The typed methods cover the usual
+        ones; transactions (shoal.txn) send their prepares and resolves through this."""
+        return await self._write(request, expect, timeout)
+
+    def sharded(self) -> TxnClient:
+        """Key-value calls routed by the shard map, and transactions across shards
+        (shoal.txn.coordinator.TxnClient); one per client, made on first use."""
+        if self._sharded is None:
+            from ..txn.coordinator import TxnClient
+
+            self._sharded = TxnClient(self)
+        return self._sharded
+
+    def transaction(self) -> Transaction:
+        """`async with client.transaction() as tx: v = await tx.get(k); tx.put(k2, v)`: a
+        strictly serializable transaction over keys in any shards, committed when the block
+        ends (TxnAborted if it conflicted: `run_transaction` retries)."""
+        return self.sharded().transaction()
+
+    async def run_transaction(self, body: Callable[[Transaction], Awaitable[T]],
+                              attempts: int = 20) -> T:
+        """`await client.run_transaction(fn)`: run `fn(tx)` and commit, retrying on TxnAborted."""
+        return await self.sharded().run(body, attempts)
 
     async def _open_session(self, timeout: float | None = None) -> _SessionSlot:
         resp = decode_response(await self.call(

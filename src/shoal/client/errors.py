@@ -53,8 +53,8 @@ def error_from(code: str, body: Any) -> Exception:
     if isinstance(cls, type) and issubclass(cls, kv_errors.KVError):
         exc = cls.__new__(cls)  # rebuilt from its message: constructors differ per class
         Exception.__init__(exc, message)
-        if isinstance(body, dict) and body.get("compact_revision"):
-            exc.compact_revision = body["compact_revision"]  # type: ignore[attr-defined]
+        if isinstance(body, dict):
+            exc.restore_details({k: v for k, v in body.items() if k != "message"})
         return exc
     details = {k: v for k, v in body.items() if k != "message"} if isinstance(body, dict) else {}
     return (PermissionDenied if code in AUTH_CODES else ClientError)(message, code, **details)

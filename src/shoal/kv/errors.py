@@ -6,9 +6,20 @@ writes, so every replica that applies the same entry raises the same error and s
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class KVError(Exception):
     """Base of every error this package raises on purpose."""
+
+    def details(self) -> dict[str, Any]:
+        """What a client needs besides the message to act on the error (sent on the wire)."""
+        return {}
+
+    def restore_details(self, details: dict[str, Any]) -> None:
+        """On the client: set what `details` sent (the inverse of `details`)."""
+        for name, value in details.items():
+            setattr(self, name, value)
 
 
 class MalformedRequest(KVError):
@@ -103,3 +114,35 @@ class ErrWatchExists(KVError):
 
 class ErrTooManyWatchers(KVError):
     """The hub is at its bound on watchers."""
+
+
+class ErrIntentConflict(KVError):
+    """A plain request met the intents of prepared transactions (`conflicts`: TxnConflicts).
+    Retryable: the client resolves each intent from its transaction's record, then retries."""
+
+    def __init__(self, conflicts: tuple[Any, ...]):
+        keys = ", ".join(repr(c.key) for c in conflicts[:3]) + (" ..." if len(conflicts) > 3 else "")
+        super().__init__(f"{len(conflicts)} key(s) held by prepared transactions: {keys}")
+        self.conflicts = conflicts
+
+    def details(self) -> dict[str, Any]:
+        return {"conflicts": [[c.key, c.reason, c.holder, c.holder_group]
+                              for c in self.conflicts]}
+
+    def restore_details(self, details: dict[str, Any]) -> None:
+        from .requests import TxnConflict
+
+        self.conflicts = tuple(TxnConflict(bytes(k), str(r), bytes(h), int(g))
+                               for k, r, h, g in details.get("conflicts", ()))
+
+
+class ErrWrongShard(KVError):
+    """A key this group does not own (any more): the shard map moved it. `version` is the
+    shard map version the group knows; refresh the map to at least that and route again."""
+
+    def __init__(self, key: bytes, version: int):
+        super().__init__(f"key {key!r:.80} is not in this shard (shard map version {version})")
+        self.key, self.version = key, version
+
+    def details(self) -> dict[str, Any]:
+        return {"key": self.key, "version": self.version}

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from enum import IntEnum
 
 ALL_KEYS = b"\0"  # as range_end: no upper bound
+RESERVED = b"\xff\xfe/shoal/"  # Shoal's own state; no client request reaches it (auth/reserved.py)
 
 
 @dataclass(frozen=True, slots=True)

@@ -170,6 +170,96 @@ class CloseSessionRequest:
     client_id: int
 
 
+# --- two-phase commit (kv/intents.py) and shard ownership (kv/shards.py) ----------------
+
+
+class RecordStatus(IntEnum):
+    ABSENT = 0  # never written, or its coordinator's lease ended: presumed aborted
+    PENDING = 1
+    COMMITTED = 2
+    ABORTED = 3
+
+
+class TxnRecordAction(IntEnum):
+    STATUS = 0
+    COMMIT = 1  # pending -> committed
+    ABORT = 2  # absent or pending -> aborted (the coordinator's own)
+    ABORT_ABANDONED = 3  # absent -> aborted (anyone who met an intent)
+    FORGET = 4  # decided -> absent, once no intent needs the record
+
+
+@dataclass(frozen=True, slots=True)
+class IntentRead:
+    """A key a transaction read, at the version it saw (mod_revision 0: absent)."""
+
+    key: bytes
+    mod_revision: int
+
+
+@dataclass(frozen=True, slots=True)
+class IntentWrite:
+    key: bytes
+    value: bytes = b""
+    delete: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class TxnPrepareRequest:
+    txn: bytes  # the transaction's id
+    record_group: int  # where its record lives
+    reads: tuple[IntentRead, ...] = ()
+    writes: tuple[IntentWrite, ...] = ()
+    one_phase: bool = False  # the only shard: validate and write, no intents, no record
+    record_lease: int = 0  # sent to the record group: create the pending record on this lease
+
+
+@dataclass(frozen=True, slots=True)
+class TxnResolveRequest:
+    txn: bytes
+    commit: bool
+    keys: tuple[bytes, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class TxnRecordRequest:
+    txn: bytes
+    action: TxnRecordAction
+
+
+@dataclass(frozen=True, slots=True)
+class ShardAssignRequest:
+    """From now on this group owns [start, end) (end b"" = no upper bound) as of shard map
+    `version`; `serving` False while a split still brings the keys in."""
+
+    start: bytes
+    end: bytes
+    version: int
+    serving: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class ShardExportRequest:
+    """Keys of [start, end) after `after`, with their intents: what a split moves."""
+
+    start: bytes
+    end: bytes
+    after: bytes = b""
+    limit: int = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class ShardImportRequest:
+    kvs: tuple[KeyValue, ...]  # user keys and intent keys, as exported
+
+
+@dataclass(frozen=True, slots=True)
+class ShardDropRequest:
+    """Delete the keys of [start, end), and their intents: a split moved them away."""
+
+    start: bytes
+    end: bytes
+
+
 Request = (
     RangeRequest
     | PutRequest
@@ -185,6 +275,13 @@ Request = (
     | LeaseLeasesRequest
     | OpenSessionRequest
     | CloseSessionRequest
+    | TxnPrepareRequest
+    | TxnResolveRequest
+    | TxnRecordRequest
+    | ShardAssignRequest
+    | ShardExportRequest
+    | ShardImportRequest
+    | ShardDropRequest
 )
 
 
@@ -305,6 +402,42 @@ class CloseSessionResponse:
     header: ResponseHeader
 
 
+@dataclass(frozen=True, slots=True)
+class TxnConflict:
+    key: bytes
+    reason: str  # changed (a read is stale), locked (another's intent), decided (the record)
+    holder: bytes = b""  # the transaction holding the lock
+    holder_group: int = 0  # where its record lives
+
+
+@dataclass(frozen=True, slots=True)
+class TxnPrepareResponse:
+    header: ResponseHeader
+    prepared: bool
+    conflicts: tuple[TxnConflict, ...] = ()
+    record: RecordStatus = RecordStatus.ABSENT
+
+
+@dataclass(frozen=True, slots=True)
+class TxnResolveResponse:
+    header: ResponseHeader
+    resolved: int
+
+
+@dataclass(frozen=True, slots=True)
+class TxnRecordResponse:
+    header: ResponseHeader
+    status: RecordStatus
+
+
+@dataclass(frozen=True, slots=True)
+class ShardResponse:
+    header: ResponseHeader
+    kvs: tuple[KeyValue, ...] = ()  # ShardExport: the slice
+    more: bool = False  # ShardExport: keys after the slice
+    serving: bool = False  # ShardAssign: the group serves its span (after the request)
+
+
 Response = (
     RangeResponse
     | PutResponse
@@ -320,6 +453,10 @@ Response = (
     | LeaseLeasesResponse
     | OpenSessionResponse
     | CloseSessionResponse
+    | TxnPrepareResponse
+    | TxnResolveResponse
+    | TxnRecordResponse
+    | ShardResponse
 )
 
 
@@ -432,6 +569,41 @@ def validate(request: Request, limits: KVLimits) -> None:
             _positive(request.client_id, f"{name}.client_id")
         case LeasePromoteRequest() | LeaseLeasesRequest() | OpenSessionRequest():
             pass
+        case TxnPrepareRequest():
+            _txn_id(request.txn, name)
+            if len(request.reads) + len(request.writes) > limits.max_txn_ops:
+                raise ErrTooManyOps(f"{name}: {len(request.reads)} reads and "
+                                    f"{len(request.writes)} writes, limit {limits.max_txn_ops}")
+            written: set[bytes] = set()
+            for w in request.writes:
+                _key(w.key, f"{name}.writes", limits)
+                if len(w.value) > limits.max_value_bytes:
+                    raise ErrRequestTooLarge(f"{name}.writes: {len(w.value)} bytes, "
+                                             f"limit {limits.max_value_bytes}")
+                if w.key in written:
+                    raise ErrDuplicateKey(f"{name}: key {w.key!r:.80} written twice")
+                written.add(w.key)
+            for r in request.reads:
+                _key(r.key, f"{name}.reads", limits)
+                _non_negative(r.mod_revision, f"{name}.reads.mod_revision")
+            _non_negative(request.record_group, f"{name}.record_group")
+            _non_negative(request.record_lease, f"{name}.record_lease")
+            if request.one_phase and request.record_lease:
+                raise MalformedRequest(f"{name}: a one-phase commit has no record")
+        case TxnResolveRequest():
+            _txn_id(request.txn, name)
+            if len(request.keys) > limits.max_txn_ops:
+                raise ErrTooManyOps(f"{name}: {len(request.keys)} keys, limit {limits.max_txn_ops}")
+            for k in request.keys:
+                _key(k, name, limits)
+        case TxnRecordRequest():
+            _txn_id(request.txn, name)
+        case ShardAssignRequest() | ShardExportRequest() | ShardDropRequest():
+            _non_negative(getattr(request, "version", 0), f"{name}.version")
+            _non_negative(getattr(request, "limit", 0), f"{name}.limit")
+        case ShardImportRequest():
+            for kv in request.kvs:
+                _key(kv.key, name, limits)
         case _:
             raise MalformedRequest(f"not a request: {type(request).__name__}")
     now_ms = getattr(request, "now_ms", 0)
@@ -527,6 +699,11 @@ def _no_duplicate(key: bytes, puts: set[bytes], dels: list[Interval]) -> None:
         raise ErrDuplicateKey(f"TxnRequest: key {key!r} is put twice")
     if any(in_range(key, s, e) for s, e in dels):
         raise ErrDuplicateKey(f"TxnRequest: key {key!r} is both put and deleted")
+
+
+def _txn_id(txn: bytes, where: str) -> None:
+    if not 8 <= len(txn) <= 32:
+        raise MalformedRequest(f"{where}.txn: an id of {len(txn)} bytes, expected 8 to 32")
 
 
 def _key(key: bytes, where: str, limits: KVLimits) -> None:

@@ -11,6 +11,7 @@ import zlib
 from operator import attrgetter
 from typing import Any
 
+from . import intents, shards
 from .codec import pack, unpack
 from .errors import (
     CorruptSnapshot,
@@ -18,6 +19,7 @@ from .errors import (
     ErrNoSpace,
     MalformedRequest,
 )
+from .intents import IntentIndex
 from .keyvalue import KeyValue
 from .lease import Lessor
 from .limits import KVLimits
@@ -58,9 +60,16 @@ from .requests import (
     Response,
     ResponseHeader,
     Session,
+    ShardAssignRequest,
+    ShardDropRequest,
+    ShardExportRequest,
+    ShardImportRequest,
     SortOrder,
     SortTarget,
+    TxnPrepareRequest,
+    TxnRecordRequest,
     TxnRequest,
+    TxnResolveRequest,
     TxnResponse,
     decode_command,
     decode_response,
@@ -87,6 +96,8 @@ class KVStore:
         self.lessor = Lessor(self.limits.max_leases)
         self.sessions = SessionTable(self.limits.max_sessions)
         self.applied_index = 0
+        self.intents = IntentIndex()  # prepared transactions' locks, by user key (kv/intents.py)
+        self.span: shards.Span | None = None  # the keys this store owns; None: all (kv/shards.py)
 
     @property
     def revision(self) -> int:
@@ -167,6 +178,23 @@ class KVStore:
             case CloseSessionRequest():
                 self.sessions.close(request.client_id)
                 return CloseSessionResponse(self._header())
+            case TxnPrepareRequest():
+                shards.check_owned(self.span, [(r.key, b"") for r in request.reads]
+                                   + [(w.key, b"") for w in request.writes])
+                return intents.prepare(self, request)
+            case TxnResolveRequest():  # (a moved key's intent moved with it: resolve it there)
+                shards.check_owned(self.span, [(k, b"") for k in request.keys])
+                return intents.resolve(self, request)
+            case TxnRecordRequest():
+                return intents.record(self, request)
+            case ShardAssignRequest():
+                return shards.assign(self, request)
+            case ShardExportRequest():
+                return shards.export(self, request)
+            case ShardImportRequest():
+                return shards.import_keys(self, request)
+            case ShardDropRequest():
+                return shards.drop(self, request)
         raise MalformedRequest(f"not a request: {type(request).__name__}")
 
     def _header(self) -> ResponseHeader:
@@ -186,6 +214,9 @@ class KVStore:
             order = SortOrder.ASCEND
         elif r.sort_target == SortTarget.KEY and order == SortOrder.ASCEND:
             order = SortOrder.NONE  # the index is already in ascending key order
+        if self.span is not None or self.intents.count:
+            shards.check_owned(self.span, ((r.key, r.range_end),))
+            intents.check_plain_read(self.intents, r.key, r.range_end)
         filtered = (
             r.min_mod_revision or r.max_mod_revision or r.min_create_revision
             or r.max_create_revision
@@ -231,6 +262,12 @@ class KVStore:
     # --- writes ---
 
     def _write(self, request: PutRequest | DeleteRangeRequest | TxnRequest) -> OpResponse:
+        if self.span is not None or self.intents.count:
+            reads, writes = _spans(request)
+            shards.check_owned(self.span, reads + writes)
+            for key, range_end in reads:
+                intents.check_plain_read(self.intents, key, range_end)
+            intents.check_plain_write(self.intents, writes)
         path: list[bool] = []  # the branch each txn takes, decided on the state before it
         if isinstance(request, TxnRequest):
             self._txn_path(request, path)
@@ -363,6 +400,8 @@ class KVStore:
         store.lessor = Lessor.load(leases, store.limits.max_leases)
         store.sessions = SessionTable.load(sessions, store.limits.max_sessions)
         store._check_leases()
+        store.intents = IntentIndex.rebuild(store)
+        store.span = shards.load_span(store)
         return store
 
     def _check_leases(self) -> None:
@@ -374,6 +413,26 @@ class KVStore:
         listed = {key: i for i in self.lessor.ids() for key in self.lessor.get(i).keys}
         if attached != listed:
             raise CorruptSnapshot("snapshot: lease key lists disagree with the keys")
+
+
+def _spans(op: Op) -> tuple[list[tuple[bytes, bytes]], list[tuple[bytes, bytes]]]:
+    """The key ranges `op` reads and those it writes, both branches of a txn included."""
+    reads: list[tuple[bytes, bytes]] = []
+    writes: list[tuple[bytes, bytes]] = []
+    todo = [op]
+    while todo:
+        match todo.pop():
+            case RangeRequest() as r:
+                reads.append((r.key, r.range_end))
+            case PutRequest() as p:
+                writes.append((p.key, b""))
+            case DeleteRangeRequest() as d:
+                writes.append((d.key, d.range_end))
+            case TxnRequest() as t:
+                reads.extend((c.key, c.range_end) for c in t.compare)
+                todo.extend(t.success)
+                todo.extend(t.failure)
+    return reads, writes
 
 
 def _passes(r: RangeRequest, kv: KeyValue) -> bool:

@@ -35,10 +35,18 @@ from ..auth.reserved import overlap
 from ..kv.codec import pack, to_wire
 from ..kv.errors import KVError
 from ..kv.requests import (
+    Command,
+    Compare,
+    CompareResult,
+    CompareTarget,
     LeaseLeasesRequest,
     LeaseTimeToLiveRequest,
     PutRequest,
     RangeRequest,
+    ShardAssignRequest,
+    ShardDropRequest,
+    ShardExportRequest,
+    ShardImportRequest,
     TxnRequest,
     decode_command,
     encode_command,
@@ -47,6 +55,7 @@ from ..kv.requests import (
 )
 from ..kv.watch import WatchFilter, WatchGate, WatchResponse
 from ..kv.watch_queue import DEFAULT_WATCH_STREAM_BYTES, WatchQueue, first_revision
+from ..shard.map import MAP_KEY, ShardMap
 from ..wire.protocol import (
     BAD_REQUEST,
     FRAME_OVERHEAD,
@@ -68,6 +77,7 @@ from .slices import in_slices
 log = logging.getLogger("shoal.client_api")
 
 READS = (RangeRequest, LeaseTimeToLiveRequest, LeaseLeasesRequest)
+SHARD_REQUESTS = (ShardAssignRequest, ShardExportRequest, ShardImportRequest, ShardDropRequest)
 MAX_INFLIGHT_PER_CONNECTION = 512
 WRITE_BUFFER_HIGH = 8 * 1024 * 1024  # a client that stops reading is cut off, not buffered forever
 WATCH_FLUSH_BYTES = 64 * 1024  # watch events enter the socket's buffer only while it is below this
@@ -358,7 +368,8 @@ class _Connection:
             self.send([req_id, exc.code, {"message": str(exc), **exc.details}])
         except KVError as exc:
             self.send([req_id, type(exc).__name__, {
-                "message": str(exc), "compact_revision": getattr(exc, "compact_revision", 0)}])
+                "message": str(exc), "compact_revision": getattr(exc, "compact_revision", 0),
+                **exc.details()}])
         except (ValueError, TypeError, KeyError) as exc:
             self.send([req_id, BAD_REQUEST, {"message": f"malformed {op!r} request: {exc}"}])
         except asyncio.CancelledError:
@@ -394,7 +405,10 @@ class _Connection:
                 if group or not _only_auth_key(cmd.request):
                     raise PERMISSION_DENIED
                 return encode_response(await node.write(data, timeout, decoded=cmd))
-            st.check_request(user, cmd.request)
+            if isinstance(cmd.request, SHARD_REQUESTS):  # a split's steps (shard/split.py)
+                st.check_admin(user)
+            else:
+                st.check_request(user, cmd.request)
             request, fix = guard(cmd.request, hidden_counter(node.groups[group].replica.kv)
                                  if group in node.groups else lambda *_: 0)
             if request is not cmd.request:
@@ -405,6 +419,20 @@ class _Connection:
             else:
                 resp = await node.write(data, timeout, decoded=cmd, group=group)
             return await in_slices(encode_response_steps(fix(resp)))
+        if op == "shard_map":
+            if st.enabled and user is None:
+                raise PERMISSION_DENIED
+            await node.read_barrier(timeout)
+            kv = node.kv.mvcc.get(MAP_KEY)
+            return {"map": kv.value if kv else None, "revision": kv.mod_revision if kv else 0}
+        if op == "shard_map_cas":
+            st.check_admin(user)
+            value, expect = bytes(body["map"]), int(body["revision"])
+            ShardMap.decode(value)  # (raises on a malformed map: never stored)
+            txn = TxnRequest((Compare(MAP_KEY, CompareTarget.MOD, CompareResult.EQUAL, expect),),
+                             (PutRequest(MAP_KEY, value),))
+            resp = await node.write(b"", timeout, decoded=Command(txn))
+            return {"succeeded": resp.succeeded}
         if op == "group_create":
             entry = await node.create_group(int(body["group"]), int(body.get("replicas", 3)), timeout)
             return {"group": entry.group, "members": sorted(entry.members)}

@@ -1,0 +1,371 @@
+"""Transactions over any keys in any shards: the coordinator of two-phase commit, on the
+client API.
+
+A `Transaction` reads through to the shards (remembering the version of every key it read)
+and buffers its writes. `commit()`:
+
+1. groups the keys by shard (the router's map); a read made in a shard that no longer holds
+   the key aborts the transaction (`shard moved`), since its version means nothing elsewhere;
+2. with one shard, sends one *one-phase* prepare: validate the reads and write, in one entry;
+3. with several, picks the *record group* (the shard of the first key written, or read) and
+   sends every shard its prepare at once; the record group's creates the pending record on
+   this client's lease there (kv/intents.py has the participant's side);
+4. if every shard voted yes, commits the record (`pending -> committed`): the transaction is
+   committed the moment that entry applies, and not before; then resolves every shard's
+   intents and forgets the record. If any voted no, aborts the record and the intents.
+
+Isolation is **strict serializability**: at the commit point every key the transaction read or
+wrote is locked in its shard (a read validated at its version, a write by an intent), as in
+strict two-phase locking, and the commit point lies inside the transaction's real-time span.
+No transaction waits for a lock while holding one (a prepare that meets a lock votes no at
+once), so there is no deadlock; contention costs aborts, each a `TxnAborted` naming the key
+and the reason, which `run()` retries with backoff within a bounded budget.
+
+A coordinator that dies leaves intents behind. A reader or writer that meets one asks the
+record (resolver below): committed -> it applies the intent, aborted -> drops it, pending ->
+it waits, absent -> the coordinator's lease ended (or the record was never written): it writes
+`aborted` where the record would be (presumed abort), so a paused coordinator waking up later
+cannot commit, and drops the intent."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, TypeVar
+
+from ..client.errors import ClientError
+from ..kv.errors import ErrIntentConflict, ErrLeaseNotFound, ErrWrongShard
+from ..kv.keyvalue import KeyValue
+from ..kv.requests import (
+    DeleteRangeResponse,
+    IntentRead,
+    IntentWrite,
+    PutResponse,
+    RangeResponse,
+    RecordStatus,
+    TxnConflict,
+    TxnPrepareRequest,
+    TxnPrepareResponse,
+    TxnRecordAction,
+    TxnRecordRequest,
+    TxnRecordResponse,
+    TxnResolveRequest,
+    TxnResolveResponse,
+)
+from ..shard.router import MAX_REROUTES, ShardRouter
+
+if TYPE_CHECKING:
+    from ..client.aio import Client
+
+T = TypeVar("T")
+RECORD_TTL_S = 5  # a coordinator silent this long is presumed dead: its transaction aborts
+ABSENT_GRACE = (0.01, 0.02, 0.05, 0.1)  # a record may still be on its way (prepares are parallel)
+MAX_ATTEMPTS = 20
+
+
+class TxnAborted(Exception):
+    """The transaction did not commit and changed nothing; retrying it may succeed.
+    `reason`: conflict (another transaction's lock), changed (a key read was written since),
+    shard moved, record aborted (the coordinator was too slow and presumed dead), timeout."""
+
+    retryable = True
+
+    def __init__(self, reason: str, key: bytes | None = None, holder: bytes | None = None):
+        where = f" on key {key!r:.80}" if key is not None else ""
+        who = f" (held by transaction {holder.hex()})" if holder else ""
+        super().__init__(f"transaction aborted: {reason}{where}{who}")
+        self.reason, self.key, self.holder = reason, key, holder
+
+
+class TxnUnknownOutcome(Exception):
+    """The commit's decision could not be learnt in time: the transaction may have committed."""
+
+
+@dataclass
+class Transaction:
+    coordinator: TxnClient
+    reads: dict[bytes, tuple[int, KeyValue | None]] = field(default_factory=dict)  # group, seen
+    writes: dict[bytes, IntentWrite] = field(default_factory=dict)
+    id: bytes = field(default_factory=lambda: os.urandom(16))
+    done: bool = False
+
+    async def get(self, key: bytes) -> bytes | None:
+        """The value of `key` as this transaction sees it: its own write, else the store's."""
+        if key in self.writes:
+            w = self.writes[key]
+            return None if w.delete else w.value
+        if key not in self.reads:
+            group, kv = await self.coordinator.read_key(key)
+            self.reads[key] = (group, kv)
+        kv = self.reads[key][1]
+        return kv.value if kv is not None else None
+
+    def put(self, key: bytes, value: bytes) -> None:
+        self._writable()
+        self.writes[key] = IntentWrite(key, value)
+
+    def delete(self, key: bytes) -> None:
+        self._writable()
+        self.writes[key] = IntentWrite(key, delete=True)
+
+    def _writable(self) -> None:
+        if self.done:
+            raise RuntimeError("the transaction has already committed or aborted")
+
+    async def commit(self) -> None:
+        self._writable()
+        self.done = True
+        await self.coordinator.commit(self)
+
+    async def __aenter__(self) -> Transaction:
+        return self
+
+    async def __aexit__(self, exc_type: object, *_: object) -> None:
+        if exc_type is None and not self.done:
+            await self.commit()
+        self.done = True  # (an exception: nothing was prepared, so nothing to undo)
+
+
+class TxnClient:
+    """Routed key-value calls and transactions for one Client (`client.sharded()`)."""
+
+    def __init__(self, client: Client):
+        self.client = client
+        self.router = ShardRouter(client)
+        self._leases: dict[int, tuple[int, asyncio.Task[None]]] = {}
+        self.record_ttl_s = RECORD_TTL_S
+        self._rng = random.Random()
+
+    async def close(self) -> None:
+        for _, task in self._leases.values():
+            task.cancel()
+        self._leases.clear()
+
+    # ---------------------------------------------------------------- plain, routed calls
+    async def get(self, key: bytes) -> KeyValue | None:
+        return (await self.read_key(key))[1]
+
+    async def read_key(self, key: bytes) -> tuple[int, KeyValue | None]:
+        """(the group that answered, the key's current version), intents resolved first."""
+        async def read(c: Client) -> tuple[int, KeyValue | None]:
+            resp: RangeResponse = await self.resolving(lambda: c.get(key))
+            return c.group_id, resp.kvs[0] if resp.kvs else None
+        return await self.router.on_key(key, read)
+
+    async def put(self, key: bytes, value: bytes) -> PutResponse:
+        return await self.router.on_key(key, lambda c: self.resolving(lambda: c.put(key, value)))
+
+    async def delete(self, key: bytes) -> DeleteRangeResponse:
+        return await self.router.on_key(key, lambda c: self.resolving(lambda: c.delete(key)))
+
+    async def range(self, key: bytes, range_end: bytes) -> list[KeyValue]:
+        """Every key of [key, range_end) (etcd's conventions), read shard by shard, in order.
+        Each shard's part is at one revision of that shard; for one snapshot of keys known in
+        advance across shards, read them in a transaction."""
+        if self.router.revision < 0:
+            await self.router.refresh()
+        out: list[KeyValue] = []
+        at = key
+        for _ in range(MAX_REROUTES):
+            try:
+                for shard, lo, hi in self.router.map.pieces(at, range_end):
+                    view = self.router.view(shard.group)
+
+                    def read(v: Client = view, lo: bytes = lo,
+                             hi: bytes = hi) -> Awaitable[RangeResponse]:
+                        return v.get(lo, range_end=hi)
+                    resp = await self.resolving(read)
+                    out.extend(resp.kvs)
+                    at = shard.end
+                return out
+            except ErrWrongShard as exc:  # a split under the read: go on from where it got
+                await self.router.refresh(exc.version)
+        raise RuntimeError(f"range {key!r:.80}: shards moved {MAX_REROUTES} times under it")
+
+    async def resolving(self, call: Callable[[], Awaitable[T]]) -> T:
+        """`call()`, resolving the intents it meets and trying again, until the client's
+        timeout."""
+        loop = asyncio.get_running_loop()
+        end = loop.time() + self.client.timeout
+        while True:
+            try:
+                return await call()
+            except ErrIntentConflict as exc:
+                if loop.time() > end:
+                    raise
+                await self.resolve(exc.conflicts, end)
+
+    # ---------------------------------------------------------------- transactions
+    def transaction(self) -> Transaction:
+        """`async with client.transaction() as tx: v = await tx.get(k); tx.put(k2, v)`;
+        commits when the block ends, or raises TxnAborted (retry with `run`)."""
+        return Transaction(self)
+
+    async def run(self, body: Callable[[Transaction], Awaitable[T]],
+                  attempts: int = MAX_ATTEMPTS) -> T:
+        """Run `body(tx)` in a transaction and commit it, again after every TxnAborted, up to
+        `attempts` times, with jittered exponential backoff; the last abort is raised."""
+        assert attempts > 0
+        delay = 0.01
+        for attempt in range(attempts):
+            tx = self.transaction()
+            try:
+                result = await body(tx)
+                if not tx.done:
+                    await tx.commit()
+                return result
+            except TxnAborted:
+                if attempt == attempts - 1:
+                    raise
+            await asyncio.sleep(delay * self._rng.random())  # full jitter: contenders spread out
+            delay = min(delay * 2, 0.5)
+        raise AssertionError("unreachable")
+
+    async def commit(self, tx: Transaction) -> None:
+        if not tx.reads and not tx.writes:
+            return
+        if self.router.revision < 0:
+            await self.router.refresh()
+        by_group: dict[int, tuple[list[IntentRead], list[IntentWrite]]] = {}
+        for key, (group, kv) in sorted(tx.reads.items()):
+            if self.router.map.lookup(key).group != group:
+                raise TxnAborted("shard moved", key)
+            by_group.setdefault(group, ([], []))[0].append(
+                IntentRead(key, kv.mod_revision if kv is not None else 0))
+        for key, w in sorted(tx.writes.items()):
+            by_group.setdefault(self.router.map.lookup(key).group, ([], []))[1].append(w)
+        if len(by_group) == 1:
+            [(group, (reads, writes))] = by_group.items()
+            resp = await self._prepare(group, TxnPrepareRequest(
+                tx.id, group, tuple(reads), tuple(writes), one_phase=True))
+            if not resp.prepared:
+                await self._refuse(resp.conflicts)
+            return
+        anchor = min(tx.writes) if tx.writes else min(tx.reads)
+        record_group = self.router.map.lookup(anchor).group
+        lease = await self._lease(record_group)
+        requests = {g: TxnPrepareRequest(tx.id, record_group, tuple(r), tuple(w),
+                                         record_lease=lease if g == record_group else 0)
+                    for g, (r, w) in by_group.items()}
+        results = await asyncio.gather(*(self._prepare(g, req) for g, req in requests.items()),
+                                       return_exceptions=True)
+        votes = dict(zip(requests, results, strict=True))
+        prepared = [g for g, v in votes.items() if isinstance(v, TxnPrepareResponse) and v.prepared]
+        if len(prepared) == len(votes):
+            try:
+                status = await self._record(record_group, tx.id, TxnRecordAction.COMMIT)
+            except (ClientError, TimeoutError) as exc:
+                raise TxnUnknownOutcome(f"the commit of {tx.id.hex()} was not confirmed: "
+                                        f"{exc}") from exc
+            committed = status == RecordStatus.COMMITTED
+            await self._finish(tx.id, record_group, {g: requests[g] for g in prepared}, committed)
+            if not committed:
+                raise TxnAborted("record aborted")
+            return
+        await self._record(record_group, tx.id, TxnRecordAction.ABORT)
+        await self._finish(tx.id, record_group, requests, False)  # (a lost vote may have locked)
+        for v in votes.values():
+            if isinstance(v, ErrLeaseNotFound):
+                self._drop_lease(record_group)
+                raise TxnAborted("lease expired")
+            if isinstance(v, ErrWrongShard):
+                await self.router.refresh(v.version)
+                raise TxnAborted("shard moved", v.key)
+            if isinstance(v, BaseException):
+                raise v
+        conflicts = [c for v in votes.values() if isinstance(v, TxnPrepareResponse)
+                     for c in v.conflicts]
+        await self._refuse(tuple(conflicts))
+
+    async def _refuse(self, conflicts: Sequence[TxnConflict]) -> None:
+        """Raise the abort these conflicts cause, after resolving the locks among them so the
+        retry does not meet the same abandoned intents."""
+        locks = [c for c in conflicts if c.reason == "locked"]
+        if locks:
+            loop = asyncio.get_running_loop()
+            try:
+                await self.resolve(locks, loop.time() + 0.2, wait_pending=False)
+            except TxnAborted:
+                pass
+        first = conflicts[0] if conflicts else None
+        if first is None:
+            raise TxnAborted("conflict")
+        raise TxnAborted("conflict" if first.reason == "locked" else first.reason,
+                         first.key or None, first.holder or None)
+
+    async def _finish(self, txn: bytes, record_group: int,
+                      prepared: dict[int, TxnPrepareRequest], commit: bool) -> None:
+        """Resolve the intents the prepared shards hold, then forget the record."""
+        await asyncio.gather(*(self._resolve_in(g, txn, commit, [
+            *(w.key for w in r.writes), *(x.key for x in r.reads)]) for g, r in prepared.items()))
+        await self._record(record_group, txn, TxnRecordAction.FORGET)
+
+    async def _prepare(self, group: int, req: TxnPrepareRequest) -> TxnPrepareResponse:
+        return await self.router.view(group).write_request(req, TxnPrepareResponse)
+
+    async def _record(self, group: int, txn: bytes, action: TxnRecordAction) -> RecordStatus:
+        resp = await self.router.view(group).write_request(TxnRecordRequest(txn, action),
+                                                           TxnRecordResponse)
+        return resp.status
+
+    async def _resolve_in(self, group: int, txn: bytes, commit: bool,
+                          keys: Sequence[bytes]) -> None:
+        """Resolve `txn`'s intents on `keys`, all in `group` as last known: one request."""
+        try:
+            await self.router.view(group).write_request(
+                TxnResolveRequest(txn, commit, tuple(keys)), TxnResolveResponse)
+        except ErrWrongShard:
+            await self._resolve_keys(txn, commit, keys)  # a split moved some of them
+
+    async def _resolve_keys(self, txn: bytes, commit: bool, keys: Sequence[bytes]) -> None:
+        """Resolve `txn`'s intents on `keys`, each in the shard that holds it now."""
+        for key in keys:  # (a split moved some: one request per key keeps rerouting simple)
+            async def one(c: Client, key: bytes = key) -> TxnResolveResponse:
+                return await c.write_request(TxnResolveRequest(txn, commit, (key,)),
+                                             TxnResolveResponse)
+            await self.router.on_key(key, one)
+
+    async def resolve(self, conflicts: Sequence[TxnConflict], deadline: float,
+                      wait_pending: bool = True) -> None:
+        """Resolve the intents named by `conflicts` from their records (see the module)."""
+        loop = asyncio.get_running_loop()
+        holders: dict[tuple[bytes, int], list[bytes]] = {}
+        for c in conflicts:
+            holders.setdefault((c.holder, c.holder_group), []).append(c.key)
+        for (txn, group), keys in holders.items():
+            status = await self._record(group, txn, TxnRecordAction.STATUS)
+            grace = iter(ABSENT_GRACE)
+            delay = 0.005
+            while status in (RecordStatus.PENDING, RecordStatus.ABSENT):
+                if status == RecordStatus.ABSENT:
+                    pause = next(grace, None)
+                    if pause is None:
+                        status = await self._record(group, txn, TxnRecordAction.ABORT_ABANDONED)
+                        break
+                elif not wait_pending or loop.time() > deadline:
+                    raise TxnAborted("conflict", keys[0], txn)
+                else:
+                    pause, delay = delay, min(delay * 2, 0.1)
+                await asyncio.sleep(pause)
+                status = await self._record(group, txn, TxnRecordAction.STATUS)
+            await self._resolve_keys(txn, status == RecordStatus.COMMITTED, keys)
+            if status != RecordStatus.ABSENT:
+                pass  # (the record is its coordinator's to forget: other keys may need it)
+
+    # ---------------------------------------------------------------- the record's lease
+    async def _lease(self, group: int) -> int:
+        held = self._leases.get(group)
+        if held is not None and not held[1].done():
+            return held[0]
+        view = self.router.view(group)
+        lease = (await view.lease_grant(self.record_ttl_s)).id
+        self._leases[group] = (lease, view.keep_alive(lease, self.record_ttl_s))
+        return lease
+
+    def _drop_lease(self, group: int) -> None:
+        held = self._leases.pop(group, None)
+        if held is not None:
+            held[1].cancel()
