@@ -1,4 +1,7 @@
-"""`shoal check`: read a history file, check it, print the verdict."""
+"""`shoal check`: read a history file, check it, print the verdict.
+
+`run_check` checks a key-value history for linearizability; `run_txn_check` checks a
+transactional history (list-append or rw-register) for isolation anomalies (elle.py)."""
 
 from __future__ import annotations
 
@@ -10,13 +13,17 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from .elle import TxnCheckResult, check_txn_history
 from .history import Event, HistoryError, Operation, cas_args, load_history, operations
 from .linearizability import CheckResult, check_history
 from .search import DEFAULT_MAX_MEMORY
+from .txn_anomalies import Anomaly
+from .txn_history import DEFAULT_MAX_EVENTS, read_txn_file
 
 EXIT_CODES = {"linearizable": 0, "not linearizable": 1, "undecided": 2}
 EXIT_MALFORMED = 3
 _TIMELINE_WIDTH = 40
+_ROWS_PER_TYPE = 5  # anomalies of one type shown in the table; --json has them all
 
 
 _UNITS = {"": 1, "k": 10**3, "m": 10**6, "g": 10**9, "ki": 1 << 10, "mi": 1 << 20, "gi": 1 << 30}
@@ -114,3 +121,100 @@ def _timeline(op: Operation, last: int) -> str:
         return " " * start + "[" + "─" * (_TIMELINE_WIDTH - start - 2) + "…"
     end = max(column(op.ret), start + 1)
     return " " * start + "[" + "─" * (end - start - 1) + "]"
+
+
+def run_txn_check(
+    path: Path,
+    model: str,
+    consistency: str = "serializable",
+    console: Console | None = None,
+    *,
+    json_output: bool = False,
+    process_order: bool = False,
+    max_events: int = DEFAULT_MAX_EVENTS,
+) -> int:
+    """Check the transactional history at `path` for `consistency`; returns the exit code: 0
+    valid, 1 anomalies the model proscribes, 3 malformed or unreadable (the message names the
+    line). With `json_output` the verdict (or the error) is one JSON object."""
+    console = console or Console()
+    try:
+        events, lines = read_txn_file(path, max_events)
+        result = check_txn_history(
+            events, model, consistency, process_order=process_order, lines=lines,
+            max_events=max_events,
+        )
+    except (HistoryError, OSError, UnicodeDecodeError) as e:
+        if isinstance(e, HistoryError):
+            kind, message, line = "malformed history", str(e), e.line
+        elif isinstance(e, OSError):
+            kind, message, line = "cannot read history", e.strerror or str(e), None
+        else:
+            kind, message, line = "malformed history", f"not UTF-8: {e.reason}", None
+        if json_output:
+            error = {"valid": None, "error": kind, "path": str(path), "message": message,
+                     "line": line}
+            console.out(json.dumps(error), highlight=False)
+        else:
+            console.print(f"[bold red]{kind}[/] {escape(str(path))}: {escape(message)}",
+                          highlight=False)
+        return EXIT_MALFORMED
+    if json_output:
+        console.out(json.dumps({"path": str(path), **result.to_json()}, indent=2),
+                    highlight=False)
+    else:
+        _print_txn(console, path, result)
+    return 0 if result.valid else 1
+
+
+def _print_txn(console: Console, path: Path, result: TxnCheckResult) -> None:
+    verdict = result.consistency.upper() if result.valid else f"NOT {result.consistency.upper()}"
+    colour = "green" if result.valid else "red"
+    order = ", with realtime order" if result.realtime else ""
+    order += ", with process order" if result.process_order else ""
+    console.print(
+        f"[bold {colour}]{verdict}[/] {escape(str(path))} ({result.model}: {result.txns} "
+        f"transactions, {result.committed} ok, {result.indeterminate} info, {result.failed} "
+        f"failed; {result.edges} dependency edges{order})",
+        highlight=False,
+    )
+    console.print(result.explanation, highlight=False, markup=False)
+    if result.anomalies:
+        console.print(_txn_table(result))
+
+
+def _txn_table(result: TxnCheckResult) -> Table:
+    """One row per anomaly (a few per type): its name, whether the model proscribes it, and its
+    evidence: the cycle, the explanation and the transactions with their operations."""
+    table = Table(title="anomalies", title_justify="left", show_lines=True)
+    table.add_column("anomaly", no_wrap=True)
+    table.add_column(f"violates {result.consistency}", no_wrap=True)
+    table.add_column("evidence")
+    shown: dict[str, int] = {}
+    for anomaly in result.anomalies:
+        shown[anomaly.name] = shown.get(anomaly.name, 0) + 1
+        if shown[anomaly.name] > _ROWS_PER_TYPE:
+            continue
+        bad = result.violating(anomaly)
+        table.add_row(
+            anomaly.name,
+            "[red]yes[/]" if bad else "[green]no[/]",
+            _evidence(anomaly),
+            style="bold" if bad else None,
+        )
+    for name, count in shown.items():
+        if count > _ROWS_PER_TYPE:
+            table.add_row(name, "", f"... and {count - _ROWS_PER_TYPE} more (all with --json)")
+    return table
+
+
+def _evidence(anomaly: Anomaly) -> str:
+    lines = []
+    if anomaly.is_cycle:
+        lines.append(f"[bold]{escape(anomaly.cycle_text())}[/]")
+    lines.append(escape(anomaly.explanation))
+    for txn in anomaly.txns:
+        lines.append(
+            f"  {txn.name} (process {txn.process}, line {txn.line}, {txn.status}): "
+            f"{escape(txn.ops_text())}"
+        )
+    return "\n".join(lines)
