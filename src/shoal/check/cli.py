@@ -185,9 +185,13 @@ def _print_txn(console: Console, path: Path, result: TxnCheckResult) -> None:
 def _txn_table(result: TxnCheckResult) -> Table:
     """One row per anomaly (a few per type): its name, whether the model proscribes it, and its
     evidence: the cycle, the explanation and the transactions with their operations."""
-    table = Table(title="anomalies", title_justify="left", show_lines=True)
+    table = Table(
+        title=f"anomalies (violates: proscribed by {result.consistency})",
+        title_justify="left",
+        show_lines=True,
+    )
     table.add_column("anomaly", no_wrap=True)
-    table.add_column(f"violates {result.consistency}", no_wrap=True)
+    table.add_column("violates", no_wrap=True)
     table.add_column("evidence")
     shown: dict[str, int] = {}
     for anomaly in result.anomalies:

@@ -107,11 +107,11 @@ _TYPE_ORDER = (
     "internal", "garbage-read", "duplicate-elements", "incompatible-order", "G1a", "G1b",
     "lost-update", "G0", "G1c", "G-single", "G2",
 )  # and then the realtime and process variants, in the order of their bases
-_SUMMARY = {
-    "G0": "a cycle of write dependencies (ww): the writes interleave",
-    "G1c": "circular information flow: a cycle of ww and wr dependencies",
-    "G-single": "a cycle with a single anti-dependency (rw): read skew",
-    "G2": "a cycle of anti-dependencies (rw), such as write skew",
+_SUMMARY = {  # what the cycle is, and what it looks like when data edges alone make it
+    "G0": ("a cycle of write dependencies (ww)", ": the writes interleave"),
+    "G1c": ("circular information flow: a cycle of ww and wr dependencies", ""),
+    "G-single": ("a cycle with a single anti-dependency (rw)", ": read skew"),
+    "G2": ("a cycle of anti-dependencies (rw)", ", such as write skew"),
 }
 
 
@@ -280,8 +280,11 @@ def _cycle_anomaly(steps: list[Step], by_id: dict[int, Txn], model: str) -> Anom
     name = cycle_name(steps)
     txns = tuple(by_id[step.source] for step in steps)
     base = name.removesuffix("-realtime").removesuffix("-process")
+    what, example = _SUMMARY[base]
+    if base != name:
+        example = f", a cycle only given the {name.removeprefix(base + '-')} order"
     why = "; ".join(_describe(step, by_id, model) for step in steps)
-    return Anomaly(name, txns, f"{_SUMMARY[base]}. {why}", tuple(steps))
+    return Anomaly(name, txns, f"{what}{example}. {why}", tuple(steps))
 
 
 def _describe(step: Step, by_id: dict[int, Txn], model: str) -> str:
