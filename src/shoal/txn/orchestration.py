@@ -480,7 +480,7 @@ class Coordinator(ABC, Generic[D]):
             if resp.succeeded:
                 rev = resp.header.revision
                 inst = Instance(id, record, rev, rev, fresh=True)
-                self._notify(inst, None, None)
+                self._notify(inst, None, "created")
                 return await self._drive_claimed(inst)
             kv, held = first_kv(resp.responses[0]), first_kv(resp.responses[1])
             assert kv is not None
