@@ -44,9 +44,10 @@ class GCounter(CRDT):
         if total > wire.MAX_INT:
             raise ValueError(f"counter of {replica!r} would pass {wire.MAX_INT}")
         delta = GCounter()
-        delta._counts[replica] = total
+        if total:  # a zero count is no entry: keeps the wire form canonical
+            delta._counts[replica] = total
         self.merge(delta)
-        assert self._counts[replica] == total
+        assert self._counts.get(replica, 0) == total
         return delta
 
     def value(self) -> int:
