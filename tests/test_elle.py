@@ -193,12 +193,16 @@ def test_internal_inconsistency() -> None:
         (0, [append("x", 1), r("x", [])]),  # missed its own append
         (1, [r("y", []), r("y", [5])]),  # a second read disagrees with the first
         (2, [r("z", [1]), append("z", 2), r("z", [1, 2])]),  # fine
+        (3, [r("v", [3]), append("v", 3)]),  # saw its own append before making it
     ))
     assert result.anomaly_types == ("internal", "garbage-read")  # nobody appended 5 to y
     internal = [a for a in result.anomalies if a.name == "internal"]
-    assert [a.txns[0].name for a in internal] == ["T1", "T2"]
+    assert [a.txns[0].name for a in internal] == ["T1", "T2", "T4"]
     assert "should end with [1]" in internal[0].explanation
     assert "should be []" in internal[1].explanation
+    assert "cannot hold [3] yet" in internal[2].explanation
+    future = check(history((0, [r("x", 1), w("x", 1)])), "rw-register")
+    assert "cannot hold that yet" in only(future, "internal").explanation
 
 
 def test_incompatible_order() -> None:

@@ -230,6 +230,10 @@ def check_txns(
     # Realtime order already implies process order (a process's transactions do not overlap).
     process_edges = process_order and not realtime
     order_edges(txns, graph, realtime=realtime, process=process_edges)
+    live = {txn.id for txn in txns if txn.status != "fail"}
+    assert all(
+        u in live and v in live for u, targets in graph.out.items() for v in targets
+    ), "a failed transaction is never a node of the graph"
 
     by_id = {txn.id: txn for txn in txns}
     found = list(ww_cycles(graph)) + wr_cycles(graph)

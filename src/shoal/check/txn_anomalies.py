@@ -138,13 +138,17 @@ def _internal_list_append(txn: Txn) -> list[Anomaly]:
     found = []
     # key -> (whether the whole list is known, the list or just the elements appended since)
     state: dict[Key, tuple[bool, list[object]]] = {}
-    for op in txn.ops:
+    later = _written_at(txn)
+    for i, op in enumerate(txn.ops):
         known, elements = state.get(op.key, (False, []))
         if op.f == "append":
             state[op.key] = (known, [*elements, op.value])
             continue
         value = list(op.value) if isinstance(op.value, tuple) else []
-        if op.key in state:
+        future = [e for e in value if later.get((op.key, e), -1) > i]
+        if future:
+            found.append(_internal(txn, op.key, value, f"it cannot hold {_show(future)} yet"))
+        elif op.key in state:
             if known and value != elements:
                 found.append(_internal(txn, op.key, value, f"it should be {_show(elements)}"))
             elif not known and value[len(value) - len(elements):] != elements:
@@ -153,6 +157,12 @@ def _internal_list_append(txn: Txn) -> list[Anomaly]:
                 )
         state[op.key] = (True, value)
     return found
+
+
+def _written_at(txn: Txn) -> dict[tuple[Key, object], int]:
+    """(key, value) -> the index of the micro-op of `txn` that writes (or appends) it; a read
+    before that index cannot have seen it."""
+    return {(op.key, op.value): i for i, op in enumerate(txn.ops) if op.f != "r"}
 
 
 def _internal(txn: Txn, key: Key, value: object, expected: str) -> Anomaly:
@@ -174,27 +184,28 @@ def _read_list(
 ) -> list[Anomaly]:
     """Duplicates, garbage, aborted and intermediate reads in one list-append read."""
     found = []
-    shown = _show(value)
     if len(set(value)) != len(value):
         twice = sorted({e for e in value if value.count(e) > 1}, key=_sort_key)
         found.append(Anomaly(
             "duplicate-elements", (txn,),
-            f"{txn.name} read {key} = {shown}: {_show(twice)} appear(s) more than once, as if "
+            f"{txn.name} read {key} = {_show(value)}: {_show(twice)} appear(s) more than once, as if "
             "an append took effect twice", key=key))
-    garbage = [e for e in value if (key, e) not in writer]
-    if garbage:
-        found.append(Anomaly(
-            "garbage-read", (txn,),
-            f"{txn.name} read {key} = {shown}: nothing appended {_show(garbage)}", key=key))
+    garbage = []
     failed: dict[int, tuple[Txn, list[object]]] = {}
     for e in value:
         w = writer.get((key, e))
-        if w is not None and w.status == "fail":
+        if w is None:
+            garbage.append(e)
+        elif w.status == "fail":
             failed.setdefault(w.id, (w, []))[1].append(e)
+    if garbage:
+        found.append(Anomaly(
+            "garbage-read", (txn,),
+            f"{txn.name} read {key} = {_show(value)}: nothing appended {_show(garbage)}", key=key))
     for w, elements in failed.values():
         found.append(Anomaly(
             "G1a", (w, txn),
-            f"{txn.name} read {key} = {shown}, which has {_show(elements)} appended by "
+            f"{txn.name} read {key} = {_show(value)}, which has {_show(elements)} appended by "
             f"{w.name}, which failed", key=key))
     if value:
         w = writer.get((key, value[-1]))
@@ -203,7 +214,7 @@ def _read_list(
             if final != value[-1]:
                 found.append(Anomaly(
                     "G1b", (w, txn),
-                    f"{txn.name} read {key} = {shown}, ending in {_show(value[-1])}, an "
+                    f"{txn.name} read {key} = {_show(value)}, ending in {_show(value[-1])}, an "
                     f"intermediate state of {w.name}, which went on to append {_show(final)}",
                     key=key))
     return found
@@ -320,12 +331,15 @@ def _internal_rw(txn: Txn) -> list[Anomaly]:
     found = []
     state: dict[Key, object] = {}
     wrote: set[Key] = set()
-    for op in txn.ops:
+    later = _written_at(txn)
+    for i, op in enumerate(txn.ops):
         if op.f == "w":
             state[op.key] = op.value
             wrote.add(op.key)
             continue
-        if op.key in state and state[op.key] != op.value:
+        if later.get((op.key, op.value), -1) > i:
+            found.append(_internal(txn, op.key, op.value, "it cannot hold that yet"))
+        elif op.key in state and state[op.key] != op.value:
             how = "wrote" if op.key in wrote else "read"
             found.append(_internal(txn, op.key, op.value,
                                    f"it should be {_show(state[op.key])} (it {how} that before)"))

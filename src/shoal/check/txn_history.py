@@ -267,7 +267,7 @@ def _micro_ops(value: object, model: str, invoke: bool) -> tuple[MicroOp, ...]:
                 raise HistoryError(f"{where}: a read's value must be null on invoke, got {_show(v)}")
             ops.append(MicroOp(f, key, None))
         elif model == "list-append":
-            if v is not None and not (isinstance(v, list) and all(_is_key(x) for x in v)):
+            if v is not None and not (isinstance(v, list) and _all_keys(v)):
                 raise HistoryError(
                     f"{where}: a list-append read returns a list of strings or integers, or "
                     f"null, got {_show(v)}"
@@ -369,3 +369,11 @@ def _is_int(x: object) -> bool:
 
 def _is_key(x: object) -> bool:
     return isinstance(x, str) or _is_int(x)
+
+
+def _all_keys(xs: list[object]) -> bool:
+    # The exact-type test first: reads are most of a history, and most of a read is elements.
+    return all(type(x) in _KEY_TYPES for x in xs) or all(_is_key(x) for x in xs)
+
+
+_KEY_TYPES = frozenset({int, str})
