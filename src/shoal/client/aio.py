@@ -22,7 +22,7 @@ import socket
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import msgpack
@@ -72,6 +72,7 @@ from ..kv.watch_queue import (
     first_revision,
     slow_watcher_reason,
 )
+from ..txn.coordinator import Transaction, TxnClient
 from ..wire.protocol import (
     HEADER,
     NOT_LEADER,
@@ -87,9 +88,6 @@ from .errors import ClientError, Unavailable, WatchCanceled, compacted, error_fr
 RESPONSE_LIMIT = 256 * 1024 * 1024  # snapshots come back in one frame
 R = TypeVar("R", bound=Response)
 T = TypeVar("T")
-
-if TYPE_CHECKING:
-    from ..txn.coordinator import Transaction, TxnClient
 
 
 def parse_endpoint(endpoint: str) -> tuple[str, int, bool]:
@@ -653,8 +651,6 @@ class Client:
         """Key-value calls routed by the shard map, and transactions across shards
         (shoal.txn.coordinator.TxnClient); one per client, made on first use."""
         if self._sharded is None:
-            from ..txn.coordinator import TxnClient
-
             self._sharded = TxnClient(self)
         return self._sharded
 

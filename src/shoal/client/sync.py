@@ -6,9 +6,10 @@ from __future__ import annotations
 import asyncio
 import ssl
 import threading
-from collections.abc import AsyncIterator, Coroutine, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Sequence
 from typing import Any, TypeVar
 
+from ..kv.keyvalue import KeyValue
 from ..kv.requests import (
     CompactionResponse,
     Compare,
@@ -21,16 +22,20 @@ from ..kv.requests import (
     Op,
     PutResponse,
     RangeResponse,
+    Request,
+    Response,
     SortOrder,
     SortTarget,
     TxnResponse,
 )
 from ..kv.watch import WatchResponse
 from ..kv.watch_queue import DEFAULT_WATCH_QUEUE_BYTES, DEFAULT_WATCH_QUEUE_EVENTS
+from ..txn.coordinator import Transaction, TxnAborted, TxnClient
 from .aio import Client
 from .recipes import Election, Lock
 
 T = TypeVar("T")
+R = TypeVar("R", bound=Response)
 
 
 class SyncClient:
@@ -222,6 +227,24 @@ class SyncClient:
         return self._run(self._client.call(op, body, leader=leader, retry=retry, timeout=timeout,
                                            token=token))
 
+    def write_request(self, request: Request, expect: type[R],
+                      timeout: float | None = None) -> R:
+        """Propose any store request to this client's group, exactly once (Client.write_request)."""
+        return self._run(self._client.write_request(request, expect, timeout))
+
+    def sharded(self) -> SyncSharded:
+        """Key-value calls routed by the shard map, and transactions (Client.sharded)."""
+        return SyncSharded(self, self._client.sharded())
+
+    def transaction(self) -> SyncTransaction:
+        """`with client.transaction() as tx: v = tx.get(k); tx.put(k2, v)`: a strictly
+        serializable transaction over any shards, committed when the block ends."""
+        return SyncTransaction(self, self._client.transaction())
+
+    def run_transaction(self, body: Callable[[SyncTransaction], T], attempts: int = 20) -> T:
+        """Run `body(tx)` and commit, retrying on TxnAborted with backoff (Client.run_transaction)."""
+        return self.sharded().run(body, attempts)
+
     def group(self, group_id: int) -> SyncClient:
         """A blocking client for group `group_id`, on this client's loop and connections."""
         view = SyncClient.__new__(SyncClient)
@@ -249,6 +272,69 @@ class SyncClient:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class SyncTransaction:
+    """A blocking Transaction (shoal.txn.coordinator): get blocks, put and delete buffer,
+    commit (or the end of a `with` block) runs two-phase commit."""
+
+    def __init__(self, client: SyncClient, tx: Transaction):
+        self._client, self.tx = client, tx
+
+    def get(self, key: bytes) -> bytes | None:
+        return self._client._run(self.tx.get(key))
+
+    def put(self, key: bytes, value: bytes) -> None:
+        self.tx.put(key, value)
+
+    def delete(self, key: bytes) -> None:
+        self.tx.delete(key)
+
+    def commit(self) -> None:
+        self._client._run(self.tx.commit())
+
+    def __enter__(self) -> SyncTransaction:
+        return self
+
+    def __exit__(self, exc_type: object, *_: object) -> None:
+        if exc_type is None and not self.tx.done:
+            self.commit()
+        self.tx.done = True
+
+
+class SyncSharded:
+    """Blocking routed calls and transactions (shoal.txn.coordinator.TxnClient)."""
+
+    def __init__(self, client: SyncClient, sharded: TxnClient):
+        self._client, self._sharded = client, sharded
+
+    def get(self, key: bytes) -> KeyValue | None:
+        return self._client._run(self._sharded.get(key))
+
+    def put(self, key: bytes, value: bytes) -> PutResponse:
+        return self._client._run(self._sharded.put(key, value))
+
+    def delete(self, key: bytes) -> DeleteRangeResponse:
+        return self._client._run(self._sharded.delete(key))
+
+    def range(self, key: bytes, range_end: bytes) -> list[KeyValue]:
+        return self._client._run(self._sharded.range(key, range_end))
+
+    def run(self, body: Callable[[SyncTransaction], T], attempts: int = 20) -> T:
+        """`body(tx)` in a transaction, committed, retried on TxnAborted up to `attempts`."""
+        assert attempts > 0
+        for attempt in range(attempts):
+            tx = SyncTransaction(self._client, self._sharded.transaction())
+            try:
+                result = body(tx)
+                if not tx.tx.done:
+                    tx.commit()
+                return result
+            except TxnAborted:
+                if attempt == attempts - 1:
+                    raise
+            self._client._run(self._sharded.backoff(attempt))
+        raise AssertionError("unreachable")
 
 
 class KeepAlive:

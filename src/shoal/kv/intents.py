@@ -180,9 +180,15 @@ def check_plain_read(index: IntentIndex, key: bytes, range_end: bytes) -> None:
 # --- the transaction requests -------------------------------------------------------------
 
 
+# Planted bugs the transaction simulator must catch (sim/txn.py; tests only).
+BUGS = frozenset({"apply-before-decision", "skip-read-validation", "forget-intents-on-split"})
+
+
 def prepare(store: KVStore, r: TxnPrepareRequest) -> TxnPrepareResponse:
     index = store.intents
     conflicts: list[TxnConflict] = []
+    if "skip-read-validation" in store.bugs:  # neither validates nor locks what was read
+        r = TxnPrepareRequest(r.txn, r.record_group, (), r.writes, r.one_phase, r.record_lease)
     for read in r.reads:
         kv = store.mvcc.get(read.key)
         if (kv.mod_revision if kv is not None else 0) != read.mod_revision:
@@ -208,6 +214,8 @@ def prepare(store: KVStore, r: TxnPrepareRequest) -> TxnPrepareResponse:
     else:
         for w in r.writes:
             _place(store, w.key, Intent(r.txn, r.record_group, DELETE if w.delete else PUT, w.value))
+            if "apply-before-decision" in store.bugs:
+                _apply_write(store, w.key, DELETE if w.delete else PUT, w.value)
         for read in r.reads:
             if read.key not in written and r.txn not in index.get(read.key):
                 _place(store, read.key, Intent(r.txn, r.record_group, READ))

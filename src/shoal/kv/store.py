@@ -98,6 +98,7 @@ class KVStore:
         self.applied_index = 0
         self.intents = IntentIndex()  # prepared transactions' locks, by user key (kv/intents.py)
         self.span: shards.Span | None = None  # the keys this store owns; None: all (kv/shards.py)
+        self.bugs: frozenset[str] = frozenset()  # planted bugs (intents.BUGS), simulator only
 
     @property
     def revision(self) -> int:

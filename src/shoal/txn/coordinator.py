@@ -64,6 +64,7 @@ T = TypeVar("T")
 RECORD_TTL_S = 5  # a coordinator silent this long is presumed dead: its transaction aborts
 ABSENT_GRACE = (0.01, 0.02, 0.05, 0.1)  # a record may still be on its way (prepares are parallel)
 MAX_ATTEMPTS = 20
+BUGS = frozenset({"commit-without-every-vote"})  # planted, for sim/txn.py
 
 
 class TxnAborted(Exception):
@@ -132,7 +133,10 @@ class Transaction:
 class TxnClient:
     """Routed key-value calls and transactions for one Client (`client.sharded()`)."""
 
-    def __init__(self, client: Client):
+    def __init__(self, client: Client, bugs: frozenset[str] = frozenset()):
+        if unknown := bugs - BUGS:
+            raise ValueError(f"unknown coordinator bugs {sorted(unknown)}; known: {sorted(BUGS)}")
+        self.bugs = bugs  # planted bugs, for the transaction simulator only
         self.client = client
         self.router = ShardRouter(client)
         self._leases: dict[int, tuple[int, asyncio.Task[None]]] = {}
@@ -209,7 +213,6 @@ class TxnClient:
         """Run `body(tx)` in a transaction and commit it, again after every TxnAborted, up to
         `attempts` times, with jittered exponential backoff; the last abort is raised."""
         assert attempts > 0
-        delay = 0.01
         for attempt in range(attempts):
             tx = self.transaction()
             try:
@@ -220,9 +223,13 @@ class TxnClient:
             except TxnAborted:
                 if attempt == attempts - 1:
                     raise
-            await asyncio.sleep(delay * self._rng.random())  # full jitter: contenders spread out
-            delay = min(delay * 2, 0.5)
+            await self.backoff(attempt)
         raise AssertionError("unreachable")
+
+    async def backoff(self, attempt: int) -> None:
+        """The pause before retry `attempt + 1`: exponential, with full jitter, so contenders
+        that aborted each other spread out."""
+        await asyncio.sleep(min(0.01 * 2 ** attempt, 0.5) * self._rng.random())
 
     async def commit(self, tx: Transaction) -> None:
         if not tx.reads and not tx.writes:
@@ -254,6 +261,8 @@ class TxnClient:
                                        return_exceptions=True)
         votes = dict(zip(requests, results, strict=True))
         prepared = [g for g, v in votes.items() if isinstance(v, TxnPrepareResponse) and v.prepared]
+        if "commit-without-every-vote" in self.bugs and record_group in prepared:
+            prepared = list(votes)  # (planted: the record group's yes is taken for everyone's)
         if len(prepared) == len(votes):
             try:
                 status = await self._record(record_group, tx.id, TxnRecordAction.COMMIT)
