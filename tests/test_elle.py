@@ -205,6 +205,18 @@ def test_internal_inconsistency() -> None:
     assert "cannot hold that yet" in only(future, "internal").explanation
 
 
+def test_reads_after_own_appends_are_not_versions() -> None:
+    # T2 reads [1], appends 5 and sees [1, 5]: its own append on top of its snapshot, not a
+    # state of x. Against T4's [1, 2, 5] that is a lost update (G-single), not two orders.
+    result = check(history(
+        (0, [append("x", 1)]),
+        (1, [r("x", [1]), append("x", 5), r("x", [1, 5])]),
+        (2, [append("x", 2)]),
+        (3, [r("x", [1, 2, 5])]),
+    ))
+    assert only(result, "G-single").cycle_text() == "T2 -rw(x)-> T3 -ww(x)-> T2"
+
+
 def test_incompatible_order() -> None:
     result = check(history(
         (0, [append("x", 1)]),

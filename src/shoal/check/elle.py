@@ -18,7 +18,9 @@ models are understood.
 
 List-append. Micro-ops append an element to a key's list, or read the list. Every read of a
 key should be a prefix of every longer read of it (they are all prefixes of the key's final
-value), so the longest read is the key's version order as far as anyone saw it; a read that is
+value), so the longest read is the key's version order as far as anyone saw it. (Only external
+reads count here, made before the reader's own appends to the key: a read after them shows
+them on top of the database's state, which the internal check verifies.) A read that is
 not a prefix of it is an "incompatible-order" anomaly, and that key gives no order at all. The
 order gives three kinds of edge between transactions (txn_anomalies.infer_list_append):
 

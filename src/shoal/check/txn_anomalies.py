@@ -77,7 +77,8 @@ def _show(value: object) -> str:
 def infer_list_append(txns: Sequence[Txn], graph: TxnGraph) -> list[Anomaly]:
     """Anomalies and ww/wr/rw edges of a list-append history.
 
-    The version order of a key is its longest read, provided every read is a prefix of it.
+    The version order of a key is its longest read, provided every read is a prefix of it
+    (external reads: those made before the reader's own appends to the key).
     Then writer(e_i) ww-> writer(e_i+1) for successive elements, writer(last of a read) wr->
     reader, and reader rw-> writer(the element after its read).
     """
@@ -95,12 +96,18 @@ def infer_list_append(txns: Sequence[Txn], graph: TxnGraph) -> list[Anomaly]:
         if txn.status != "ok":
             continue  # an unknown or failed transaction's reads are unknown
         anomalies += _internal_list_append(txn)
+        appended: set[Key] = set()
         for op in txn.ops:
             if op.f != "r":
+                appended.add(op.key)
                 continue
             value: tuple[object, ...] = op.value if isinstance(op.value, tuple) else ()
-            reads[op.key].append((txn, value))
             anomalies += _read_list(txn, op.key, value, writer, last_append)
+            if op.key in appended:
+                # A read after the transaction's own appends shows them on top of what it
+                # read before, not a state of the database; the internal check covers it.
+                continue
+            reads[op.key].append((txn, value))
             if value:
                 source = writer.get((op.key, value[-1]))
                 if source is not None and source.id in in_graph:
