@@ -92,6 +92,7 @@ CONFIRMED, CANCELLED = "confirmed", "cancelled"
 TRIED = "tried"
 BRANCH_STATES = frozenset({TRYING, TRIED, CANCELLING, CANCELLED, CONFIRMED})
 MAX_RACES = 8  # fence compare-and-puts lost in a row before giving up (each loss is progress)
+_SKIPPED = object()  # a try not started because another had failed
 
 
 class TryRefused(OrchestrationError):
@@ -386,15 +387,23 @@ class TccCoordinator(Coordinator[TccDefinition]):
     async def _try_all(self, inst: Instance, parts: Sequence[Participant],
                        max_parallel: int | None) -> tuple[dict[str, Any], list[str]]:
         slots = asyncio.Semaphore(max_parallel or len(parts))
+        failed = False
 
         async def one(p: Participant) -> Any:
+            nonlocal failed
             async with slots:
-                result = await attempt(lambda n: p.try_(self._context(inst, p, n)), p.retry,
-                                       f"tcc {inst.id!r} try of {p.name!r}")
-                encode(result, f"the try result of {p.name!r}")
+                if failed:  # the decision is cancel already: do not reserve any more
+                    return _SKIPPED
+                try:
+                    result = await attempt(lambda n: p.try_(self._context(inst, p, n)),
+                                           p.retry, f"tcc {inst.id!r} try of {p.name!r}")
+                    encode(result, f"the try result of {p.name!r}")
+                except BaseException:
+                    failed = True
+                    raise
                 return result
 
-        # Every try is let finish (none is abandoned mid-call): a cancel follows any failure.
+        # Every try started is let finish (none is abandoned mid-call): cancels follow.
         done = await asyncio.gather(*(one(p) for p in parts), return_exceptions=True)
         tries: dict[str, Any] = {}
         errors: list[str] = []
@@ -405,7 +414,7 @@ class TccCoordinator(Coordinator[TccDefinition]):
                 if not isinstance(res, Exception):
                     raise res  # a cancel of ours: not a participant's answer
                 errors.append(f"try of {p.name!r} failed: {res!r}")
-            else:
+            elif res is not _SKIPPED:
                 tries[p.name] = res
         return tries, errors
 
