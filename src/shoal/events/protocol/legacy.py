@@ -121,9 +121,12 @@ def _decode(data: bytes, budget: int, allow_tail: bool, out: list[LegacyRecord],
         if not inner:
             raise CorruptRecord("compressed wrapper holds no messages")
         if magic == 1:  # relative inner offsets: the wrapper holds the last absolute one
+            # A producer's wrapper says 0 (the broker assigns offsets); Kafka then keeps the
+            # relative offsets rather than going negative, and so do we.
             shift = offset - inner[-1].offset
             for rec in inner:
-                rec.offset += shift
+                if shift >= 0:
+                    rec.offset += shift
                 if ts_type == TimestampType.LOG_APPEND_TIME:
                     rec.timestamp, rec.timestamp_type = timestamp, ts_type
         out.extend(inner)
