@@ -311,3 +311,37 @@ def test_recovery_names_what_it_cannot_resume_and_leaves_it(tmp_path):
                 with pytest.raises(MalformedState, match="not msgpack"):
                     await b.status("bad")
     run(main())
+
+
+def test_run_recovery_resumes_an_orphan_once_its_owner_s_lease_ends(tmp_path):
+    async def main() -> None:
+        async with LocalCluster(tmp_path, n=1) as c, Client(c.endpoints) as client:
+            log, entered = Log(), asyncio.Event()
+
+            async def hang(ctx: StepContext) -> None:
+                entered.set()
+                await asyncio.Event().wait()
+
+            async with Orchestrator(client, [SagaDefinition("trip", [
+                    Step("a", hang, hang), log.step("b")])], ttl=TTL) as a, \
+                    Orchestrator(client, [SagaDefinition("trip", [
+                        log.step("a"), log.step("b")])], ttl=TTL) as b:
+                stuck = asyncio.create_task(a.run("trip", saga_id="o1"))
+                loop = asyncio.create_task(b.run_recovery(interval=0.05))
+                try:
+                    await entered.wait()
+                    assert (await b.status("o1")).status == "running"  # type: ignore[union-attr]
+                    await client.lease_revoke(a.lease_id)  # a's process is gone
+
+                    async def finished() -> bool:
+                        out = await b.status("o1")
+                        return out is not None and out.status == "done"
+
+                    await eventually(finished, what="the recovery loop to finish o1")
+                    assert log.calls == [("do", "a", 1), ("do", "b", 1)]
+                finally:
+                    for task in (stuck, loop):
+                        task.cancel()
+                        with contextlib.suppress(asyncio.CancelledError, LostClaim):
+                            await task
+    run(main())

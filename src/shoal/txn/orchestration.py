@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import random
@@ -369,14 +370,22 @@ class Coordinator(ABC, Generic[D]):
             grant = await self.client.lease_grant(self.ttl)
             self._lease_id = grant.id
             self._keepalive = self.client.keep_alive(grant.id, self.ttl)
-            self._keepalive.add_done_callback(self._keepalive_ended)
+            self._keepalive.add_done_callback(functools.partial(self._keepalive_ended, grant.id))
             return self._lease_id
 
-    def _keepalive_ended(self, task: asyncio.Task[None]) -> None:
+    def _keepalive_ended(self, lease: int, task: asyncio.Task[None]) -> None:
         if not task.cancelled() and task.exception() is not None:
             log.warning("%s coordinator %s: keep-alive of lease %x failed (%s): the claims on "
                         "it are lost; the next claim takes a new lease", self.kind, self.owner,
-                        self._lease_id, task.exception())
+                        lease, task.exception())
+
+    def _drop_lease(self, lease: int) -> None:
+        """Forget `lease` (the store has): the next _lease() grants a new one."""
+        if self._lease_id == lease:
+            self._lease_id = 0
+            if self._keepalive is not None:
+                self._keepalive.cancel()
+                self._keepalive = None
 
     async def _with_lease(self, call: Callable[[int], Awaitable[T]]) -> T:
         """`call(lease)`, once more with a fresh lease if the store no longer knows ours
@@ -385,8 +394,7 @@ class Coordinator(ABC, Generic[D]):
         try:
             return await call(lease)
         except ErrLeaseNotFound:
-            if self._keepalive is not None:
-                self._keepalive.cancel()
+            self._drop_lease(lease)
             return await call(await self._lease())
 
     def _claim_value(self, lease: int) -> bytes:
@@ -532,6 +540,8 @@ class Coordinator(ABC, Generic[D]):
         `final` also deletes the claim and the in-flight entry, `release` the claim.
         LostClaim if the compare fails: the caller must stop."""
         key, claim = self.ns.record(inst.id), self.ns.claim(inst.id)
+        if final:
+            record = {**record, "stalled": None}  # (what stalled it was overcome)
         ops: list[Op] = [txn.put(key, encode(record, f"{self.kind} {inst.id!r}'s state"))]
         if final:
             ops += [txn.delete(claim), txn.delete(self.ns.inflight(inst.id))]
