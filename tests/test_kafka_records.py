@@ -250,6 +250,9 @@ def test_iter_batches_and_truncated_tail() -> None:
         list(iter_batches(cut))
     assert [h.base_offset for h, _ in iter_batches(cut, allow_truncated_tail=True)] == [0]
     assert list(iter_batches(a[:5], allow_truncated_tail=True)) == []
+    with pytest.raises(RecordTooLarge):
+        list(iter_batches(both, max_batch_size=len(a) - 1))
+    assert len(list(iter_batches(both, max_batch_size=max(len(a), len(b))))) == 2
 
 
 def test_control_and_transactional_attributes() -> None:

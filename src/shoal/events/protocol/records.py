@@ -47,7 +47,7 @@ from dataclasses import dataclass, field
 import crc32c as _crc32c
 
 from .compression import Codec, compress, decompress
-from .exceptions import CorruptRecord, LocalProtocolError
+from .exceptions import CorruptRecord, LocalProtocolError, RecordTooLarge
 from .primitives import Reader, Writer
 
 MAGIC = 2
@@ -277,11 +277,13 @@ def verify_crc(batch: bytes | bytearray | memoryview) -> None:
 
 def iter_batches(
     data: bytes, *, allow_truncated_tail: bool = False, verify: bool = True,
+    max_batch_size: int | None = None,
 ) -> Iterator[tuple[BatchHeader, bytes]]:
     """(header, bytes) of each batch in a partition's records, CRCs checked if `verify`.
 
     With `allow_truncated_tail`, a last batch cut short ends the walk (Fetch responses may end
-    so); otherwise it is CorruptRecord."""
+    so); otherwise it is CorruptRecord. A batch larger than `max_batch_size` (a broker's
+    message.max.bytes) is RecordTooLarge, found from its header alone."""
     pos, end = 0, len(data)
     while pos < end:
         if end - pos < LOG_OVERHEAD + 5:  # through the magic byte
@@ -292,6 +294,8 @@ def iter_batches(
         if length >= 0 and pos + LOG_OVERHEAD + length > end and allow_truncated_tail:
             return
         h = read_header(data, pos)
+        if max_batch_size is not None and h.size > max_batch_size:
+            raise RecordTooLarge(f"batch of {h.size} bytes over the limit of {max_batch_size}")
         if pos + h.size > end:
             raise CorruptRecord(f"batch of {h.size} bytes runs past the records' end")
         if verify:
