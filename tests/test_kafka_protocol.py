@@ -361,6 +361,14 @@ def test_oversized_size_prefix_refused_before_buffering() -> None:
         conn2.receive_data(b"\xff\xff")
     with pytest.raises(RemoteProtocolError, match="negative"):
         KafkaConnection().receive_data(b"\xff\xff\xff\xfe")
+    # Behind whole frames, too: the prefix is checked where it falls, not when it is reached.
+    good = encode_request(HeartbeatRequest(), 0, 1)
+    conn3 = KafkaConnection(max_request_size=1024)
+    conn3.receive_data(good * 3)
+    with pytest.raises(FrameTooLarge):
+        conn3.receive_data(good[:-1])  # a fourth frame still arriving is fine...
+        conn3.receive_data(good[-1:] + struct.pack(">i", 1 << 30) + b"y" * 10)  # ...this isn't
+    assert conn3.buffered == 0
 
 
 @pytest.mark.parametrize("mangle", ["truncate", "trailing", "short", "bad-varint", "eof"])

@@ -117,14 +117,19 @@ ServerEvent = RequestReceived | UnsupportedRequest | Signal
 
 
 class _Frames:
-    """Splits a byte stream into int32-size-prefixed frames, refusing oversized ones early."""
+    """Splits a byte stream into int32-size-prefixed frames, refusing oversized ones early.
 
-    __slots__ = ("_buf", "_max", "eof", "broken")
+    Every size prefix is checked the moment its fourth byte arrives, wherever it falls in the
+    buffer (`_scan` is the first prefix not yet checked), so no byte of an oversized frame is
+    kept; frames already buffered ahead of it are dropped with it, the stream being broken."""
+
+    __slots__ = ("_buf", "_max", "_scan", "eof", "broken")
 
     def __init__(self, max_size: int) -> None:
         assert max_size > 0
         self._buf = bytearray()
         self._max = max_size
+        self._scan = 0
         self.eof = False
         self.broken: RemoteProtocolError | None = None
 
@@ -137,19 +142,24 @@ class _Frames:
             self.eof = True
             return
         self._buf += data
-        self._check_prefix()
+        self._check_prefixes()
 
-    def _check_prefix(self) -> None:
-        if len(self._buf) >= 4:
-            size = int.from_bytes(self._buf[0:4], "big", signed=True)
+    def _check_prefixes(self) -> None:
+        buf = self._buf
+        while len(buf) - self._scan >= 4:
+            size = int.from_bytes(buf[self._scan : self._scan + 4], "big", signed=True)
             if size < 0 or size > self._max:
-                self._buf.clear()  # never keep what follows an impossible prefix
+                buf.clear()  # never keep what follows an impossible prefix
+                self._scan = 0
                 err: RemoteProtocolError = (
                     FrameTooLarge(f"frame of {size} bytes over the limit of {self._max}")
                     if size > self._max else RemoteProtocolError(f"negative frame size {size}")
                 )
                 self.broken = err
                 raise err
+            if len(buf) - self._scan < 4 + size:
+                return  # this frame is still arriving
+            self._scan += 4 + size
 
     def next(self) -> bytes | None:
         """The next whole frame's payload, or None if it has not all arrived."""
@@ -158,12 +168,13 @@ class _Frames:
         if len(self._buf) < 4:
             return None
         size = int.from_bytes(self._buf[0:4], "big", signed=True)
-        assert 0 <= size <= self._max  # checked as the prefix arrived
+        assert 0 <= size <= self._max and self._scan >= 0  # checked as the prefix arrived
         if len(self._buf) < 4 + size:
             return None
         payload = bytes(self._buf[4 : 4 + size])
         del self._buf[: 4 + size]
-        self._check_prefix()
+        self._scan -= 4 + size
+        assert self._scan >= 0
         return payload
 
     @property
