@@ -16,6 +16,8 @@ import struct
 import zlib
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from shoal.events.protocol import (
     Codec,
@@ -371,3 +373,28 @@ def test_error_codes_match_errors_java() -> None:
         if isinstance(cls, type) and issubclass(cls, kerr.BrokerResponseError) and cls.errno:
             ours = ErrorCode.of(cls.errno)
             assert isinstance(ours, ErrorCode), cls
+
+
+_blobs = st.one_of(st.none(), st.binary(max_size=64))
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    st.lists(st.tuples(_blobs, _blobs, st.integers(-(1 << 40), 1 << 40),
+                       st.lists(st.tuples(st.text(max_size=8), _blobs), max_size=3)),
+             min_size=1, max_size=8),
+    st.sampled_from(ALL_CODECS),
+    st.integers(0, (1 << 62)),
+)
+def test_batches_round_trip_hypothesis(
+    entries: list[tuple[bytes | None, bytes | None, int, list[tuple[str, bytes | None]]]],
+    codec: Codec, base_offset: int,
+) -> None:
+    batch = build_batch([NewRecord(v, k, ts, h) for k, v, ts, h in entries],
+                        base_offset=base_offset, compression=codec)
+    data = batch.encode()
+    assert RecordBatch.decode(data) == batch
+    assert [(r.key, r.value, batch.timestamp_of(r), r.headers) for r in batch.records] == [
+        (k, v, ts, h) for k, v, ts, h in entries]
+    moved = restamp(data, base_offset // 2)
+    assert RecordBatch.decode(moved).base_offset == base_offset // 2
