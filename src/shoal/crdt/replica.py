@@ -186,32 +186,45 @@ class Replica:
             wire.fail("message.t", f"unknown message type {kind!r:.40}")
         f = wire.fields(msg, "message", _FIELDS[kind])
         inc = wire.integer(f["inc"], "message.inc", 0)
+        # Read and check all of it first: a bad message must change nothing.
+        seq, objects, names = 0, {}, []
+        if kind == "ack":
+            to = wire.integer(f["to"], "message.to", 0)
+            seq = wire.integer(f["seq"], "message.seq", 0,
+                               self._end if to == self.incarnation else wire.MAX_INT)
+        elif kind == "digest":
+            digests = self._read_digests(f["objects"])
+        else:
+            objects = self._read_objects(f["objects"])
+        if kind == "delta":
+            seq = wire.integer(f["seq"], "message.seq", 0)
+            if type(f["full"]) is not bool:
+                wire.fail("message.full", f"expected a bool, got {wire.kind(f['full'])}")
+        if kind == "state":
+            names = wire.entries(f["want"], "message.want", wire.text)
+            if len(names) > self.max_objects:
+                wire.fail("message.want", f"more than {self.max_objects} names")
+        # From here on the message takes effect.
         if state.incarnation is not None and inc < state.incarnation:
             return []  # from the peer's past life
         if state.incarnation is not None and inc > state.incarnation:
             self._peers[peer] = state = _Peer()  # restarted: it may hold nothing we sent
         state.incarnation = inc
         if kind == "ack":
-            self._on_ack(state, f)
+            if to == self.incarnation:  # else it acknowledges what our past life sent
+                self._on_ack(state, seq)
             return []
         if kind == "digest":
-            return self._on_digest(peer, f)
-        objects = self._read_objects(f["objects"])
+            return self._on_digest(peer, digests)
+        changed = self._merge(objects)
         if kind == "delta":
-            seq = wire.integer(f["seq"], "message.seq", 0)
-            full = f["full"]
-            if type(full) is not bool:
-                wire.fail("message.full", f"expected a bool, got {wire.kind(full)}")
-            for name, changed in self._merge(objects).items():
-                if changed and not full:
+            for name in objects:
+                if changed[name] and not f["full"]:
                     self._append(name, objects[name], peer)
-            return [(peer, self._msg("ack", seq=seq, to=inc_of(f)))]
-        # A "state" message: a peer's versions of objects it found differing.
-        self._merge(objects)
-        want = wire.entries(f["want"], "message.want", lambda r, w: wire.text(r, w))
-        if len(want) > self.max_objects:
-            wire.fail("message.want", f"more than {self.max_objects} names")
-        mine = {n: self._objects[n].to_wire() for n in sorted(set(want)) if n in self._objects}
+            return [(peer, self._msg("ack", seq=seq, to=inc))]
+        # A "state" message: a peer's versions of the objects it found differing, and the
+        # names of those it wants ours of.
+        mine = {n: self._objects[n].to_wire() for n in sorted(set(names)) if n in self._objects}
         return [(peer, self._msg("state", objects=mine, want=[]))] if mine else []
 
     # Inside.
@@ -265,23 +278,14 @@ class Replica:
         objects = {n: d.to_wire() for n, d in sorted(joined.items())}
         return self._msg("delta", seq=self._end, full=False, objects=objects)
 
-    def _on_ack(self, p: _Peer, f: Message) -> None:
-        if inc_of(f, "to") != self.incarnation:
-            return  # acknowledges what our past life sent
-        seq = wire.integer(f["seq"], "message.seq", 0, self._end)
+    def _on_ack(self, p: _Peer, seq: int) -> None:
+        assert 0 <= seq <= self._end
         p.acked = max(p.acked, seq)
         if p.full_at is not None and seq >= p.full_at:
             p.full_at = None
         self._trim()
 
-    def _on_digest(self, peer: str, f: Message) -> list[Send]:
-        theirs = f["objects"]
-        if not isinstance(theirs, dict) or len(theirs) > self.max_objects:
-            wire.fail("message.objects", f"expected a map of at most {self.max_objects} digests")
-        for n, h in theirs.items():
-            wire.text(n, "message.objects")
-            if not isinstance(h, bytes):
-                wire.fail(f"message.objects[{n!r}]", f"expected bytes, got {wire.kind(h)}")
+    def _on_digest(self, peer: str, theirs: dict[str, bytes]) -> list[Send]:
         names = set(theirs) | set(self._objects)
         differ = sorted(n for n in names if theirs.get(n) != (
             self._digest(n) if n in self._objects else None))
@@ -289,6 +293,15 @@ class Replica:
             return []
         mine = {n: self._objects[n].to_wire() for n in differ if n in self._objects}
         return [(peer, self._msg("state", objects=mine, want=differ))]
+
+    def _read_digests(self, raw: Any) -> dict[str, bytes]:
+        if not isinstance(raw, dict) or len(raw) > self.max_objects:
+            wire.fail("message.objects", f"expected a map of at most {self.max_objects} digests")
+        for n, h in raw.items():
+            wire.text(n, "message.objects")
+            if not isinstance(h, bytes):
+                wire.fail(f"message.objects[{n!r}]", f"expected bytes, got {wire.kind(h)}")
+        return raw
 
     def _read_objects(self, raw: Any) -> dict[str, CRDT]:
         """The objects of a message, all read and checked against ours before any is merged,
@@ -338,6 +351,3 @@ _FIELDS: dict[str, tuple[str, ...]] = {
     "state": ("t", "inc", "objects", "want"),
 }
 
-
-def inc_of(f: Message, field: str = "inc") -> int:
-    return wire.integer(f[field], f"message.{field}", 0)
