@@ -10,8 +10,8 @@ import random
 from pathlib import Path
 
 import pytest
-from cluster import LocalCluster, run
 
+from cluster import LocalCluster, run
 from shoal.client import Client
 from shoal.kv.requests import RecordStatus
 from shoal.shard.split import SplitError, split
@@ -121,7 +121,7 @@ def test_a_coordinator_that_stops_at_any_step_leaves_no_half_transaction(
         tmp_path: Path, step: str) -> None:
     async def main() -> None:
         async with LocalCluster(tmp_path, 3) as c, Client(c.endpoints, timeout=20) as cl:
-            s = await _sharded_bank(c, cl)
+            await _sharded_bank(c, cl)
             dying = TxnClient(cl)
             dying.record_ttl_s = 1  # the lease a reader waits out for a pending record
             calls = {"prepare": 0, "record": 0, "resolve": 0}

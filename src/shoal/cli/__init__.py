@@ -14,6 +14,7 @@
 | lease.py      | lease grant / revoke / keep-alive / ttl / list      |
 | member.py     | member list / add / remove / promote                |
 | group.py      | group create / remove / list                        |
+| shard.py      | shard list / split / resume / autosplit             |
 | snapshot.py   | snapshot save / status / restore                    |
 | governance.py | service register / list / watch, gateway            |
 | certs.py      | certs                                               |
@@ -40,6 +41,7 @@ from . import (
     member,
     node,
     recipes,
+    shard,
     sim,
     snapshot,
     torture,
@@ -47,7 +49,7 @@ from . import (
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Shoal: consensus you can see and verify.")
 for room in (check, sim, demo, bench, torture, node, cluster, kv, recipes, lease, member,
-             group, snapshot, governance, certs):
+             group, shard, snapshot, governance, certs):
     app.add_typer(room.app)  # no name: each group's commands sit at the top level
 
 __all__ = ["app"]

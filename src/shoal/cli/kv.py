@@ -36,7 +36,9 @@ def put(key: str, value: str, lease: int = typer.Option(0, "--lease", help="atta
     """Write VALUE under KEY (prints OK, or the revision it made, once the cluster has
     committed it)."""
     async def body(client: Client) -> None:
-        resp = await client.put(key.encode(), value.encode(), lease=lease)
+        k, sharded = key.encode(), client.sharded()
+        resp = await sharded.router.on_key(k, lambda c: sharded.resolving(
+            lambda: c.put(k, value.encode(), lease=lease)))
         if output is Output.json:
             emit_json({"revision": resp.header.revision})
         elif output is Output.table:
@@ -63,9 +65,18 @@ def get(
     """Read KEY (a linearizable read unless --serializable): key and value on two lines, a
     table, or JSON with each key's revisions and lease."""
     async def body(client: Client) -> None:
-        resp = await client.get(key.encode(), prefix=prefix, revision=rev, limit=limit,
-                                serializable=serializable, keys_only=keys_only,
-                                count_only=count_only)
+        from ..kv.keyvalue import prefix_end
+        from ..kv.requests import RangeResponse
+
+        k = key.encode()
+        parts = await client.sharded().on_range(
+            k, prefix_end(k) if prefix else b"", lambda c, lo, hi: c.get(
+                lo, range_end=hi, revision=rev, limit=limit, serializable=serializable,
+                keys_only=keys_only, count_only=count_only))
+        kvs = tuple(kv for p in parts for kv in p.kvs)  # (shard by shard, in key order)
+        resp = RangeResponse(parts[-1].header, kvs[:limit] if limit else kvs,
+                             any(p.more for p in parts) or bool(limit and len(kvs) > limit),
+                             sum(p.count for p in parts))
         if output is Output.json:
             emit_json(range_json(resp, keys_only))
         elif count_only:
@@ -92,11 +103,16 @@ def delete(key: str, prefix: bool = typer.Option(False, "--prefix"),
            endpoints: str = ENDPOINTS, output: Output = output_option(Output.simple)) -> None:
     """Delete KEY (or every key with that prefix); prints how many were deleted."""
     async def body(client: Client) -> None:
-        resp = await client.delete(key.encode(), prefix=prefix)
+        from ..kv.keyvalue import prefix_end
+
+        k = key.encode()
+        parts = await client.sharded().on_range(
+            k, prefix_end(k) if prefix else b"", lambda c, lo, hi: c.delete(lo, range_end=hi))
+        deleted = sum(p.deleted for p in parts)
         if output is Output.json:
-            emit_json({"revision": resp.header.revision, "deleted": resp.deleted})
+            emit_json({"revision": parts[-1].header.revision, "deleted": deleted})
         else:
-            typer.echo(str(resp.deleted))
+            typer.echo(str(deleted))
 
     run_client(endpoints, body)
 
@@ -158,7 +174,8 @@ def _event_json(ev: Any, prev_kv: bool) -> dict[str, Any]:
 TXN_HELP = """Run a transaction read from stdin (etcdctl's form).
 
 Compares, a blank line, the operations to run if every compare holds, a blank line, the
-operations to run otherwise.
+operations to run otherwise. Keys may live in different shards: such a txn runs as a
+strictly serializable two-phase commit (single keys only; ranges stay within one shard).
 
 \b
 compare:    TARGET("KEY") OP OPERAND   TARGET: value version create mod lease
@@ -182,7 +199,9 @@ def txn(endpoints: str = ENDPOINTS, output: Output = output_option(Output.simple
         raise fail(f"txn: {exc}") from None
 
     async def body(client: Client) -> None:
-        resp = await client.txn(compares, success, failure)
+        from ..txn.etcd_txn import etcd_txn
+
+        resp = await etcd_txn(client.sharded(), compares, success, failure)
         if output is Output.json:
             emit_json(_op_json(resp))
             return

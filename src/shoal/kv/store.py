@@ -363,8 +363,8 @@ class KVStore:
         kvs, _, _ = self.mvcc.range(c.key, c.range_end)
         if not kvs:
             # A missing key has no value to compare, and version/revisions/lease of 0 (etcd).
-            return False if c.target == CompareTarget.VALUE else _holds(c, KeyValue(c.key))
-        return all(_holds(c, kv) for kv in kvs)
+            return False if c.target == CompareTarget.VALUE else compare_holds(c, KeyValue(c.key))
+        return all(compare_holds(c, kv) for kv in kvs)
 
     # --- snapshot ---
 
@@ -449,7 +449,8 @@ def _without_value(kv: KeyValue) -> KeyValue:
     return KeyValue(kv.key, kv.create_revision, kv.mod_revision, kv.version, b"", kv.lease)
 
 
-def _holds(c: Compare, kv: KeyValue) -> bool:
+def compare_holds(c: Compare, kv: KeyValue) -> bool:
+    """Does the one version `kv` satisfy compare `c` (etcd's rules)?"""
     actual: int | bytes
     match c.target:
         case CompareTarget.VERSION:

@@ -830,8 +830,10 @@ class Node:
 
 def _group_line(g: Group) -> dict[str, Any]:
     st = g.replica.engine.status()
+    kv = g.replica.kv
     return {"role": g.replica.role, "leader": g.replica.leader, "term": st.term,
-            "commit": st.commit, "applied": g.replica.applied, "voters": sorted(st.conf.voters)}
+            "commit": st.commit, "applied": g.replica.applied, "voters": sorted(st.conf.voters),
+            "revision": kv.revision, "size_bytes": kv.size_bytes}
 
 
 def _discard(storage: Storage, dir: Path) -> None:

@@ -118,3 +118,18 @@ async def _copy(src: Client, dst: Client, start: bytes, end: bytes) -> None:
         if not page.more:
             return
         after = user[-1]
+
+
+async def middle_key(client: Client, group: int, start: bytes, end: bytes) -> bytes | None:
+    """The key halfway through [start, end) in `group`, to split at; None if there are too
+    few keys to split."""
+    view = client.group(group)
+    sharded = client.sharded()
+    hi = end or b"\0"
+    total = (await sharded.resolving(lambda: view.get(start, range_end=hi, count_only=True))).count
+    if total < 2:
+        return None
+    half = await sharded.resolving(lambda: view.get(start, range_end=hi, keys_only=True,
+                                                    limit=total // 2 + 1))
+    at = half.kvs[-1].key
+    return at if at > start else None

@@ -169,20 +169,27 @@ class TxnClient:
         """Every key of [key, range_end) (etcd's conventions), read shard by shard, in order.
         Each shard's part is at one revision of that shard; for one snapshot of keys known in
         advance across shards, read them in a transaction."""
+        parts = await self.on_range(key, range_end, lambda c, lo, hi: c.get(lo, range_end=hi))
+        return [kv for part in parts for kv in part.kvs]
+
+    async def on_range(self, key: bytes, range_end: bytes,
+                       call: Callable[[Client, bytes, bytes], Awaitable[T]]) -> list[T]:
+        """`call(client of the shard, lo, hi)` for each shard's part of [key, range_end), in
+        key order, intents resolved and routed again if a split moves keys under it."""
         if self.router.revision < 0:
             await self.router.refresh()
-        out: list[KeyValue] = []
+        out: list[T] = []
         at = key
         for _ in range(MAX_REROUTES):
             try:
                 for shard, lo, hi in self.router.map.pieces(at, range_end):
                     view = self.router.view(shard.group)
 
-                    def read(v: Client = view, lo: bytes = lo,
-                             hi: bytes = hi) -> Awaitable[RangeResponse]:
-                        return v.get(lo, range_end=hi)
-                    resp = await self.resolving(read)
-                    out.extend(resp.kvs)
+                    def part(v: Client = view, lo: bytes = lo, hi: bytes = hi) -> Awaitable[T]:
+                        return call(v, lo, hi)
+                    out.append(await self.resolving(part))
+                    if not shard.end:
+                        break
                     at = shard.end
                 return out
             except ErrWrongShard as exc:  # a split under the read: go on from where it got
