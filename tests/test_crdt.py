@@ -114,7 +114,7 @@ def wire_trip(s: CRDT) -> CRDT:
 
 
 @pytest.mark.parametrize("kind", sorted(KINDS))
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=45, deadline=None)
 @given(history=steps)
 def test_merge_is_commutative_associative_idempotent(kind: str, history: Any) -> None:
     (a, b, c), deltas = run(kind, history)
@@ -134,7 +134,7 @@ def test_merge_is_commutative_associative_idempotent(kind: str, history: Any) ->
 
 
 @pytest.mark.parametrize("kind", sorted(KINDS))
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=45, deadline=None)
 @given(history=steps, seed=st.integers(0, 2**32))
 def test_any_delivery_order_converges(kind: str, history: Any, seed: int) -> None:
     """The deltas of a history, delivered in two random orders with duplicates, give the same
