@@ -296,6 +296,12 @@ def test_recovery_names_what_it_cannot_resume_and_leaves_it(tmp_path):
                     assert isinstance(report.failed["known"], UnknownDefinition)
                     assert "'trip'" in str(report.failed["known"])
                     assert not (await client.get(stranger.ns.claim("known"))).kvs  # not taken
+                changed = SagaDefinition("trip", [log.step("a"), log.step("c")])
+                async with Orchestrator(client, [changed], ttl=TTL) as newer:
+                    report = await newer.recover()
+                    assert isinstance(report.failed["known"], MalformedState)
+                    assert "recorded with steps ['a', 'b']" in str(report.failed["known"])
+                    assert not (await client.get(newer.ns.claim("known"))).kvs
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError, LostClaim):
                     await task

@@ -438,6 +438,11 @@ class Coordinator(ABC, Generic[D]):
     def _outcome(self, id: str, record: dict[str, Any]) -> Outcome: ...
 
     @abstractmethod
+    def _matching(self, id: str, record: dict[str, Any]) -> D:
+        """The record's definition, checked against what the record was written with
+        (UnknownDefinition, MalformedState)."""
+
+    @abstractmethod
     async def _drive(self, inst: Instance) -> Outcome:
         """Take a claimed instance from its recorded state to a terminal one."""
 
@@ -679,7 +684,7 @@ class Coordinator(ABC, Generic[D]):
                     record = self._decode(kv.key, kv.value)
                     if record["status"] in self.terminal:
                         continue
-                    self.definition(record["def"], id)
+                    self._matching(id, record)  # checked before claiming, not after
                 except OrchestrationError as exc:
                     report.failed[id] = exc  # left alone: another process may know better
                     continue

@@ -206,19 +206,18 @@ class Orchestrator(Coordinator[SagaDefinition]):
                         (FINISHED, UNDOING, UNDONE) and s["result"] is not None},
                        record["error"])
 
-    def _matching(self, inst: Instance) -> SagaDefinition:
-        """The definition, checked against the steps the record was written with."""
-        d = self.definition(inst.record["def"], inst.id)
-        recorded = [s["name"] for s in inst.record["steps"]]
+    def _matching(self, id: str, record: dict[str, Any]) -> SagaDefinition:
+        d = self.definition(record["def"], id)
+        recorded = [s["name"] for s in record["steps"]]
         if recorded != [s.name for s in d.steps]:
-            raise MalformedState(self.ns.record(inst.id),
+            raise MalformedState(self.ns.record(id),
                                  f"recorded with steps {recorded}, but definition {d.name!r} "
                                  f"here has {[s.name for s in d.steps]}")
         return d
 
     # ------------------------------------------------------------------ driving
     async def _drive(self, inst: Instance) -> Outcome:
-        d = self._matching(inst)
+        d = self._matching(inst.id, inst.record)
         while True:
             rec = inst.record
             states = [s["state"] for s in rec["steps"]]

@@ -8,8 +8,8 @@ makes the reservation take effect, cancel releases it.
         outcome = await tcc.run("buy", {"order": 1042}, txn_id="buy-1042")
 
 The protocol. The coordinator records the transaction (status trying) at `/shoal/tcc/<id>`,
-runs every participant's try in parallel (bounded by `max_parallel`, each retried), and then
-writes the **decision** into the record: confirming if every try succeeded, else cancelling.
+runs every participant's try in parallel (bounded by `max_parallel`, each retried; once one
+has failed, tries not yet started are skipped), and then writes the **decision** into the record: confirming if every try succeeded, else cancelling.
 That write is the commit point. It then confirms (or cancels) every participant in parallel,
 retrying; a participant that keeps failing stalls the transaction and recovery retries it
 later, until every one has acknowledged. A process that resumes a transaction found in
@@ -163,7 +163,8 @@ class Participant:
 class TccDefinition:
     """A named TCC transaction over `participants`. `fence`: run them behind this
     coordinator's branch fences (False if they already are, elsewhere: BranchFence.wrap);
-    `max_parallel`: tries at once (default all)."""
+    `max_parallel`: tries at once (default all; once one fails, those not started yet are
+    skipped, and their cancels are empty rollbacks)."""
 
     name: str
     participants: Sequence[Participant]
@@ -352,12 +353,12 @@ class TccCoordinator(Coordinator[TccDefinition]):
         return Outcome(id, self.kind, record["def"], record["status"], dict(record["tries"]),
                        record["error"])
 
-    def _matching(self, inst: Instance) -> TccDefinition:
-        d = self.definition(inst.record["def"], inst.id)
+    def _matching(self, id: str, record: dict[str, Any]) -> TccDefinition:
+        d = self.definition(record["def"], id)
         names = [p.name for p in d.participants]
-        if inst.record["participants"] != names:
-            raise MalformedState(self.ns.record(inst.id),
-                                 f"recorded with participants {inst.record['participants']}, "
+        if record["participants"] != names:
+            raise MalformedState(self.ns.record(id),
+                                 f"recorded with participants {record['participants']}, "
                                  f"but definition {d.name!r} here has {names}")
         return d
 
@@ -367,7 +368,7 @@ class TccCoordinator(Coordinator[TccDefinition]):
 
     # ------------------------------------------------------------------ driving
     async def _drive(self, inst: Instance) -> Outcome:
-        d = self._matching(inst)
+        d = self._matching(inst.id, inst.record)
         parts = self._participants(d)
         if inst.record["status"] == TRYING:
             if inst.fresh:
