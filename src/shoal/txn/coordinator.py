@@ -64,6 +64,7 @@ T = TypeVar("T")
 RECORD_TTL_S = 5  # a coordinator silent this long is presumed dead: its transaction aborts
 ABSENT_GRACE = (0.01, 0.02, 0.05, 0.1)  # a record may still be on its way (prepares are parallel)
 MAX_ATTEMPTS = 20
+SETTLE_ATTEMPTS = 30  # about a minute of retrying a decision before leaving it to the lease
 BUGS = frozenset({"commit-without-every-vote"})  # planted, for sim/txn.py
 
 
@@ -141,9 +142,12 @@ class TxnClient:
         self.router = ShardRouter(client)
         self._leases: dict[int, tuple[int, asyncio.Task[None]]] = {}
         self.record_ttl_s = RECORD_TTL_S
+        self._settling: set[asyncio.Task[None]] = set()  # decisions still being delivered
         self._rng = random.Random()
 
     async def close(self) -> None:
+        for task in self._settling:
+            task.cancel()
         for _, task in self._leases.values():
             task.cancel()
         self._leases.clear()
@@ -270,19 +274,24 @@ class TxnClient:
         prepared = [g for g, v in votes.items() if isinstance(v, TxnPrepareResponse) and v.prepared]
         if "commit-without-every-vote" in self.bugs and record_group in prepared:
             prepared = list(votes)  # (planted: the record group's yes is taken for everyone's)
-        if len(prepared) == len(votes):
-            try:
-                status = await self._record(record_group, tx.id, TxnRecordAction.COMMIT)
-            except (ClientError, TimeoutError) as exc:
+        all_yes = len(prepared) == len(votes)
+        action = TxnRecordAction.COMMIT if all_yes else TxnRecordAction.ABORT
+        undo = requests if not all_yes else {g: requests[g] for g in prepared}
+        try:
+            status = await self._record(record_group, tx.id, action)
+            await self._finish(tx.id, record_group, undo, status == RecordStatus.COMMITTED)
+        except (ClientError, TimeoutError) as exc:
+            # Whoever holds the decision (this client, or the lease's end) must still reach the
+            # intents: keep at it in the background. Only a commit's outcome is in doubt.
+            self._settle_later(tx.id, record_group, undo, action)
+            if all_yes:
                 raise TxnUnknownOutcome(f"the commit of {tx.id.hex()} was not confirmed: "
                                         f"{exc}") from exc
-            committed = status == RecordStatus.COMMITTED
-            await self._finish(tx.id, record_group, {g: requests[g] for g in prepared}, committed)
-            if not committed:
+            status = RecordStatus.ABORTED
+        if all_yes:
+            if status != RecordStatus.COMMITTED:
                 raise TxnAborted("record aborted")
             return
-        await self._record(record_group, tx.id, TxnRecordAction.ABORT)
-        await self._finish(tx.id, record_group, requests, False)  # (a lost vote may have locked)
         for v in votes.values():
             if isinstance(v, ErrLeaseNotFound):
                 self._drop_lease(record_group)
@@ -290,8 +299,8 @@ class TxnClient:
             if isinstance(v, ErrWrongShard):
                 await self.router.refresh(v.version)
                 raise TxnAborted("shard moved", v.key)
-            if isinstance(v, BaseException):
-                raise v
+            if isinstance(v, BaseException):  # (no commit was ever asked for: a sure abort)
+                raise TxnAborted(f"a shard did not vote ({type(v).__name__}: {v})") from v
         conflicts = [c for v in votes.values() if isinstance(v, TxnPrepareResponse)
                      for c in v.conflicts]
         await self._refuse(tuple(conflicts))
@@ -304,13 +313,34 @@ class TxnClient:
             loop = asyncio.get_running_loop()
             try:
                 await self.resolve(locks, loop.time() + 0.2, wait_pending=False)
-            except TxnAborted:
-                pass
+            except (TxnAborted, ClientError, TimeoutError):
+                pass  # (a courtesy to the retry: the abort stands either way)
         first = conflicts[0] if conflicts else None
         if first is None:
             raise TxnAborted("conflict")
         raise TxnAborted("conflict" if first.reason == "locked" else first.reason,
                          first.key or None, first.holder or None)
+
+    def _settle_later(self, txn: bytes, record_group: int,
+                      prepared: dict[int, TxnPrepareRequest], action: TxnRecordAction) -> None:
+        """Retry the decision and the resolves of `txn` in the background until they go
+        through; past SETTLE_ATTEMPTS give up the record group's lease instead, so a record
+        still pending ends and presumed abort decides."""
+        async def settle() -> None:
+            for attempt in range(SETTLE_ATTEMPTS):
+                await asyncio.sleep(min(0.05 * 2 ** attempt, 2.0))
+                try:
+                    status = await self._record(record_group, txn, action)
+                    await self._finish(txn, record_group, prepared,
+                                       status == RecordStatus.COMMITTED)
+                    return
+                except (ClientError, TimeoutError):
+                    continue
+            self._drop_lease(record_group)
+
+        task = asyncio.get_running_loop().create_task(settle())
+        self._settling.add(task)
+        task.add_done_callback(self._settling.discard)
 
     async def _finish(self, txn: bytes, record_group: int,
                       prepared: dict[int, TxnPrepareRequest], commit: bool) -> None:
