@@ -5,8 +5,10 @@ hybrid logical clock, and the validation of wire data."""
 from __future__ import annotations
 
 import random
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import msgpack
@@ -467,3 +469,11 @@ def test_conflicting_states_are_refused_not_merged() -> None:
     with pytest.raises(MergeError, match="carries two values"):
         a.merge(b)
     assert a == before
+
+
+def test_the_example_in_the_docs_runs() -> None:
+    text = (Path(__file__).resolve().parent.parent / "docs" / "crdt.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", text, re.S)
+    assert blocks
+    for block in blocks:
+        exec(compile(block, "docs/crdt.md", "exec"), {})

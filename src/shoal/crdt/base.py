@@ -71,7 +71,8 @@ class CRDT(ABC):
     def check_mergeable(self, other: CRDT) -> None:
         """Raise MergeError unless `other` is of this state's type (and shape, for maps)."""
         if type(other) is not type(self):
-            raise MergeError(f"cannot merge a {other.TYPE} into a {self.TYPE}")
+            what = other.TYPE if isinstance(other, CRDT) else type(other).__name__
+            raise MergeError(f"cannot merge a {what} into a {self.TYPE}")
 
     @classmethod
     def _fields(cls, raw: Any, *names: str) -> dict[str, Any]:

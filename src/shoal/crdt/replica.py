@@ -144,7 +144,7 @@ class Replica:
         delta = op(obj)  # type: ignore[arg-type]
         obj.check_mergeable(delta)
         self._digests.pop(name, None)
-        self._append(name, delta, None)
+        self._append(name, delta.copy(), None)  # the caller keeps `delta`, and may change it
         return delta
 
     def get(self, name: str) -> CRDT | None:
