@@ -19,14 +19,31 @@ def torture(
     clients: int = typer.Option(5, "--clients", min=1),
     history: Path = typer.Option(Path("torture-history.jsonl"), "--history"),
     no_wipe: bool = typer.Option(False, "--no-wipe", help="skip the replaced-disk fault"),
+    workload: str = typer.Option("register", "--workload",
+                                 help="register (linearizable reads, writes, cas) or bank "
+                                      "(transfers across 3 shards in transactions)"),
 ) -> None:
     """Real processes under SIGKILL, SIGSTOP, link cuts and a replaced disk; the history is checked."""
     from rich.console import Console
 
     from ..torture.run import torture as run_torture
+    from ..torture.run import torture_bank
 
     console = Console()
     seconds = duration(time_)
+    if workload not in ("register", "bank"):
+        raise typer.BadParameter(f"unknown workload {workload!r}: register or bank")
+    if workload == "bank":
+        console.print(f"torture bank: {nodes} nodes, {seconds:.0f}s, {clients} tellers, seed {seed}")
+        result, faults = torture_bank(nodes=nodes, seconds=seconds, seed=seed, clients=clients,
+                                      say=lambda s: console.print(f"  [dim]{s}[/]"))
+        console.print(f"transfers: {result.counts}; {result.audits} audits; final {result.final}")
+        for problem in result.problems:
+            console.print(f"[red]{problem}[/]")
+        console.print("[green]the bank balanced: every audit saw the total, every acknowledged "
+                      "transfer applied once, no aborted one[/]" if result.ok else
+                      "[red]the bank did not balance[/]")
+        raise typer.Exit(0 if result.ok else 1)
     console.print(f"torture: {nodes} nodes, {seconds:.0f}s, {clients} clients, seed {seed}")
     r = run_torture(nodes=nodes, seconds=seconds, seed=seed, clients=clients, history=history,
                     wipe=not no_wipe, say=lambda s: console.print(f"  [dim]{s}[/]"))

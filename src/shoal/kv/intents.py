@@ -42,8 +42,9 @@ import msgpack
 from sortedcontainers import SortedDict
 
 from .errors import CorruptSnapshot, ErrIntentConflict, MalformedRequest
-from .keyvalue import ALL_KEYS, RESERVED, prefix_end
+from .keyvalue import ALL_KEYS, RESERVED, KeyValue, prefix_end
 from .requests import (
+    LOCKING_READ,
     PutRequest,
     RecordStatus,
     TxnConflict,
@@ -189,9 +190,13 @@ def prepare(store: KVStore, r: TxnPrepareRequest) -> TxnPrepareResponse:
     conflicts: list[TxnConflict] = []
     if "skip-read-validation" in store.bugs:  # neither validates nor locks what was read
         r = TxnPrepareRequest(r.txn, r.record_group, (), r.writes, r.one_phase, r.record_lease)
+    locked: list[KeyValue] = []
     for read in r.reads:
         kv = store.mvcc.get(read.key)
-        if (kv.mod_revision if kv is not None else 0) != read.mod_revision:
+        if read.mod_revision == LOCKING_READ:
+            if kv is not None:
+                locked.append(kv)
+        elif (kv.mod_revision if kv is not None else 0) != read.mod_revision:
             conflicts.append(TxnConflict(read.key, "changed"))
     written = {w.key for w in r.writes}
     for key in sorted(written | {read.key for read in r.reads}):
@@ -224,7 +229,7 @@ def prepare(store: KVStore, r: TxnPrepareRequest) -> TxnPrepareResponse:
                                   lease=r.record_lease))
             status = RecordStatus.PENDING
     store.mvcc.end()
-    return TxnPrepareResponse(store._header(), True, (), status)
+    return TxnPrepareResponse(store._header(), True, (), status, tuple(locked))
 
 
 def resolve(store: KVStore, r: TxnResolveRequest) -> TxnResolveResponse:

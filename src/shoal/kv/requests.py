@@ -188,9 +188,13 @@ class TxnRecordAction(IntEnum):
     FORGET = 4  # decided -> absent, once no intent needs the record
 
 
+LOCKING_READ = -1
+
+
 @dataclass(frozen=True, slots=True)
 class IntentRead:
-    """A key a transaction read, at the version it saw (mod_revision 0: absent)."""
+    """A key a transaction read, at the version it saw (mod_revision 0: absent), or
+    LOCKING_READ: lock the key as it is now and answer its version (SELECT ... FOR SHARE)."""
 
     key: bytes
     mod_revision: int
@@ -416,6 +420,7 @@ class TxnPrepareResponse:
     prepared: bool
     conflicts: tuple[TxnConflict, ...] = ()
     record: RecordStatus = RecordStatus.ABSENT
+    kvs: tuple[KeyValue, ...] = ()  # the keys read with LOCKING_READ, as locked (absent: none)
 
 
 @dataclass(frozen=True, slots=True)
@@ -585,7 +590,8 @@ def validate(request: Request, limits: KVLimits) -> None:
                 written.add(w.key)
             for r in request.reads:
                 _key(r.key, f"{name}.reads", limits)
-                _non_negative(r.mod_revision, f"{name}.reads.mod_revision")
+                if r.mod_revision != LOCKING_READ:
+                    _non_negative(r.mod_revision, f"{name}.reads.mod_revision")
             _non_negative(request.record_group, f"{name}.record_group")
             _non_negative(request.record_lease, f"{name}.record_lease")
             if request.one_phase and request.record_lease:

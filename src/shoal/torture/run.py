@@ -17,6 +17,7 @@ from pathlib import Path
 from ..check import CheckResult, check_history, dump_history
 from ..client import Client
 from ..local.cluster import LocalProcessCluster
+from .bank import BankResult, BankWorkload
 from .workload import Workload
 
 NODE_ARGS = ["--tick-ms", "50", "--election-ticks", "10", "--snapshot-entries", "500"]
@@ -155,6 +156,29 @@ def _faults(cluster: LocalProcessCluster, i: int, body: dict[str, object]) -> bo
         raise  # the node refused the cut (token, body): a bug, not a node that is down
     except OSError:
         return False  # the node is down or paused; nothing to cut
+
+
+def torture_bank(nodes: int = 3, seconds: float = 60.0, seed: int = 0, clients: int = 5,
+                 root: Path | None = None, say: Callable[[str], None] = lambda _: None
+                 ) -> tuple[BankResult, list[str]]:
+    """The bank workload (torture/bank.py) under kills, pauses and link cuts (no disk
+    replacement: a wiped node would take its replicas of the shards' groups with it)."""
+    rng = random.Random(seed)
+    with LocalProcessCluster(nodes, root=root, node_args=NODE_ARGS) as cluster:
+        leader = cluster.start()
+        say(f"cluster of {nodes} up, leader n{leader}")
+
+        async def main() -> tuple[BankResult, list[str]]:
+            bank = BankWorkload(cluster.endpoints, clients=clients, seed=rng.randrange(1 << 30))
+            await bank.setup()
+            say("accounts spread over 3 shards")
+            nemesis = Nemesis(cluster, rng, say)
+            await asyncio.gather(bank.run(seconds), nemesis.run(seconds, None))
+            say(f"workload done: {bank.counts}")
+            await asyncio.to_thread(cluster.wait_leader, 30.0)
+            return await bank.check(), nemesis.done
+
+        return asyncio.run(main())
 
 
 def torture(nodes: int = 3, seconds: float = 60.0, seed: int = 0, clients: int = 5,

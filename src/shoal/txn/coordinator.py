@@ -40,6 +40,7 @@ from ..client.errors import ClientError
 from ..kv.errors import ErrIntentConflict, ErrLeaseNotFound, ErrWrongShard
 from ..kv.keyvalue import KeyValue
 from ..kv.requests import (
+    LOCKING_READ,
     DeleteRangeResponse,
     IntentRead,
     IntentWrite,
@@ -93,6 +94,26 @@ class Transaction:
     writes: dict[bytes, IntentWrite] = field(default_factory=dict)
     id: bytes = field(default_factory=lambda: os.urandom(16))
     done: bool = False
+    locked: set[bytes] = field(default_factory=set)  # read under a shared lock (lock_read)
+    record_group: int | None = None  # fixed by the first lock: where resolvers look
+
+    async def lock_read(self, *keys: bytes) -> dict[bytes, bytes | None]:
+        """Read `keys` under shared locks held until the transaction ends (SQL's SELECT ...
+        FOR SHARE): writers to them vote no meanwhile, so values read this way stay current,
+        and a read-only transaction that locked all it read needs no validation at commit.
+        What every key of `keys` holds now is returned (the transaction's own writes first)."""
+        self._writable()
+        todo = [k for k in dict.fromkeys(keys) if k not in self.writes and k not in self.locked]
+        if todo:
+            await self.coordinator.lock_reads(self, todo)
+        out: dict[bytes, bytes | None] = {}
+        for k in keys:
+            if k in self.writes:
+                out[k] = None if self.writes[k].delete else self.writes[k].value
+            else:
+                kv = self.reads[k][1]
+                out[k] = kv.value if kv is not None else None
+        return out
 
     async def get(self, key: bytes) -> bytes | None:
         """The value of `key` as this transaction sees it: its own write, else the store's."""
@@ -125,10 +146,16 @@ class Transaction:
     async def __aenter__(self) -> Transaction:
         return self
 
+    async def abort(self) -> None:
+        """End without committing: give back the locks lock_read took (nothing else is held)."""
+        if not self.done:
+            self.done = True
+            await self.coordinator.release(self)
+
     async def __aexit__(self, exc_type: object, *_: object) -> None:
         if exc_type is None and not self.done:
             await self.commit()
-        self.done = True  # (an exception: nothing was prepared, so nothing to undo)
+        await self.abort()
 
 
 class TxnClient:
@@ -232,8 +259,12 @@ class TxnClient:
                     await tx.commit()
                 return result
             except TxnAborted:
+                await tx.abort()
                 if attempt == attempts - 1:
                     raise
+            except BaseException:
+                await asyncio.shield(tx.abort())
+                raise
             await self.backoff(attempt)
         raise AssertionError("unreachable")
 
@@ -245,6 +276,9 @@ class TxnClient:
     async def commit(self, tx: Transaction) -> None:
         if not tx.reads and not tx.writes:
             return
+        if not tx.writes and tx.locked == set(tx.reads):
+            await self.release(tx)  # every read was locked while the others were: consistent
+            return
         if self.router.revision < 0:
             await self.router.refresh()
         by_group: dict[int, tuple[list[IntentRead], list[IntentWrite]]] = {}
@@ -255,15 +289,18 @@ class TxnClient:
                 IntentRead(key, kv.mod_revision if kv is not None else 0))
         for key, w in sorted(tx.writes.items()):
             by_group.setdefault(self.router.map.lookup(key).group, ([], []))[1].append(w)
-        if len(by_group) == 1:
+        if len(by_group) == 1 and tx.record_group is None:
             [(group, (reads, writes))] = by_group.items()
             resp = await self._prepare(group, TxnPrepareRequest(
                 tx.id, group, tuple(reads), tuple(writes), one_phase=True))
             if not resp.prepared:
                 await self._refuse(resp.conflicts)
             return
-        anchor = min(tx.writes) if tx.writes else min(tx.reads)
-        record_group = self.router.map.lookup(anchor).group
+        record_group = tx.record_group
+        if record_group is None:
+            anchor = min(tx.writes) if tx.writes else min(tx.reads)
+            record_group = self.router.map.lookup(anchor).group
+        by_group.setdefault(record_group, ([], []))  # (it holds the record either way)
         lease = await self._lease(record_group)
         requests = {g: TxnPrepareRequest(tx.id, record_group, tuple(r), tuple(w),
                                          record_lease=lease if g == record_group else 0)
@@ -304,6 +341,64 @@ class TxnClient:
         conflicts = [c for v in votes.values() if isinstance(v, TxnPrepareResponse)
                      for c in v.conflicts]
         await self._refuse(tuple(conflicts))
+
+    async def lock_reads(self, tx: Transaction, keys: Sequence[bytes]) -> None:
+        """Lock and read `keys` for `tx`. The first lock also creates the transaction's
+        pending record, before any other shard is locked, so a writer that meets one of these
+        locks finds a live record and waits or gives up, and never presumes it abandoned."""
+        if self.router.revision < 0:
+            await self.router.refresh()
+        by_group: dict[int, list[bytes]] = {}
+        for k in keys:
+            by_group.setdefault(self.router.map.lookup(k).group, []).append(k)
+        if tx.record_group is None:
+            tx.record_group = min(by_group)
+            await self._lock_in(tx, tx.record_group, by_group.pop(tx.record_group, []),
+                                await self._lease(tx.record_group))
+        await asyncio.gather(*(self._lock_in(tx, g, ks, 0) for g, ks in by_group.items()))
+
+    async def _lock_in(self, tx: Transaction, group: int, keys: Sequence[bytes],
+                       lease: int) -> None:
+        assert tx.record_group is not None
+        req = TxnPrepareRequest(tx.id, tx.record_group,
+                                tuple(IntentRead(k, LOCKING_READ) for k in keys),
+                                record_lease=lease)
+        loop = asyncio.get_running_loop()
+        end = loop.time() + self.client.timeout
+        while True:
+            try:
+                resp = await self._prepare(group, req)
+            except ErrLeaseNotFound:
+                self._drop_lease(group)
+                raise TxnAborted("lease expired") from None
+            except ErrWrongShard as exc:
+                await self.router.refresh(exc.version)
+                raise TxnAborted("shard moved", exc.key) from None
+            if resp.prepared:
+                break
+            decided = [c for c in resp.conflicts if c.reason == "decided"]
+            if decided or loop.time() > end:
+                await self._refuse(resp.conflicts)
+            await self.resolve(resp.conflicts, min(end, loop.time() + 0.05), wait_pending=True)
+        got = {kv.key: kv for kv in resp.kvs}
+        for k in keys:
+            tx.reads[k] = (group, got.get(k))
+            tx.locked.add(k)
+
+    async def release(self, tx: Transaction) -> None:
+        """Give back `tx`'s shared locks and its record, if it took any."""
+        if tx.record_group is None:
+            return
+        try:
+            await self._record(tx.record_group, tx.id, TxnRecordAction.ABORT)
+            by_group: dict[int, list[bytes]] = {}
+            for k in sorted(tx.locked):
+                by_group.setdefault(tx.reads[k][0], []).append(k)
+            await asyncio.gather(*(self._resolve_in(g, tx.id, False, ks)
+                                   for g, ks in by_group.items()))
+            await self._record(tx.record_group, tx.id, TxnRecordAction.FORGET)
+        except (ClientError, TimeoutError):
+            pass  # the locks point at an aborted (or, once the lease ends, absent) record
 
     async def _refuse(self, conflicts: Sequence[TxnConflict]) -> None:
         """Raise the abort these conflicts cause, after resolving the locks among them so the
@@ -408,7 +503,10 @@ class TxnClient:
             return held[0]
         view = self.router.view(group)
         lease = (await view.lease_grant(self.record_ttl_s)).id
-        self._leases[group] = (lease, view.keep_alive(lease, self.record_ttl_s))
+        task = view.keep_alive(lease, self.record_ttl_s)
+        # A refresh that fails ends the task; the next transaction grants a new lease.
+        task.add_done_callback(lambda t: t.cancelled() or t.exception())
+        self._leases[group] = (lease, task)
         return lease
 
     def _drop_lease(self, group: int) -> None:
