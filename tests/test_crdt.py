@@ -126,6 +126,7 @@ def test_merge_is_commutative_associative_idempotent(kind: str, history: Any) ->
     assert joined(a, a) == a
     for s in (a, b, c, *deltas[:3]):
         assert wire_trip(s) == s
+        assert wire_trip(s).value() == s.value()  # and so is what is derived (RGA's order)
         assert joined(s, s) == s
         before = a.copy()
         changed = before.merge(s)
@@ -453,6 +454,13 @@ def test_malformed_wire_data_names_what_is_wrong(kind: str, mutate: Callable[[An
 def test_local_operations_refuse_what_the_wire_could_not_carry() -> None:
     with pytest.raises(WireError, match="value: a tuple"):
         MVRegister().write("a", (1, 2))
+    with pytest.raises(WireError, match=r"value\[1\]: NaN is not equal to itself"):
+        MVRegister().write("a", [1, float("nan")])
+    v = {"tags": ["a"]}
+    r = MVRegister()
+    r.write("a", v)
+    v["tags"].append("b")  # the register took a copy
+    assert r.value() == [{"tags": ["a"]}]
     with pytest.raises(WireError, match="element: a float cannot be a key"):
         ORSet().add("a", 1.5)
     with pytest.raises(WireError, match="replica: expected a str"):

@@ -103,6 +103,10 @@ class CausalContext:
                 yield (r, n)
         yield from sorted(self._cloud)
 
+    def count(self) -> int:
+        """How many dots the context holds (what walking `dots()` costs)."""
+        return sum(self._vv.values()) + len(self._cloud)
+
     def size(self) -> int:
         """Metadata entries kept: one per replica in the vector, one per dot in the cloud."""
         return len(self._vv) + len(self._cloud)
@@ -172,13 +176,20 @@ class DotStore:
     __hash__ = None  # type: ignore[assignment]
 
 
-def _join_dots(mine: Collection[Dot], ctx: CausalContext, theirs: Collection[Dot],
-               other_ctx: CausalContext) -> list[Dot]:
-    """The dots that survive a join: held by both, or held by one side and unseen by the
-    other. The one rule every dot store's join applies."""
-    out = [d for d in mine if d in theirs or d not in other_ctx]
-    out.extend(d for d in theirs if d not in mine and d not in ctx)
-    return out
+def _changes(mine: Collection[Dot], ctx: CausalContext, theirs: Collection[Dot],
+             other_ctx: CausalContext) -> tuple[set[Dot], list[Dot]]:
+    """The one rule every dot store's join applies, as changes to `mine`: (the dots of mine
+    the other side removed: seen there, not held there; the dots of theirs this side has
+    never seen). A dot held by both, or by one side and unseen by the other, survives.
+
+    Only a dot in `other_ctx` can be removed, so when that context is the smaller (a delta's,
+    as a rule) it is walked instead of `mine`: merging a delta costs the delta's size."""
+    if other_ctx.count() <= len(mine):
+        drop = {d for d in other_ctx.dots() if d in mine and d not in theirs}
+    else:
+        drop = {d for d in mine if d not in theirs and d in other_ctx}
+    add = [d for d in theirs if d not in mine and d not in ctx]
+    return drop, add
 
 
 class DotSet(DotStore):
@@ -197,9 +208,10 @@ class DotSet(DotStore):
         return _EMPTY_SET
 
     def join(self, ctx: CausalContext, other: DotSet, other_ctx: CausalContext) -> DotSet:
-        kept = _join_dots(self._dots, ctx, other._dots, other_ctx)
-        return self if len(kept) == len(self._dots) and self._dots.issuperset(kept) \
-            else DotSet(kept)
+        drop, add = _changes(self._dots, ctx, other._dots, other_ctx)
+        if not drop and not add:
+            return self  # the join returns a new store only when it differs (Causal.merge)
+        return DotSet((self._dots - drop).union(add))
 
     def __len__(self) -> int:
         return len(self._dots)
@@ -255,14 +267,20 @@ class DotFun(DotStore):
 
     def join(self, ctx: CausalContext, other: DotFun, other_ctx: CausalContext) -> DotFun:
         mine, theirs = self._map, other._map
-        for d in mine.keys() & theirs.keys():
-            if mine[d] != theirs[d]:
+        small, large = (mine, theirs) if len(mine) <= len(theirs) else (theirs, mine)
+        for d in small:
+            if d in large and mine[d] != theirs[d]:
                 raise MergeError(f"dot {d} carries two values: {mine[d]!r:.60} and "
                                  f"{theirs[d]!r:.60}")
-        kept = _join_dots(mine.keys(), ctx, theirs.keys(), other_ctx)
-        if len(kept) == len(mine) and all(d in mine for d in kept):
+        drop, add = _changes(mine.keys(), ctx, theirs.keys(), other_ctx)
+        if not drop and not add:
             return self
-        return DotFun({d: mine[d] if d in mine else theirs[d] for d in kept})
+        out = dict(mine)
+        for d in drop:
+            del out[d]
+        for d in add:
+            out[d] = theirs[d]
+        return DotFun(out)
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, DotFun) and self._map == other._map
@@ -291,17 +309,22 @@ _EMPTY_FUN = DotFun()
 
 class DotMap(DotStore):
     """key -> dot store (all of one kind), with no bottom entries: a key whose store lost
-    its last dot is gone."""
+    its last dot is gone. An index dot -> key finds the entries a delta's context reaches, so
+    a join touches only the keys it changes (and copies the two dicts, in C)."""
 
-    __slots__ = ("_map",)
+    __slots__ = ("_map", "_index")
 
-    def __init__(self, entries: Mapping[wire.Key, DotStore] | None = None) -> None:
+    def __init__(self, entries: Mapping[wire.Key, DotStore] | None = None,
+                 index: dict[Dot, wire.Key] | None = None) -> None:
         self._map: dict[wire.Key, DotStore] = dict(entries or {})
-        assert not any(s.is_bottom() for s in self._map.values()), "bottom entry in a DotMap"
+        if index is None:  # built from entries; a join builds from a checked map and index
+            assert not any(s.is_bottom() for s in self._map.values()), "bottom entry"
+            index = {d: k for k, s in self._map.items() for d in s.dots()}
+        self._index = index  # every dot of every entry -> its key
+        assert len(index) >= len(self._map)
 
     def dots(self) -> Iterator[Dot]:
-        for store in self._map.values():
-            yield from store.dots()
+        return iter(self._index)
 
     def get(self, key: wire.Key) -> DotStore | None:
         return self._map.get(key)
@@ -325,22 +348,39 @@ class DotMap(DotStore):
         return _EMPTY_MAP
 
     def join(self, ctx: CausalContext, other: DotMap, other_ctx: CausalContext) -> DotMap:
-        out: dict[wire.Key, DotStore] = {}
-        same = True
-        for k, mine in self._map.items():
-            theirs = other._map.get(k)
-            j = mine.join(ctx, theirs if theirs is not None else mine.empty(), other_ctx)
-            same = same and j is mine
-            if not j.is_bottom():
-                out[k] = j
-        for k, theirs in other._map.items():
-            if k not in self._map:
+        index = self._index
+        # Keys that can change: those the other side holds, and those holding a dot the
+        # other side has seen (and so may have removed); every other entry stays as it is.
+        if other_ctx.count() <= len(index):
+            reached = {index[d] for d in other_ctx.dots() if d in index}
+        else:
+            reached = {k for d, k in index.items() if d in other_ctx}
+        reached.update(other._map)
+        changed: dict[wire.Key, DotStore | None] = {}
+        for k in reached:
+            mine, theirs = self._map.get(k), other._map.get(k)
+            if mine is None:
+                assert theirs is not None
                 j = theirs.empty().join(ctx, theirs, other_ctx)
                 if not j.is_bottom():
-                    out[k], same = j, False
-        if same and len(out) == len(self._map):
+                    changed[k] = j
+            else:
+                j = mine.join(ctx, theirs if theirs is not None else mine.empty(), other_ctx)
+                if j is not mine:
+                    changed[k] = None if j.is_bottom() else j
+        if not changed:
             return self
-        return DotMap(out)
+        out, out_index = dict(self._map), dict(index)
+        for k, new in changed.items():
+            old = out.pop(k, None)
+            if old is not None:
+                for d in old.dots():
+                    del out_index[d]
+            if new is not None:
+                out[k] = new
+                for d in new.dots():
+                    out_index[d] = k
+        return DotMap(out, out_index)
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, DotMap) and self._map == other._map
@@ -355,6 +395,7 @@ class DotMap(DotStore):
     @classmethod
     def from_wire(cls, raw: Any, where: str, read: Callable[[Any, str], DotStore]) -> DotMap:
         out: dict[wire.Key, DotStore] = {}
+        index: dict[Dot, wire.Key] = {}
         for i, entry in enumerate(wire.items(raw, where)):
             k, s = wire.items(entry, f"{where}[{i}]", 2)
             key = wire.key(k, f"{where}[{i}][0]")
@@ -364,8 +405,12 @@ class DotMap(DotStore):
             if store.is_bottom():
                 wire.fail(f"{where}[{i}][1]", f"key {key!r:.40} holds no dots (a removed key "
                           "is left out)")
+            for d in store.dots():
+                if d in index:
+                    wire.fail(f"{where}[{i}][1]", f"dot {d} appears twice")
+                index[d] = key
             out[key] = store
-        return cls(out)
+        return cls(out, index)
 
 
 _EMPTY_MAP = DotMap()
@@ -423,9 +468,10 @@ class Causal(CRDT):
         self.check_mergeable(other)
         store = self._store.join(self._ctx, other._store, other._ctx)
         ctx = self._ctx.union(other._ctx)
-        changed = store is not self._store or ctx is not self._ctx
-        changed = changed and (store != self._store or ctx != self._ctx)
+        # A join returns its own store when nothing changed, and a new one only if it differs.
+        changed = store is not self._store or ctx != self._ctx
         self._store, self._ctx = store, ctx
+        assert self._store.is_bottom() or self._ctx, "live dots the context has not seen"
         return changed
 
     def clear(self) -> Self:

@@ -43,7 +43,7 @@ class LWWRegister(CRDT):
     def set(self, value: Any, ts: Timestamp) -> LWWRegister:
         """Write `value` at `ts`, which must be later than the current write (take it from an
         HLC that has seen the register's timestamp, as `write` does)."""
-        wire.value(value)
+        value = wire.value(value)
         if not isinstance(ts, Timestamp):
             raise ValueError(f"ts must be a Timestamp, not {ts!r:.40}")
         if self._ts is not None and ts <= self._ts:
@@ -121,7 +121,7 @@ class MVRegister(Causal):
 
     def write(self, replica: str, value: Any) -> MVRegister:
         wire.replica_id(replica)
-        wire.value(value)
+        value = wire.value(value)
         dot = self._ctx.next_dot(replica)
         delta = self._with(DotFun({dot: value}), CausalContext.of([dot, *self._store.dots()]))
         self._apply(delta)

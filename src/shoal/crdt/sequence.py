@@ -74,7 +74,7 @@ class RGA(Causal):
     def insert_after(self, replica: str, anchor: Dot | None, value: Any) -> RGA:
         """Insert `value` right after the element `anchor` (deleted or not; None: at the head)."""
         wire.replica_id(replica)
-        wire.value(value)
+        value = wire.value(value)
         if anchor is not None and anchor not in self._nodes:
             raise ValueError(f"no element {anchor} to insert after")
         dot = self._ctx.next_dot(replica)
@@ -83,8 +83,19 @@ class RGA(Causal):
             raise ValueError("Lamport timestamp would leave the 64-bit range")
         delta = self._with(DotFun({dot: value}), CausalContext.of([dot]))
         delta._nodes, delta._max_ts = {dot: node}, node.ts
+        order = self._order
         self._apply(delta)
         assert self._store.get(dot, _MISSING) is not _MISSING and self._nodes[dot] == node
+        if order is not None:
+            # Its timestamp is the largest of all, so the new element is its anchor's first
+            # child and comes right after it: patch the order instead of walking the tree.
+            if anchor is None:
+                self._order = [dot, *order]
+            elif order and order[-1] == anchor:  # an append
+                self._order = [*order, dot]
+            elif anchor in order:  # else the anchor waits for its own parent: so does this
+                at = order.index(anchor) + 1
+                self._order = order[:at] + [dot] + order[at:]
         return delta
 
     def insert(self, replica: str, index: int, value: Any) -> RGA:

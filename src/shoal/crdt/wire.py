@@ -83,24 +83,28 @@ def replica_id(raw: Any, where: str = "replica") -> str:
 
 
 def value(raw: Any, where: str = "value", depth: int = 0) -> Any:
-    """`raw` if it is plain data that survives msgpack unchanged."""
+    """A copy of `raw` if it is plain data that survives msgpack unchanged. A copy, so that the
+    caller changing its list afterwards does not change a state behind the join's back."""
     if depth > MAX_DEPTH:
         fail(where, f"nested deeper than {MAX_DEPTH}")
     t = type(raw)
-    if raw is None or t in (bool, str, bytes, float):
+    if raw is None or t in (bool, str, bytes):
+        return raw
+    if t is float:
+        if raw != raw:
+            fail(where, "NaN is not equal to itself: a state holding it would not equal itself")
         return raw
     if t is int:
         return integer(raw, where)
     if t is list:
-        for i, item in enumerate(raw):
-            value(item, f"{where}[{i}]", depth + 1)
-        return raw
+        return [value(item, f"{where}[{i}]", depth + 1) for i, item in enumerate(raw)]
     if t is dict:
+        out = {}
         for k, item in raw.items():
             if not isinstance(k, str):
                 fail(where, f"map keys in a value must be str, got {kind(k)}")
-            value(item, f"{where}[{k!r:.40}]", depth + 1)
-        return raw
+            out[k] = value(item, f"{where}[{k!r:.40}]", depth + 1)
+        return out
     if t is tuple:
         fail(where, "a tuple is not plain data (msgpack returns it as a list): use a list")
     fail(where, f"{kind(raw)} is not plain data")
