@@ -22,7 +22,7 @@ a map hand out a view of one of its values without copying the map's context."""
 from __future__ import annotations
 
 import copy as _copy
-from abc import abstractmethod
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from typing import Any, ClassVar, Self
 
@@ -148,7 +148,7 @@ class CausalContext:
 CausalContext.EMPTY = CausalContext()
 
 
-class DotStore:
+class DotStore(ABC):
     """The live part of a causal CRDT: some structure of dots."""
 
     __slots__ = ()
@@ -165,7 +165,8 @@ class DotStore:
 
     @abstractmethod
     def join(self, ctx: CausalContext, other: Self, other_ctx: CausalContext) -> Self:
-        """The store of the join of (self, ctx) and (other, other_ctx)."""
+        """The store of the join of (self, ctx) and (other, other_ctx): `self` itself when
+        that equals `self`, else a new store, which then differs (merge reads "changed" so)."""
 
     @abstractmethod
     def to_wire(self) -> list[Any]: ...

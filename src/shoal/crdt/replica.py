@@ -187,7 +187,10 @@ class Replica:
         f = wire.fields(msg, "message", _FIELDS[kind])
         inc = wire.integer(f["inc"], "message.inc", 0)
         # Read and check all of it first: a bad message must change nothing.
-        seq, objects, names = 0, {}, []
+        seq = to = 0
+        objects: dict[str, CRDT] = {}
+        digests: dict[str, bytes] = {}
+        names: list[str] = []
         if kind == "ack":
             to = wire.integer(f["to"], "message.to", 0)
             seq = wire.integer(f["seq"], "message.seq", 0,
