@@ -17,3 +17,15 @@ def test_short_torture_run_is_linearizable(tmp_path):
     assert any(f.startswith("kill -9") for f in r.faults), story
     assert any("replace the disk" in f for f in r.faults), story
     assert len(load_history(history)) >= r.counts["ok"]  # the checked history was written out
+
+
+def test_short_bank_torture_balances(tmp_path):
+    """Transfers across three shards under kills, pauses and cuts: every audit sees the total,
+    every acknowledged transfer is applied once, no aborted one is."""
+    from shoal.torture.run import torture_bank
+
+    result, faults = torture_bank(nodes=3, seconds=12, seed=3, root=tmp_path / "bank")
+    story = f"faults: {faults}; counts: {result.counts}"
+    assert result.ok, "; ".join(result.problems) + "\n" + story
+    assert result.counts["committed"] > 10 and result.audits > 0, story
+    assert any(f.startswith(("kill -9", "pause", "cut")) for f in faults), story

@@ -215,6 +215,7 @@ class TxnClient:
             try:
                 for shard, lo, hi in self.router.map.pieces(at, range_end):
                     view = self.router.view(shard.group)
+                    lo = lo or b"\0"  # (etcd's first key: the empty key is no key)
 
                     def part(v: Client = view, lo: bytes = lo, hi: bytes = hi) -> Awaitable[T]:
                         return call(v, lo, hi)
