@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from cluster import LocalCluster, run
+from cluster import LocalCluster, eventually, run
 from shoal.client import Client
 from shoal.kv.requests import RecordStatus
 from shoal.shard.split import SplitError, split
@@ -109,7 +109,8 @@ def test_bank_total_holds_under_concurrent_transfers(tmp_path: Path) -> None:
             assert totals and all(t == 100 * len(ACCOUNTS) for t in totals), totals
             final = [int((await s.get(a)).value) for a in ACCOUNTS]  # type: ignore[union-attr]
             assert sum(final) == 100 * len(ACCOUNTS) and final != [100] * len(ACCOUNTS)
-            assert _intents(c) == 0
+            await s.close()  # (intents are resolved in the background: let that finish)
+            await eventually(lambda: _intents(c) == 0, what="every intent resolved")
 
     run(main(), timeout=120)
 

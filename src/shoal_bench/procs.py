@@ -39,8 +39,14 @@ class DriverSpec:
     system: str
     kind: str
     endpoints: tuple[str, ...]
+    txn: str = ""  # a transfer span (txn.py): each "put" is a bank transfer of that span
 
     def make(self) -> Driver:
+        if self.txn:
+            from .txn import TxnDriver
+
+            return TxnDriver(self.system, self.kind, list(self.endpoints), self.txn,
+                             seed=os.getpid())
         if self.kind == "shoal":
             from .shoal_driver import ShoalDriver
 

@@ -32,10 +32,17 @@ def bench(
     spread_writes: bool = typer.Option(False, "--spread-writes", help="with --groups: puts spread over the groups against one group"),
     procs: int = typer.Option(2, "--procs", min=1, help="load-generator processes the clients are split over"),
     check_perf: str | None = typer.Option(None, "--check-perf", help="etcdctl check perf --load=s|m|l|xl against Shoal's etcd API and a 3-member etcd"),
+    txn: str | None = typer.Option(None, "--txn", help="bank transfers over 3 shards beside etcd's Txn: spans 1,2,3,hot"),
     json_out: bool = typer.Option(False, "--json", help="print the results as JSON (--groups, and the etcd comparison)"),
 ) -> None:
     """Throughput and latency of a 3-node cluster (with --compare-etcd: beside etcd), --core,
     or --groups N (what idle groups cost)."""
+    if txn is not None:
+        from shoal_bench.txn import TxnPlan, run_txn_bench
+
+        run_txn_bench(TxnPlan([int(c) for c in clients.split(",")], txn.split(","),
+                              duration(time_), repeat, procs, json_out))
+        return
     if check_perf is not None:
         from shoal_bench.check_perf import run_check_perf
 

@@ -173,6 +173,9 @@ class TxnClient:
         self._rng = random.Random()
 
     async def close(self) -> None:
+        """Let the background resolves finish (a little while), then stop everything."""
+        if self._settling:
+            await asyncio.wait(set(self._settling), timeout=2.0)
         for task in self._settling:
             task.cancel()
         for _, task in self._leases.values():
@@ -317,7 +320,6 @@ class TxnClient:
         undo = requests if not all_yes else {g: requests[g] for g in prepared}
         try:
             status = await self._record(record_group, tx.id, action)
-            await self._finish(tx.id, record_group, undo, status == RecordStatus.COMMITTED)
         except (ClientError, TimeoutError) as exc:
             # Whoever holds the decision (this client, or the lease's end) must still reach the
             # intents: keep at it in the background. Only a commit's outcome is in doubt.
@@ -326,6 +328,10 @@ class TxnClient:
                 raise TxnUnknownOutcome(f"the commit of {tx.id.hex()} was not confirmed: "
                                         f"{exc}") from exc
             status = RecordStatus.ABORTED
+        else:
+            # The decision is durable: the intents are resolved in the background (as in
+            # CockroachDB), and anyone who meets one first resolves it from the record.
+            self._settle_later(tx.id, record_group, undo, action, decided=status)
         if all_yes:
             if status != RecordStatus.COMMITTED:
                 raise TxnAborted("record aborted")
@@ -418,15 +424,20 @@ class TxnClient:
                          first.key or None, first.holder or None)
 
     def _settle_later(self, txn: bytes, record_group: int,
-                      prepared: dict[int, TxnPrepareRequest], action: TxnRecordAction) -> None:
-        """Retry the decision and the resolves of `txn` in the background until they go
-        through; past SETTLE_ATTEMPTS give up the record group's lease instead, so a record
-        still pending ends and presumed abort decides."""
+                      prepared: dict[int, TxnPrepareRequest], action: TxnRecordAction,
+                      decided: RecordStatus | None = None) -> None:
+        """Deliver the decision (`action` on the record, which answers the status; or the
+        status `decided` already) and the resolves of `txn` in the background, retrying until
+        they go through; past SETTLE_ATTEMPTS give up the record group's lease instead, so a
+        record still pending ends and presumed abort decides."""
         async def settle() -> None:
+            status = decided
             for attempt in range(SETTLE_ATTEMPTS):
-                await asyncio.sleep(min(0.05 * 2 ** attempt, 2.0))
+                if attempt or status is None:
+                    await asyncio.sleep(min(0.05 * 2 ** attempt, 2.0))
                 try:
-                    status = await self._record(record_group, txn, action)
+                    if status is None:
+                        status = await self._record(record_group, txn, action)
                     await self._finish(txn, record_group, prepared,
                                        status == RecordStatus.COMMITTED)
                     return
