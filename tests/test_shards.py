@@ -189,3 +189,49 @@ def test_aborts_name_the_reason_and_key(tmp_path: Path) -> None:
             assert (await s.get(ACCOUNTS[0])).value == b"100"  # type: ignore[union-attr]
 
     run(main())
+
+
+def test_watches_follow_their_shard_and_end_when_a_split_moves_them(tmp_path: Path) -> None:
+    async def main() -> None:
+        async with LocalCluster(tmp_path, 3) as c, Client(c.endpoints, timeout=20) as cl:
+            s = cl.sharded()
+            await s.put(b"w/a", b"0")
+            await split(cl, b"w/m")
+            await s.router.refresh()
+            seen: list[bytes] = []
+
+            async def follow(key: bytes) -> None:
+                async for resp in s.watch(key):
+                    seen.extend(e.kv.value for e in resp.events)
+                    if seen:
+                        return
+
+            watcher = asyncio.create_task(follow(b"w/q"))  # in group 1, the new shard
+            await eventually(lambda: any(g.watch_sinks for srv in c.servers.values()
+                                         for gid, g in srv.node.groups.items() if gid == 1),
+                             what="the watch to reach group 1")
+            await s.put(b"w/q", b"hello")
+            await asyncio.wait_for(watcher, 10)
+            assert seen == [b"hello"]
+            with pytest.raises(ValueError, match="spans 2 shards"):
+                async for _ in s.watch(b"w/", prefix=True):
+                    pass
+            # A watch on a range a split then moves away ends, saying so.
+            events: list[bytes] = []
+
+            async def doomed() -> None:
+                async for resp in s.watch(b"w/b", range_end=b"w/k"):
+                    events.extend(e.kv.key for e in resp.events)
+
+            task = asyncio.create_task(doomed())
+            await eventually(lambda: any(g.watch_sinks for g in c.servers[1].node.groups.values())
+                             or any(g.watch_sinks for srv in c.servers.values()
+                                    for gid, g in srv.node.groups.items() if gid == 0),
+                             what="the watch to be created")
+            await split(cl, b"w/c")
+            from shoal.client.errors import WatchCanceled
+            with pytest.raises(WatchCanceled, match="moved to another shard"):
+                await asyncio.wait_for(task, 10)
+            assert not any(k.startswith(b"w/c") for k in events)  # no drop shown as deletes
+
+    run(main())

@@ -787,7 +787,8 @@ class Client:
         while True:
             inbox = _WatchInbox(self.watch_queue_events, self.watch_queue_bytes)
             body = {"key": key, "range_end": range_end, "start_revision": next_rev,
-                    "prev_kv": prev_kv, "progress_notify": progress_notify}
+                    "prev_kv": prev_kv, "progress_notify": progress_notify,
+                    **({"group": self.group_id} if self.group_id else {})}
             conn: _Conn | None = None
             ep = self._pick(False, tried.wrong)
             try:

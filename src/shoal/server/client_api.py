@@ -449,7 +449,7 @@ class _Connection:
                 raise PERMISSION_DENIED  # (a range over it just never shows reserved keys)
             watch = _Watch(req_id, WatchGate(lambda: self._has_room(watch)))
             created = node.watch(
-                lambda resp: self.on_watch(watch, resp),
+                lambda resp: self.on_watch(watch, resp), group=int(body.get("group", 0)),
                 key=key, range_end=range_end,
                 start_revision=int(body.get("start_revision", 0)),
                 prev_kv=bool(body.get("prev_kv")),

@@ -755,15 +755,18 @@ class Node:
         await self._call(g, _ReadIndex(group, self._future()), timeout,
                          "could not confirm a linearizable read point in time")
 
-    # ---------------------------------------------------------------- watches (meta group)
-    def watch(self, sink: Any, **kw: Any) -> Any:
-        return self.groups[META].watch(sink, **kw)
+    # ---------------------------------------------------------------- watches
+    def watch(self, sink: Any, group: int = META, **kw: Any) -> Any:
+        return self._group(group).watch(sink, **kw)
 
     def cancel_watch(self, watch_id: int) -> None:
-        self.groups[META].cancel_watch(watch_id)
+        g = self.groups.get(watch_id >> 32)  # (a group's watch ids start at its id << 32)
+        if g is not None:
+            g.cancel_watch(watch_id)
 
     def progress_notify(self) -> None:
-        self.groups[META].progress_notify()
+        for g in list(self.groups.values()):
+            g.progress_notify()
 
     def snapshot_bytes(self) -> bytes:
         """The replicated state as of `applied` (what `shoal snapshot save` writes)."""

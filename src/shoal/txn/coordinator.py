@@ -32,13 +32,13 @@ from __future__ import annotations
 import asyncio
 import os
 import random
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..client.errors import ClientError
 from ..kv.errors import ErrIntentConflict, ErrLeaseNotFound, ErrWrongShard
-from ..kv.keyvalue import KeyValue
+from ..kv.keyvalue import KeyValue, prefix_end
 from ..kv.requests import (
     LOCKING_READ,
     DeleteRangeResponse,
@@ -56,6 +56,7 @@ from ..kv.requests import (
     TxnResolveRequest,
     TxnResolveResponse,
 )
+from ..kv.watch import WatchResponse
 from ..shard.router import MAX_REROUTES, ShardRouter
 
 if TYPE_CHECKING:
@@ -230,6 +231,28 @@ class TxnClient:
             except ErrWrongShard as exc:  # a split under the read: go on from where it got
                 await self.router.refresh(exc.version)
         raise RuntimeError(f"range {key!r:.80}: shards moved {MAX_REROUTES} times under it")
+
+    async def watch(self, key: bytes, *, range_end: bytes = b"", prefix: bool = False,
+                    **kw: Any) -> AsyncIterator[WatchResponse]:
+        """Client.watch on the shard that holds [key, range_end): a watch follows one shard's
+        revisions, so the range must lie in one shard; a split that moves it ends the watch
+        (WatchCanceled naming the shard map version: watch again)."""
+        if prefix:
+            range_end = prefix_end(key)
+        for attempt in range(2):
+            shard_map = await self.router.refresh() if attempt or self.router.revision < 0 \
+                else self.router.map
+            pieces = shard_map.pieces(key, range_end)
+            if len(pieces) != 1:
+                raise ValueError(f"the watched range spans {len(pieces)} shards; a watch "
+                                 "follows one shard's revisions: watch each part")
+            try:
+                async for resp in self.router.view(pieces[0][0].group).watch(
+                        key, range_end=range_end, **kw):
+                    yield resp
+                return
+            except ErrWrongShard:
+                continue  # a stale map: read it again once
 
     async def resolving(self, call: Callable[[], Awaitable[T]]) -> T:
         """`call()`, resolving the intents it meets and trying again, until the client's
