@@ -10,6 +10,7 @@ import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 TYPES = ("invoke", "ok", "fail", "info")
 FUNCTIONS = ("read", "write", "cas")
@@ -201,11 +202,8 @@ def _check_in_order(
         )
 
 
-def load_history(path: str | Path) -> list[Event]:
-    """Read and validate a JSON Lines history; raises HistoryError naming the bad line."""
-    text = Path(path).read_text(encoding="utf-8")
-    numbered = [(n, line) for n, line in enumerate(text.splitlines(), start=1) if line.strip()]
-    lines = [n for n, _ in numbered]
+def decode_json_lines(numbered: list[tuple[int, str]]) -> list[Any]:
+    """The JSON value of each (line number, line); HistoryError names the first bad line."""
     # One decode of the whole file is several times faster than one per line; a line that is
     # not exactly one JSON value is then found by decoding line by line.
     try:
@@ -219,6 +217,15 @@ def load_history(path: str | Path) -> list[Event]:
                 objs.append(json.loads(line))
             except json.JSONDecodeError as e:
                 raise HistoryError(f"bad JSON: {e.msg} (column {e.colno})", number) from None
+    return list(objs)
+
+
+def load_history(path: str | Path) -> list[Event]:
+    """Read and validate a JSON Lines history; raises HistoryError naming the bad line."""
+    text = Path(path).read_text(encoding="utf-8")
+    numbered = [(n, line) for n, line in enumerate(text.splitlines(), start=1) if line.strip()]
+    lines = [n for n, _ in numbered]
+    objs = decode_json_lines(numbered)
     events: list[Event] = []
     for number, obj in zip(lines, objs, strict=True):
         try:

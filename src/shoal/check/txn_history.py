@@ -26,7 +26,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from .history import HistoryError
+from .history import HistoryError, decode_json_lines
 
 MODELS = ("list-append", "rw-register")
 WRITE_F = {"list-append": "append", "rw-register": "w"}
@@ -317,19 +317,7 @@ def read_txn_file(
             if len(numbered) == max_events:
                 raise HistoryError(f"more than {max_events} events (the limit)", number)
             numbered.append((number, line))
-    # One decode of the whole file is several times faster than one per line; a line that is
-    # not exactly one JSON value is then found by decoding line by line.
-    try:
-        objs = json.loads("[" + ",".join(line for _, line in numbered) + "]")
-    except json.JSONDecodeError:
-        objs = []
-    if len(objs) != len(numbered):
-        objs = []
-        for number, line in numbered:
-            try:
-                objs.append(json.loads(line))
-            except json.JSONDecodeError as e:
-                raise HistoryError(f"bad JSON: {e.msg} (column {e.colno})", number) from None
+    objs = decode_json_lines(numbered)
     events = []
     for (number, _), obj in zip(numbered, objs, strict=True):
         try:
