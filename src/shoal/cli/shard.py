@@ -1,4 +1,4 @@
-"""`shoal shard list|split|resume|autosplit`: range shards, each a consensus group."""
+"""`shoal shard list|split|move|resume|autosplit`: range shards, each a consensus group."""
 
 from __future__ import annotations
 
@@ -56,7 +56,8 @@ async def shard_rows(client: Client, interval: float) -> list[dict[str, Any]]:
         rate = (g.get("revision", 0) - before.get(s.group, {}).get("revision", 0)) / interval \
             if interval > 0 else 0.0
         rows.append({"start": s.start, "end": s.end, "group": s.group,
-                     "leader": g.get("leader", 0), "size_bytes": g.get("size_bytes", 0),
+                     "leader": g.get("leader", 0), "voters": list(g.get("voters", [])),
+                     "size_bytes": g.get("size_bytes", 0),
                      "writes_per_s": round(rate, 1)})
     return rows
 
@@ -74,12 +75,12 @@ def shard_list(endpoints: str = ENDPOINTS, output: Output = output_option(Output
                                   for r in rows]})
             return
         lines = [[text(r["start"]) or "(start)", text(r["end"]) or "(end)", str(r["group"]),
-                  str(r["leader"] or "-"), str(r["size_bytes"]), str(r["writes_per_s"])]
-                 for r in rows]
+                  str(r["leader"] or "-"), ",".join(map(str, r["voters"])),
+                  str(r["size_bytes"]), str(r["writes_per_s"])] for r in rows]
         if output is Output.simple:
             print_rows(lines)
         else:
-            print_table(["from", "to", "group", "leader", "bytes", "writes/s"], lines,
+            print_table(["from", "to", "group", "leader", "voters", "bytes", "writes/s"], lines,
                         right=("group", "leader", "bytes", "writes/s"))
 
     run_client(endpoints, body)
@@ -101,6 +102,27 @@ def shard_split(key: str = typer.Argument(..., help="the first key of the new sh
         moved = new.lookup(key.encode())
         typer.echo(f"split at {key!r}: [{key!r}, {text(moved.end) or '(end)'}) is group "
                    f"{moved.group}; shard map version {new.version}")
+        return 0
+
+    run_client(endpoints, body, timeout=30)
+
+
+@shard_app.command("move")
+def shard_move(group: int = typer.Argument(..., min=1, help="the shard's group"),
+               source: int = typer.Option(..., "--from", help="the node giving up its replica"),
+               target: int = typer.Option(..., "--to", help="the node taking it"),
+               endpoints: str = ENDPOINTS) -> None:
+    """Move GROUP's replica from one node to another (add, catch up, promote, remove)."""
+    from ..shard.move import MoveError, move_replica
+
+    async def body(client: Client) -> int:
+        try:
+            voters = await move_replica(client, group, source, target)
+        except MoveError as exc:
+            typer.echo(f"move refused: {exc}", err=True)
+            return 1
+        typer.echo(f"group {group} moved from node {source} to node {target}; voters "
+                   f"{', '.join(map(str, voters))}")
         return 0
 
     run_client(endpoints, body, timeout=30)

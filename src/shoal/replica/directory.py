@@ -8,7 +8,7 @@ only encodes and decodes; the host decides what to open."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 
 import msgpack
 
@@ -27,11 +27,48 @@ class DirectoryError(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class GroupEntry:
+    """`members` bootstrap the group (every one writes the same first entry); `joiners` were
+    listed later, to be added through the group's own membership changes, so they open an
+    empty replica that the leader catches up; `gone` left it for good (a replica moved away:
+    the id is never listed for this group again, since a wiped member re-added under its old
+    id could vote twice in a term)."""
+
     group: int
     members: Members  # node id -> spec, at creation
+    joiners: Members = field(default_factory=dict)
+    gone: frozenset[int] = frozenset()
+
+    @property
+    def hosts(self) -> set[int]:
+        """The nodes that keep a replica of this group."""
+        return (set(self.members) | set(self.joiners)) - self.gone
+
+    def spec(self, node: int) -> str:
+        return self.joiners.get(node) or self.members[node]
 
     def encode(self) -> bytes:
-        return msgpack.packb({"members": dict(sorted(self.members.items()))})
+        body: dict[str, object] = {"members": dict(sorted(self.members.items()))}
+        if self.joiners or self.gone:  # (an entry never moved keeps its original bytes)
+            body["joiners"] = dict(sorted(self.joiners.items()))
+            body["gone"] = sorted(self.gone)
+        return msgpack.packb(body)
+
+    def join(self, node: int, spec: str) -> GroupEntry:
+        if node in self.gone:
+            raise DirectoryError(f"node {node} held group {self.group} before; a replica is "
+                                 "never moved back to a node it left (pick another node)")
+        if node in self.hosts:
+            raise DirectoryError(f"node {node} already hosts group {self.group}")
+        if len(self.hosts) >= MAX_MEMBERS:
+            raise DirectoryError(f"group {self.group} has {MAX_MEMBERS} replicas already")
+        return replace(self, joiners={**self.joiners, node: spec})
+
+    def leave(self, node: int) -> GroupEntry:
+        if node not in self.hosts:
+            raise DirectoryError(f"node {node} does not host group {self.group}")
+        if len(self.hosts) <= 1:
+            raise DirectoryError(f"group {self.group} would have no replica left")
+        return replace(self, gone=self.gone | {node})
 
 
 def key(group: int) -> bytes:
@@ -47,8 +84,11 @@ def decode(k: bytes, value: bytes) -> GroupEntry:
     try:
         raw = msgpack.unpackb(value, strict_map_key=False)
         members = {int(n): str(spec) for n, spec in raw["members"].items()}
+        joiners = {int(n): str(spec) for n, spec in raw.get("joiners", {}).items()}
+        gone = frozenset(int(n) for n in raw.get("gone", ()))
     except (ValueError, TypeError, KeyError, AttributeError, msgpack.UnpackException) as exc:
         raise DirectoryError(f"group {group}: malformed directory entry: {exc}") from None
-    if not 0 < len(members) <= MAX_MEMBERS or any(spec_id(s) != n for n, s in members.items()):
+    specs = {**members, **joiners}
+    if not 0 < len(members) <= MAX_MEMBERS or any(spec_id(s) != n for n, s in specs.items()):
         raise DirectoryError(f"group {group}: bad member list {sorted(members)}")
-    return GroupEntry(group, members)
+    return GroupEntry(group, members, joiners, gone)

@@ -83,7 +83,8 @@ WRITE_BUFFER_HIGH = 8 * 1024 * 1024  # a client that stops reading is cut off, n
 WATCH_FLUSH_BYTES = 64 * 1024  # watch events enter the socket's buffer only while it is below this
 WATCH_CONNECTION_BYTES = DEFAULT_WATCH_STREAM_BYTES  # watch events pending per connection
 FIRST_REQUEST_TIMEOUT = 10.0  # seconds from accept (and TLS handshake) to the first request
-ADMIN_OPS = frozenset({"group_create", "group_remove", "group_list", "member_add", "member_remove",
+ADMIN_OPS = frozenset({"group_create", "group_remove", "group_list", "group_host",
+                       "group_member", "member_add", "member_remove",
                        "member_promote", "transfer", "snapshot", "alarm"})
 
 
@@ -439,9 +440,20 @@ class _Connection:
         if op == "group_remove":
             await node.remove_group(int(body["group"]), timeout)
             return None
+        if op == "group_host":  # (the meta leader's) list a node as joining or gone
+            entry = await node.move_group_host(int(body["group"]), int(body["node"]),
+                                               bool(body["join"]), timeout)
+            return {"hosts": sorted(entry.hosts)}
+        if op == "group_member":  # (the group leader's) a membership change of one group
+            n, change = int(body["node"]), str(body["change"])
+            if change not in ("add-learner", "add", "remove"):
+                raise ValueError(f"change must be add-learner, add or remove, not {change!r}")
+            await node.change_membership(change, node.members.get(n), n, timeout,
+                                         group=int(body["group"]))
+            return node.status()["groups"].get(int(body["group"]))
         if op == "group_list":
             await node.read_barrier(timeout)
-            return {gid: sorted(e.members) for gid, e in sorted(node.listed_groups().items())}
+            return {gid: sorted(e.hosts) for gid, e in sorted(node.listed_groups().items())}
         if op == "watch":
             key, range_end = bytes(body["key"]), bytes(body.get("range_end", b""))
             st.check_range(user, key, range_end, write=False)
@@ -481,7 +493,7 @@ class _Connection:
             await node.change_membership("remove" if op == "member_remove" else "add", member, n, timeout)
             return node.status()
         if op == "transfer":
-            await node.transfer_leadership(int(body["to"]))
+            await node.transfer_leadership(int(body["to"]), group=int(body.get("group", 0)))
             return None
         if op == "snapshot":
             await node.read_barrier(timeout)

@@ -649,9 +649,11 @@ class Node:
     def _reconcile_groups(self) -> None:
         """Open the replicas the directory assigns here; close the ones it no longer does."""
         self._directory_dirty = False
-        want = {gid: e for gid, e in self.listed_groups().items() if self.id in e.members}
+        want = {gid: e for gid, e in self.listed_groups().items() if self.id in e.hosts}
         for gid in sorted(set(want) - set(self.groups)):
-            self._open_group(gid, self._group_dir(gid), want[gid].members, fresh=True)
+            # A joiner opens an empty replica: the group's leader adds it and catches it up.
+            e = want[gid]
+            self._open_group(gid, self._group_dir(gid), e.members, fresh=self.id in e.members)
         for gid in sorted(set(self.groups) - set(want) - {META}):
             g = self.groups.pop(gid)
             g.fail_all(NodeError("unavailable", f"group {gid} was removed from node {self.id}"))
@@ -673,7 +675,7 @@ class Node:
                             f"voters in the meta group ({voters})")
         load = {n: 0 for n in voters}
         for e in self.listed_groups().values():
-            for n in e.members:
+            for n in e.hosts:
                 if n in load:
                     load[n] += 1
         chosen = sorted(voters, key=lambda n: (load[n], n))[:replicas]
@@ -689,6 +691,34 @@ class Node:
         if not resp.succeeded:
             raise NodeError("bad_request", f"group {group} already exists")
         return entry
+
+    async def move_group_host(self, group: int, node: int, join: bool, timeout: float) -> GroupEntry:
+        """List `node` as a joiner of `group` (it opens an empty replica), or as gone from it
+        (it closes the replica and deletes its files): a compare-and-put of the entry."""
+        try:
+            k = directory.key(group)
+        except directory.DirectoryError as exc:
+            raise NodeError("bad_request", str(exc)) from None
+        await self.read_barrier(timeout)
+        kv = self.kv.mvcc.get(k)
+        if kv is None:
+            raise NodeError("bad_request", f"group {group} does not exist")
+        entry = directory.decode(k, kv.value)
+        try:
+            if join:
+                if node not in self.meta.members:
+                    raise directory.DirectoryError(f"node {node} is not a member of the cluster")
+                new = entry.join(node, self.meta.members[node])
+            else:
+                new = entry.leave(node)
+        except directory.DirectoryError as exc:
+            raise NodeError("bad_request", str(exc)) from None
+        txn = TxnRequest((Compare(k, CompareTarget.MOD, CompareResult.EQUAL, kv.mod_revision),),
+                         (PutRequest(k, new.encode()),))
+        resp = await self.write(b"", timeout, decoded=Command(txn))
+        if not resp.succeeded:
+            raise NodeError("unavailable", f"group {group}'s entry changed meanwhile; retry")
+        return new
 
     async def remove_group(self, group: int, timeout: float) -> None:
         try:
