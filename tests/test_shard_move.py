@@ -7,8 +7,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from cluster import LocalCluster, eventually, run
 
+from cluster import LocalCluster, eventually, run
 from shoal.client import Client
 from shoal.shard.move import MoveError, move_replica
 from shoal.shard.split import split
