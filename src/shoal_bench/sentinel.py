@@ -267,7 +267,7 @@ async def redis_run(root: Path, binaries: dict[str, str], mode: str, fault: str,
     setup.start()
     # redis-py retries a timed-out command 10 times by default: our loop retries instead,
     # finding the primary again through the sentinels each time, as Shoal's client does.
-    once = {"retry": Retry(NoBackoff(), 0)}
+    once: dict[str, Any] = {"retry": Retry(NoBackoff(), 0)}
     sentinels = [(HOST, setup.ports[s]) for s in ("s1", "s2", "s3")]
     sentinel = Sentinel(sentinels, socket_timeout=0.5, socket_connect_timeout=0.5,
                         sentinel_kwargs={"socket_timeout": 0.5, **once}, **once)
