@@ -209,6 +209,8 @@ def _print_cluster(cluster: LocalProcessCluster, leader: int) -> None:
     for i in cluster.ids:
         out.print(f"node {i}: {shlex.join(cluster.command(i))}", markup=False, highlight=False)
     out.print(f"SHOAL_ENDPOINTS={','.join(cluster.endpoints)}", markup=False, highlight=False)
+    out.print(f"KAFKA_BOOTSTRAP={','.join(cluster.kafka_bootstrap)}", markup=False,
+              highlight=False)
     sys.stdout.flush()
 
 

@@ -231,6 +231,19 @@ class TxnRecordRequest:
 
 
 @dataclass(frozen=True, slots=True)
+class LogAppendRequest:
+    """Record batches (Kafka's v2 format) for a partition's log (kv/partition.py)."""
+
+    batches: bytes
+    now_ms: int = 0  # the proposing leader's clock
+
+
+@dataclass(frozen=True, slots=True)
+class LogTrimRequest:
+    before_offset: int  # drop every batch wholly before it (retention)
+
+
+@dataclass(frozen=True, slots=True)
 class ShardAssignRequest:
     """From now on this group owns [start, end) (end b"" = no upper bound) as of shard map
     `version`; `serving` False while a split still brings the keys in."""
@@ -286,6 +299,8 @@ Request = (
     | ShardExportRequest
     | ShardImportRequest
     | ShardDropRequest
+    | LogAppendRequest
+    | LogTrimRequest
 )
 
 
@@ -436,6 +451,14 @@ class TxnRecordResponse:
 
 
 @dataclass(frozen=True, slots=True)
+class LogAppendResponse:
+    header: ResponseHeader
+    base_offset: int  # the first offset given (-1: refused or a trim)
+    error: int  # a Kafka error code, 0 = none
+    log_start_offset: int
+
+
+@dataclass(frozen=True, slots=True)
 class ShardResponse:
     header: ResponseHeader
     kvs: tuple[KeyValue, ...] = ()  # ShardExport: the slice
@@ -462,6 +485,7 @@ Response = (
     | TxnResolveResponse
     | TxnRecordResponse
     | ShardResponse
+    | LogAppendResponse
 )
 
 
@@ -610,6 +634,12 @@ def validate(request: Request, limits: KVLimits) -> None:
         case ShardImportRequest():
             for kv in request.kvs:
                 _key(kv.key, name, limits)
+        case LogAppendRequest():
+            if not 0 < len(request.batches) <= limits.max_value_bytes:
+                raise ErrRequestTooLarge(f"{name}: {len(request.batches)} bytes of batches, "
+                                         f"limit {limits.max_value_bytes}")
+        case LogTrimRequest():
+            _non_negative(request.before_offset, f"{name}.before_offset")
         case _:
             raise MalformedRequest(f"not a request: {type(request).__name__}")
     now_ms = getattr(request, "now_ms", 0)

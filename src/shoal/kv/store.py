@@ -11,7 +11,7 @@ import zlib
 from operator import attrgetter
 from typing import Any
 
-from . import intents, shards
+from . import intents, partition, shards
 from .codec import pack, unpack
 from .errors import (
     CorruptSnapshot,
@@ -48,6 +48,8 @@ from .requests import (
     LeaseRevokeResponse,
     LeaseTimeToLiveRequest,
     LeaseTimeToLiveResponse,
+    LogAppendRequest,
+    LogTrimRequest,
     Op,
     OpenSessionRequest,
     OpenSessionResponse,
@@ -196,6 +198,10 @@ class KVStore:
                 return shards.import_keys(self, request)
             case ShardDropRequest():
                 return shards.drop(self, request)
+            case LogAppendRequest():
+                return partition.append(self, request)
+            case LogTrimRequest():
+                return partition.trim(self, request)
         raise MalformedRequest(f"not a request: {type(request).__name__}")
 
     def _header(self) -> ResponseHeader:

@@ -54,15 +54,15 @@ def free_ports(n: int) -> list[int]:
             s.close()
 
 
-def plan_ports(n: int, base_port: int | None) -> list[tuple[int, int, int, int]]:
-    """(client, peer, http, etcd) port of each node. From base B: clients B+i, peers B+100+i,
-    http B+200+i, etcd's API B+300+i, for node i = 1..n, so the numbers say which node they
-    belong to. None = any free."""
+def plan_ports(n: int, base_port: int | None) -> list[tuple[int, int, int, int, int]]:
+    """(client, peer, http, etcd, kafka) port of each node. From base B: clients B+i, peers
+    B+100+i, http B+200+i, etcd's API B+300+i, Kafka's protocol B+400+i, for node i = 1..n, so
+    the numbers say which node they belong to. None = any free."""
     if base_port is None or base_port == 0:
-        p = free_ports(4 * n)
-        return [(p[4 * i], p[4 * i + 1], p[4 * i + 2], p[4 * i + 3]) for i in range(n)]
-    return [(base_port + i, base_port + 100 + i, base_port + 200 + i, base_port + 300 + i)
-            for i in range(1, n + 1)]
+        p = free_ports(5 * n)
+        return [tuple(p[5 * i:5 * i + 5]) for i in range(n)]  # type: ignore[misc]
+    return [(base_port + i, base_port + 100 + i, base_port + 200 + i, base_port + 300 + i,
+             base_port + 400 + i) for i in range(1, n + 1)]
 
 
 class LocalProcessCluster:
@@ -86,9 +86,9 @@ class LocalProcessCluster:
         self.admin_token = _kept_secret(self.admin_token_file)
         _kept_secret(self.peer_secret_file)
         ports = plan_ports(n, base_port)
-        self.members = tuple(Member(i, (HOST, peer), (HOST, client), (HOST, etcd))
-                             for i, (client, peer, _, etcd) in enumerate(ports, 1))
-        self.http_ports = {i: http for i, (_, _, http, _) in enumerate(ports, 1)}
+        self.members = tuple(Member(i, (HOST, peer), (HOST, client), (HOST, etcd), (HOST, kafka))
+                             for i, (client, peer, _, etcd, kafka) in enumerate(ports, 1))
+        self.http_ports = {i: http for i, (_, _, http, _, _) in enumerate(ports, 1)}
         self.procs: dict[int, subprocess.Popen[bytes]] = {}
 
     # ------------------------------------------------------------------ addresses
@@ -108,6 +108,11 @@ class LocalProcessCluster:
     @property
     def etcd_endpoints(self) -> list[str]:
         return [f"{m.etcd[0]}:{m.etcd[1]}" for m in self.members if m.etcd]
+
+    @property
+    def kafka_bootstrap(self) -> list[str]:
+        """Each node's Kafka address, for Kafka clients' bootstrap.servers."""
+        return [f"{m.kafka[0]}:{m.kafka[1]}" for m in self.members if m.kafka]
 
     @property
     def http_endpoints(self) -> list[str]:
@@ -310,6 +315,7 @@ class LocalProcessCluster:
                 "command": self.command(i), "client": f"{HOST}:{m.client[1]}",
                 "peer": f"{HOST}:{m.peer[1]}", "http": f"{HOST}:{self.http_ports[i]}",
                 "etcd": f"{HOST}:{m.etcd[1]}" if m.etcd else None,
+                "kafka": f"{HOST}:{m.kafka[1]}" if m.kafka else None,
                 "data_dir": str(self.data_dir(i)), "log": str(self.log_path(i))})
         return {"root": str(self.root), "cluster_id": self.cluster_id,
                 "supervisor_pid": os.getpid() if control else None, "control": control,
@@ -324,7 +330,8 @@ class LocalProcessCluster:
     def _check_ports(self, i: int) -> None:
         m = self.member(i)
         for addr, what in ((m.client, f"node {i} client"), (m.peer, f"node {i} peer"),
-                           ((HOST, self.http_ports[i]), f"node {i} http"), (m.etcd, f"node {i} etcd")):
+                           ((HOST, self.http_ports[i]), f"node {i} http"), (m.etcd, f"node {i} etcd"),
+                           (m.kafka, f"node {i} kafka")):
             if addr is not None:
                 check_port_free(addr, what)
 

@@ -27,9 +27,13 @@ class Member:
     peer: tuple[str, int]
     client: tuple[str, int]
     etcd: tuple[str, int] | None = None  # where this member serves etcd's gRPC API, if it does
+    kafka: tuple[str, int] | None = None  # where it serves Kafka's protocol, if it does
 
     def describe(self) -> str:
         spec = f"{self.id}={self.peer[0]}:{self.peer[1]}/{self.client[0]}:{self.client[1]}"
+        if self.kafka:
+            etcd = f"{self.etcd[0]}:{self.etcd[1]}" if self.etcd else "-"
+            return spec + f"/{etcd}/{self.kafka[0]}:{self.kafka[1]}"
         return spec + (f"/{self.etcd[0]}:{self.etcd[1]}" if self.etcd else "")
 
 
@@ -121,16 +125,22 @@ def parse_addr(text: str, what: str) -> tuple[str, int]:
     return host or "127.0.0.1", int(port)
 
 
+_MEMBER_FORM = "ID=HOST:PEER_PORT/HOST:CLIENT_PORT[/HOST:ETCD_PORT|-[/HOST:KAFKA_PORT]]"
+
+
 def parse_member(text: str) -> Member:
-    """`ID=HOST:PEER_PORT/HOST:CLIENT_PORT[/HOST:ETCD_PORT]`, e.g.
-    `1=127.0.0.1:7001/127.0.0.1:2380/127.0.0.1:2379` (the last: etcd's gRPC API)."""
+    """`ID=HOST:PEER_PORT/HOST:CLIENT_PORT[/HOST:ETCD_PORT[/HOST:KAFKA_PORT]]`, e.g.
+    `1=127.0.0.1:7001/127.0.0.1:2380/127.0.0.1:2379` (the third: etcd's gRPC API, `-` for
+    none; the fourth: Kafka's protocol)."""
     ident, sep, rest = text.strip().partition("=")
     parts = rest.split("/")
-    if not sep or len(parts) not in (2, 3) or not ident.isdigit():
-        raise ConfigError(f"member {text!r} is not ID=HOST:PEER_PORT/HOST:CLIENT_PORT[/HOST:ETCD_PORT]")
-    etcd = parse_addr(parts[2], f"member {ident} etcd address") if len(parts) == 3 else None
+    if not sep or len(parts) not in (2, 3, 4) or not ident.isdigit():
+        raise ConfigError(f"member {text!r} is not {_MEMBER_FORM}")
+    etcd = parse_addr(parts[2], f"member {ident} etcd address") \
+        if len(parts) >= 3 and parts[2] != "-" else None
+    kafka = parse_addr(parts[3], f"member {ident} kafka address") if len(parts) == 4 else None
     return Member(int(ident), parse_addr(parts[0], f"member {ident} peer address"),
-                  parse_addr(parts[1], f"member {ident} client address"), etcd)
+                  parse_addr(parts[1], f"member {ident} client address"), etcd, kafka)
 
 
 def parse_members(text: str) -> tuple[Member, ...]:

@@ -13,6 +13,7 @@ from ..net import install_event_loop
 from .client_api import ClientServer
 from .config import NodeConfig, check_port_free
 from .http import make_app
+from .kafka import KafkaServer
 from .node import Node
 
 log = logging.getLogger("shoal.node")
@@ -32,6 +33,9 @@ class Server:
             self.etcd = EtcdServer(
                 self.node, f"{cfg.me.etcd[0]}:{cfg.me.etcd[1]}", tls=tls, gateway_addr=cfg.etcd_gateway,
                 client_urls=lambda m: [f"{scheme}://{m.etcd[0]}:{m.etcd[1]}"] if m.etcd else [])
+        self.kafka: KafkaServer | None = None
+        if cfg.me.kafka is not None:  # Kafka's protocol: the event log (server/kafka.py)
+            self.kafka = KafkaServer(self.node, *cfg.me.kafka)
         self._runner: web.AppRunner | None = None
 
     async def start(self) -> None:
@@ -39,6 +43,8 @@ class Server:
         await self.clients.start()
         if self.etcd is not None:
             await self.etcd.start()
+        if self.kafka is not None:
+            await self.kafka.start()
         self._runner = web.AppRunner(make_app(self.node), access_log=None)
         await self._runner.setup()
         files = self.cfg.tls()  # with TLS on, the HTTP port speaks it too (HTTPS)
@@ -46,6 +52,8 @@ class Server:
             require_client_cert=False) if files else None).start()
 
     async def stop(self) -> None:
+        if self.kafka is not None:
+            await self.kafka.stop()
         if self.etcd is not None:
             await self.etcd.stop()
         await self.clients.stop()
@@ -56,7 +64,8 @@ class Server:
 
 def run(cfg: NodeConfig) -> None:
     for addr, what in ((cfg.me.peer, "peer"), (cfg.me.client, "client"), (cfg.http, "http"),
-                       (cfg.me.etcd, "etcd"), (cfg.etcd_gateway, "etcd gateway")):
+                       (cfg.me.etcd, "etcd"), (cfg.etcd_gateway, "etcd gateway"),
+                       (cfg.me.kafka, "kafka")):
         if addr is not None:
             check_port_free(addr, what)
     install_event_loop()
@@ -71,6 +80,9 @@ async def _serve(cfg: NodeConfig) -> None:
     if server.etcd is not None and cfg.me.etcd is not None:
         log.info("node %d serving etcd's API on %s:%d: gRPC, the JSON gateway, /version, /health, "
                  "/metrics", cfg.id, cfg.me.etcd[0], server.etcd.port)
+    if server.kafka is not None:
+        log.info("node %d serving Kafka's protocol on %s:%d", cfg.id, server.kafka.host,
+                 server.kafka.port)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

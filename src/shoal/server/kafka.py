@@ -1,0 +1,587 @@
+"""The Kafka port: Kafka's protocol served by a Shoal node, so Kafka's clients and tools work.
+
+Each partition is a consensus group (kv/partition.py is its state machine); a topic is an entry
+in the meta group naming its partitions' groups (events/topics.py). A node answers:
+
+- Metadata with every node registered as a broker (each registers its Kafka address in the meta
+  group when it starts) and each partition's leader as its group's leader; the controller is the
+  meta group's leader;
+- Produce on a partition whose group this node leads: the batches' CRCs are checked, then one
+  LogAppendRequest goes through the group's log, so an answer means the batches are on a
+  quorum's disks. acks=1 is answered the same way (a stronger promise than Kafka's), acks=0 not
+  at all; a partition led elsewhere is NOT_LEADER_OR_FOLLOWER and the client asks again;
+- Fetch from the partition's leader after a ReadIndex (the high watermark is the next offset:
+  everything applied is committed), long-polling up to max_wait_ms until min_bytes arrived;
+- ListOffsets, CreateTopics and DeleteTopics (on the meta leader; another node forwards them
+  there over Kafka's protocol), InitProducerId (a counter in the meta group), DescribeConfigs;
+- the consumer-group APIs on the group coordinator, the meta group's leader
+  (events/coordinator.py is the state machine, its offsets persisted in the meta group).
+
+Requests on one connection are answered in order, one at a time, as Kafka's broker does.
+Malformed frames close the connection; unsupported APIs and versions get Kafka's error."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from ..events import topics as T
+from ..events.protocol import (
+    CLOSED,
+    NEED_DATA,
+    ErrorCode,
+    KafkaClientConnection,
+    KafkaConnection,
+    LocalProtocolError,
+    ProtocolError,
+    RecordError,
+    RemoteProtocolError,
+    RequestReceived,
+    ResponseReceived,
+    UnsupportedRequest,
+)
+from ..events.protocol import api_versions as av
+from ..events.protocol import create_topics as ct
+from ..events.protocol import delete_topics as dt
+from ..events.protocol import describe_configs as dc
+from ..events.protocol import fetch as fe
+from ..events.protocol import find_coordinator as fc
+from ..events.protocol import init_producer_id as ip
+from ..events.protocol import list_offsets as lo
+from ..events.protocol import metadata as md
+from ..events.protocol import produce as pr
+from ..events.protocol.records import iter_batches, read_header
+from ..kv.partition import BATCH_END, BATCH_PREFIX, LogState, batch_key, offset_of
+from ..kv.requests import (
+    Command,
+    Compare,
+    CompareResult,
+    CompareTarget,
+    DeleteRangeRequest,
+    LogAppendRequest,
+    LogAppendResponse,
+    LogTrimRequest,
+    PutRequest,
+    RangeRequest,
+    SortOrder,
+    TxnRequest,
+)
+from .node import Node, NodeError, now_ms
+
+log = logging.getLogger("shoal.kafka")
+
+MAX_FETCH_WAIT_MS = 30_000
+RETENTION_EVERY_S = 5.0
+DEFAULT_PARTITIONS = 1  # Kafka's num.partitions
+CONNECTIONS = 1000
+
+
+class KafkaServer:
+    def __init__(self, node: Node, host: str, port: int, advertised_host: str | None = None):
+        self.node, self.host, self.port = node, host, port
+        self.advertised = advertised_host or host
+        self._server: asyncio.AbstractServer | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._appended: dict[int, asyncio.Event] = {}  # group -> set when a batch is applied
+        self.coordinator: Any = None  # the group coordinator, on the meta leader (set later)
+
+    # ---------------------------------------------------------------- lifecycle
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._serve, self.host, self.port,
+                                                  limit=1 << 20)
+        self.port = self._server.sockets[0].getsockname()[1]
+        self._spawn(self._retention())
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        for t in list(self._tasks):
+            t.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # ---------------------------------------------------------------- connections
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        conn = KafkaConnection()
+        try:
+            while True:
+                data = await reader.read(1 << 16)
+                conn.receive_data(data)
+                while True:
+                    ev = conn.next_request()
+                    if ev is NEED_DATA:
+                        break
+                    if ev is CLOSED:
+                        return
+                    if isinstance(ev, UnsupportedRequest):
+                        out = conn.send_unsupported(ev)
+                        if out is None:
+                            return
+                        writer.write(out)
+                        continue
+                    assert isinstance(ev, RequestReceived)
+                    body = await self._answer(conn, ev)
+                    if ev.expects_response:
+                        writer.write(conn.send_response(ev, body))
+                await writer.drain()
+                if not data:
+                    return
+        except RemoteProtocolError as exc:
+            log.info("kafka: closing a connection that broke the protocol: %s", exc)
+        except LocalProtocolError:
+            log.exception("kafka: closing a connection: this server broke the protocol")
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            writer.close()
+
+    async def _answer(self, conn: KafkaConnection, ev: RequestReceived) -> Any:
+        handler: Callable[[Any, int], Any] | None = self._handlers().get(ev.api_key)
+        if ev.api_key == av.ApiVersionsRequest.API_KEY:
+            return conn.api_versions_response()
+        if handler is None:  # (advertised, so the coordinator's, not here yet)
+            raise ProtocolError(f"API {ev.api_key} has no handler")
+        return await handler(ev.body, ev.api_version)
+
+    def _handlers(self) -> dict[int, Any]:
+        handlers = {md.MetadataRequest.API_KEY: self.metadata,
+                    pr.ProduceRequest.API_KEY: self.produce,
+                    fe.FetchRequest.API_KEY: self.fetch,
+                    lo.ListOffsetsRequest.API_KEY: self.list_offsets,
+                    ct.CreateTopicsRequest.API_KEY: self.create_topics,
+                    dt.DeleteTopicsRequest.API_KEY: self.delete_topics,
+                    ip.InitProducerIdRequest.API_KEY: self.init_producer_id,
+                    dc.DescribeConfigsRequest.API_KEY: self.describe_configs,
+                    fc.FindCoordinatorRequest.API_KEY: self.find_coordinator}
+        if self.coordinator is not None:
+            handlers.update(self.coordinator.handlers())
+        return handlers
+
+    # ---------------------------------------------------------------- the cluster's view
+    def topics(self) -> dict[str, T.Topic]:
+        out = {}
+        for kv in self.node.kv.range(RangeRequest(T.TOPIC_PREFIX, T.TOPIC_END)).kvs:
+            try:
+                t = T.Topic.decode(kv.key, kv.value)
+            except T.TopicError as exc:
+                log.error("kafka: skipping a topic: %s", exc)
+                continue
+            out[t.name] = t
+        return out
+
+    def brokers(self) -> dict[int, tuple[str, int]]:
+        """Every member serving Kafka's protocol, from the meta group's member table (a
+        member's spec carries its Kafka address)."""
+        out = {n: m.kafka for n, m in self.node.members.items() if m.kafka is not None}
+        if self.node.id in out:  # (its own, as bound: the configured port may be 0)
+            out[self.node.id] = (self.advertised, self.port)
+        return out
+
+    def _leader_of(self, group: int) -> int:
+        g = self.node.groups.get(group)
+        return g.replica.leader if g is not None and g.replica.leader else -1
+
+    def _controller(self) -> int:
+        return self.node.meta.leader or -1
+
+    # ---------------------------------------------------------------- Metadata
+    async def metadata(self, req: md.MetadataRequest, version: int) -> md.MetadataResponse:
+        await self.node.read_barrier(5.0)
+        known = self.topics()
+        wanted = list(known) if req.topics is None or (version == 0 and not req.topics) \
+            else [t.name for t in req.topics if t.name is not None]
+        missing = [n for n in wanted if n not in known]
+        if missing and req.topics is not None and req.allow_auto_topic_creation:
+            await self._create([ct.CreatableTopic(name=n, num_partitions=-1, replication_factor=-1,
+                                                  assignments=[], configs=[])
+                                for n in missing], version=4, quiet=True)
+            await self.node.read_barrier(5.0)
+            known = self.topics()
+        brokers = self.brokers()
+        out = []
+        for name in wanted:
+            t = known.get(name)
+            if t is None:
+                out.append(md.MetadataResponseTopic(error_code=ErrorCode.UNKNOWN_TOPIC_OR_PARTITION,
+                                                    name=name, partitions=[]))
+                continue
+            parts = []
+            for i, g in enumerate(t.groups):
+                leader = self._leader_of(g)
+                hosts = self._hosts(g)
+                parts.append(md.MetadataResponsePartition(
+                    error_code=ErrorCode.NONE if leader > 0 else ErrorCode.LEADER_NOT_AVAILABLE,
+                    partition_index=i, leader_id=leader, replica_nodes=hosts, isr_nodes=hosts))
+            out.append(md.MetadataResponseTopic(error_code=ErrorCode.NONE, name=name,
+                                                partitions=parts))
+        return md.MetadataResponse(
+            brokers=[md.MetadataResponseBroker(node_id=n, host=h, port=p)
+                     for n, (h, p) in sorted(brokers.items())],
+            cluster_id=str(self.node.cluster_id), controller_id=self._controller(), topics=out)
+
+    def _hosts(self, group: int) -> list[int]:
+        entry = self.node.listed_groups().get(group)
+        return sorted(entry.hosts) if entry is not None else []
+
+    # ---------------------------------------------------------------- topics
+    async def create_topics(self, req: ct.CreateTopicsRequest,
+                            version: int) -> ct.CreateTopicsResponse:
+        if self.node.meta.role != "leader":
+            return await self._forward(req, version)
+        return ct.CreateTopicsResponse(topics=await self._create(req.topics, version,
+                                                                 validate=req.validate_only))
+
+    async def _create(self, wanted: list[ct.CreatableTopic], version: int, quiet: bool = False,
+                      validate: bool = False) -> list[ct.CreatableTopicResult]:
+        if self.node.meta.role != "leader":
+            fwd = await self._forward(ct.CreateTopicsRequest(topics=wanted, timeout_ms=10_000,
+                                                             validate_only=False), version)
+            return list(fwd.topics)
+        results = []
+        existing = self.topics()
+        for want in wanted:
+            try:
+                T.check_name(want.name)
+                if want.name in existing:
+                    raise T.TopicError(f"topic {want.name!r} already exists", 36)
+                n = DEFAULT_PARTITIONS if want.num_partitions == -1 else want.num_partitions
+                if not 0 < n <= T.MAX_PARTITIONS:
+                    raise T.TopicError(f"{n} partitions: 1 to {T.MAX_PARTITIONS}", 37)
+                voters = sorted(self.node.core.status().conf.voters)
+                rf = min(3, len(voters)) if want.replication_factor == -1 \
+                    else want.replication_factor
+                if not 0 < rf <= len(voters):
+                    raise T.TopicError(f"replication factor {rf}: 1 to {len(voters)} (the "
+                                       "cluster's nodes)", 38)
+                config = T.check_config({c.name: c.value or "" for c in want.configs})
+                if validate:
+                    results.append(ct.CreatableTopicResult(name=want.name, error_code=0,
+                                                           num_partitions=n, replication_factor=rf))
+                    continue
+                first = max([0, *self.node.listed_groups()]) + 1
+                groups = tuple(range(first, first + n))
+                for g in groups:
+                    await self.node.create_group(g, rf, 10.0)
+                topic = T.Topic(want.name, groups, config)
+                await self.node.write(b"", 10.0, decoded=Command(TxnRequest(
+                    (Compare(topic.key, CompareTarget.CREATE, CompareResult.EQUAL, 0),),
+                    (PutRequest(topic.key, topic.encode()),))))
+                results.append(ct.CreatableTopicResult(name=want.name, error_code=0,
+                                                       num_partitions=n, replication_factor=rf))
+                if not quiet:
+                    log.info("kafka: topic %s created: %d partitions, groups %s", want.name, n,
+                             list(groups))
+            except T.TopicError as exc:
+                results.append(ct.CreatableTopicResult(name=want.name, error_code=exc.code,
+                                                       error_message=str(exc)))
+            except NodeError as exc:
+                results.append(ct.CreatableTopicResult(
+                    name=want.name, error_code=ErrorCode.REQUEST_TIMED_OUT, error_message=str(exc)))
+        return results
+
+    async def delete_topics(self, req: dt.DeleteTopicsRequest,
+                            version: int) -> dt.DeleteTopicsResponse:
+        if self.node.meta.role != "leader":
+            return await self._forward(req, version)
+        names = [t.name for t in req.topics if t.name] if req.topics else list(req.topic_names)
+        existing = self.topics()
+        out = []
+        for name in names:
+            t = existing.get(name)
+            if t is None:
+                out.append(dt.DeletableTopicResult(name=name,
+                                                   error_code=ErrorCode.UNKNOWN_TOPIC_OR_PARTITION))
+                continue
+            await self.node.write(b"", 10.0, decoded=Command(DeleteRangeRequest(t.key)))
+            for g in t.groups:
+                try:
+                    await self.node.remove_group(g, 10.0)
+                except NodeError as exc:
+                    log.warning("kafka: topic %s: group %d: %s", name, g, exc)
+            out.append(dt.DeletableTopicResult(name=name, error_code=ErrorCode.NONE))
+        return dt.DeleteTopicsResponse(responses=out)
+
+    async def _forward(self, req: Any, version: int) -> Any:
+        """`req` answered by the meta group's leader's Kafka port."""
+        leader = self._controller()
+        addr = self.brokers().get(leader)
+        if addr is None:
+            raise NodeError("no_leader", "no meta leader with a Kafka port is known")
+        reader, writer = await asyncio.wait_for(asyncio.open_connection(*addr), 5.0)
+        try:
+            client = KafkaClientConnection(client_id=f"shoal-node-{self.node.id}")
+            _, frame = client.send_request(req, version)
+            writer.write(frame)
+            await writer.drain()
+            while True:
+                data = await asyncio.wait_for(reader.read(1 << 16), 15.0)
+                client.receive_data(data)
+                got = client.next_response()
+                if isinstance(got, ResponseReceived):
+                    return got.body
+                if got is CLOSED or not data:
+                    raise NodeError("unavailable", "the meta leader closed the connection")
+        finally:
+            writer.close()
+
+    # ---------------------------------------------------------------- producers
+    async def init_producer_id(self, req: ip.InitProducerIdRequest,
+                               version: int) -> ip.InitProducerIdResponse:
+        if req.transactional_id:
+            return ip.InitProducerIdResponse(error_code=ErrorCode.INVALID_REQUEST, producer_epoch=-1)
+        if self.node.meta.role != "leader":
+            return await self._forward(req, version)
+        for _ in range(20):
+            kv = self.node.kv.mvcc.get(T.PRODUCER_ID_KEY)
+            current = int(kv.value) if kv is not None else 0
+            cmp = Compare(T.PRODUCER_ID_KEY, CompareTarget.MOD, CompareResult.EQUAL,
+                          kv.mod_revision if kv is not None else 0)
+            resp = await self.node.write(b"", 5.0, decoded=Command(TxnRequest(
+                (cmp,), (PutRequest(T.PRODUCER_ID_KEY, b"%d" % (current + 1)),))))
+            if resp.succeeded:
+                return ip.InitProducerIdResponse(error_code=0, producer_id=current + 1,
+                                                 producer_epoch=0)
+        return ip.InitProducerIdResponse(error_code=ErrorCode.COORDINATOR_LOAD_IN_PROGRESS,
+                                         producer_epoch=-1)
+
+    async def produce(self, req: pr.ProduceRequest, version: int) -> pr.ProduceResponse:
+        known = self.topics()
+        out = []
+        for td in req.topic_data:
+            t = known.get(td.name)
+            parts = []
+            for pd in td.partition_data:
+                code, base, start = await self._append(t, pd.index, pd.records, req.timeout_ms)
+                parts.append(pr.PartitionProduceResponse(index=pd.index, error_code=code,
+                                                         base_offset=base, log_start_offset=start))
+            out.append(pr.TopicProduceResponse(name=td.name, partition_responses=parts))
+        return pr.ProduceResponse(responses=out)
+
+    async def _append(self, t: T.Topic | None, index: int, records: bytes | None,
+                      timeout_ms: int) -> tuple[int, int, int]:
+        if t is None or not 0 <= index < len(t.groups):
+            return ErrorCode.UNKNOWN_TOPIC_OR_PARTITION, -1, -1
+        group = t.groups[index]
+        g = self.node.groups.get(group)
+        if g is None or g.replica.role != "leader":
+            return ErrorCode.NOT_LEADER_OR_FOLLOWER, -1, -1
+        data = records or b""
+        try:
+            limit = int(t.config["max.message.bytes"])
+            for _ in iter_batches(data, max_batch_size=limit):
+                pass
+        except RecordError as exc:
+            return int(exc.error_code), -1, -1
+        if not data:
+            return ErrorCode.CORRUPT_MESSAGE, -1, -1
+        try:
+            resp = await self.node.write(b"", max(timeout_ms, 1000) / 1000, group=group,
+                                         decoded=Command(LogAppendRequest(data, now_ms())))
+        except NodeError as exc:
+            code = ErrorCode.NOT_LEADER_OR_FOLLOWER if exc.code in ("not_leader", "no_leader") \
+                else ErrorCode.REQUEST_TIMED_OUT
+            return code, -1, -1
+        assert isinstance(resp, LogAppendResponse)
+        return resp.error, resp.base_offset, resp.log_start_offset
+
+    def appended(self, group: int) -> asyncio.Event:
+        """Set whenever a batch is applied to `group` here (a watch on its batches), so a
+        long-polling fetch wakes at once."""
+        ev = self._appended.get(group)
+        if ev is None:
+            ev = self._appended[group] = asyncio.Event()
+            try:
+                self.node.watch(lambda _resp: ev.set(), group=group, key=BATCH_PREFIX,
+                                range_end=BATCH_END)
+            except NodeError:
+                del self._appended[group]  # (no replica here: a fetch says NOT_LEADER anyway)
+        return ev
+
+    # ---------------------------------------------------------------- consumers
+    async def fetch(self, req: fe.FetchRequest, version: int) -> fe.FetchResponse:
+        known = self.topics()
+        wait_ms = min(max(req.max_wait_ms, 0), MAX_FETCH_WAIT_MS)
+        end = time.monotonic() + wait_ms / 1000
+        while True:
+            total, responses = 0, []
+            budget = req.max_bytes
+            for ft in req.topics:
+                t = known.get(ft.topic)
+                parts = []
+                for fp in ft.partitions:
+                    part = await self._read(t, fp, min(fp.partition_max_bytes, budget))
+                    size = len(part.records or b"")
+                    total += size
+                    budget = max(0, budget - size)
+                    parts.append(part)
+                responses.append(fe.FetchableTopicResponse(topic=ft.topic, partitions=parts))
+            remaining = end - time.monotonic()
+            errors = any(p.error_code for r in responses for p in r.partitions)
+            if total >= max(req.min_bytes, 1) or remaining <= 0 or errors:
+                return fe.FetchResponse(responses=responses, session_id=0)
+            await self._wait_append([t.groups[fp.partition] for ft in req.topics
+                                     if (t := known.get(ft.topic))
+                                     for fp in ft.partitions if 0 <= fp.partition < len(t.groups)],
+                                    remaining)
+
+    async def _wait_append(self, groups: list[int], seconds: float) -> None:
+        events = [self.appended(g) for g in groups]
+        for ev in events:
+            ev.clear()
+        waits = [asyncio.ensure_future(ev.wait()) for ev in events]
+        try:
+            await asyncio.wait(waits, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for w in waits:
+                w.cancel()
+
+    async def _read(self, t: T.Topic | None, fp: fe.FetchPartition,
+                    max_bytes: int) -> fe.PartitionData:
+        def err(code: int) -> fe.PartitionData:
+            return fe.PartitionData(partition_index=fp.partition, error_code=code,
+                                    high_watermark=-1, records=None)
+
+        if t is None or not 0 <= fp.partition < len(t.groups):
+            return err(ErrorCode.UNKNOWN_TOPIC_OR_PARTITION)
+        group = t.groups[fp.partition]
+        g = self.node.groups.get(group)
+        if g is None or g.replica.role != "leader":
+            return err(ErrorCode.NOT_LEADER_OR_FOLLOWER)
+        try:
+            await self.node.read_barrier(5.0, group)
+        except NodeError:
+            return err(ErrorCode.NOT_LEADER_OR_FOLLOWER)
+        kv = g.replica.kv
+        state = LogState.of(kv)
+        hw = state.next_offset
+        if not state.start_offset <= fp.fetch_offset <= hw:
+            return fe.PartitionData(partition_index=fp.partition,
+                                    error_code=ErrorCode.OFFSET_OUT_OF_RANGE, high_watermark=hw,
+                                    log_start_offset=state.start_offset, records=None)
+        data = bytearray()
+        if fp.fetch_offset < hw:
+            first = kv.range(RangeRequest(BATCH_PREFIX, batch_key(fp.fetch_offset + 1),
+                                          limit=1, sort_order=SortOrder.DESCEND)).kvs
+            start = first[0].key if first else BATCH_PREFIX
+            more = kv.range(RangeRequest(start, BATCH_END, limit=1000)).kvs
+            for b in more:
+                if data and len(data) + len(b.value) > max_bytes:
+                    break  # (at least one batch, as Kafka: a consumer must always progress)
+                data += b.value
+        return fe.PartitionData(partition_index=fp.partition, error_code=ErrorCode.NONE,
+                                high_watermark=hw, last_stable_offset=hw,
+                                log_start_offset=state.start_offset, records=bytes(data))
+
+    async def list_offsets(self, req: lo.ListOffsetsRequest,
+                           version: int) -> lo.ListOffsetsResponse:
+        known = self.topics()
+        out = []
+        for lt in req.topics:
+            t = known.get(lt.name)
+            parts = []
+            for lp in lt.partitions:
+                code, offset, ts = await self._offset_for(t, lp.partition_index, lp.timestamp)
+                parts.append(lo.ListOffsetsPartitionResponse(
+                    partition_index=lp.partition_index, error_code=code,
+                    old_style_offsets=[offset] if offset >= 0 and version == 0 else [], timestamp=ts,
+                    offset=offset))
+            out.append(lo.ListOffsetsTopicResponse(name=lt.name, partitions=parts))
+        return lo.ListOffsetsResponse(topics=out)
+
+    async def _offset_for(self, t: T.Topic | None, index: int,
+                          timestamp: int) -> tuple[int, int, int]:
+        if t is None or not 0 <= index < len(t.groups):
+            return ErrorCode.UNKNOWN_TOPIC_OR_PARTITION, -1, -1
+        g = self.node.groups.get(t.groups[index])
+        if g is None or g.replica.role != "leader":
+            return ErrorCode.NOT_LEADER_OR_FOLLOWER, -1, -1
+        await self.node.read_barrier(5.0, t.groups[index])
+        state = LogState.of(g.replica.kv)
+        if timestamp == -1:  # latest
+            return ErrorCode.NONE, state.next_offset, -1
+        if timestamp == -2:  # earliest
+            return ErrorCode.NONE, state.start_offset, -1
+        for kv in g.replica.kv.range(RangeRequest(BATCH_PREFIX, BATCH_END)).kvs:
+            h = read_header(kv.value)
+            if h.max_timestamp >= timestamp:
+                return ErrorCode.NONE, offset_of(kv.key), h.max_timestamp
+        return ErrorCode.NONE, state.next_offset, -1
+
+    # ---------------------------------------------------------------- configs, coordinator
+    async def describe_configs(self, req: dc.DescribeConfigsRequest,
+                               version: int) -> dc.DescribeConfigsResponse:
+        known = self.topics()
+        out = []
+        for r in req.resources:
+            t = known.get(r.resource_name) if r.resource_type == 2 else None  # 2 = topic
+            if r.resource_type == 2 and t is None:
+                out.append(dc.DescribeConfigsResult(
+                    error_code=ErrorCode.UNKNOWN_TOPIC_OR_PARTITION, resource_type=2,
+                    resource_name=r.resource_name, configs=[]))
+                continue
+            config = t.config if t is not None else {}
+            names = r.configuration_keys if r.configuration_keys else list(config)
+            out.append(dc.DescribeConfigsResult(
+                error_code=0, resource_type=r.resource_type, resource_name=r.resource_name,
+                configs=[dc.DescribeConfigsResourceResult(
+                    name=n, value=config.get(n), read_only=False, is_default=n not in config
+                    or config[n] == T.DEFAULTS.get(n), is_sensitive=False,
+                    config_source=5 if config.get(n) != T.DEFAULTS.get(n) else 5,
+                    synonyms=[], config_type=0, documentation=None)
+                    for n in names if n in config]))
+        return dc.DescribeConfigsResponse(results=out)
+
+    async def find_coordinator(self, req: fc.FindCoordinatorRequest,
+                               version: int) -> fc.FindCoordinatorResponse:
+        leader = self._controller()
+        addr = self.brokers().get(leader)
+        keys = req.coordinator_keys if version >= 4 else [req.key]
+        if addr is None:
+            code, node_id, host, port = ErrorCode.COORDINATOR_NOT_AVAILABLE, -1, "", -1
+        else:
+            code, node_id, host, port = ErrorCode.NONE, leader, addr[0], addr[1]
+        if version >= 4:
+            return fc.FindCoordinatorResponse(coordinators=[fc.Coordinator(
+                key=k, node_id=node_id, host=host, port=port, error_code=code) for k in keys])
+        return fc.FindCoordinatorResponse(error_code=code, node_id=node_id, host=host, port=port)
+
+    # ---------------------------------------------------------------- retention
+    async def _retention(self) -> None:
+        """Trim what the topics' retention.ms and retention.bytes no longer keep, on the
+        partitions this node leads."""
+        while True:
+            await asyncio.sleep(RETENTION_EVERY_S)
+            try:
+                for t in self.topics().values():
+                    for group in t.groups:
+                        await self._trim(t, group)
+            except Exception:  # noqa: BLE001 - retention waits for the next round
+                log.exception("kafka: retention round failed")
+
+    async def _trim(self, t: T.Topic, group: int) -> None:
+        g = self.node.groups.get(group)
+        if g is None or g.replica.role != "leader":
+            return
+        kv = g.replica.kv
+        state = LogState.of(kv)
+        keep_ms, keep_bytes = int(t.config["retention.ms"]), int(t.config["retention.bytes"])
+        cut = state.start_offset
+        size = state.size
+        oldest_ok = now_ms() - keep_ms if keep_ms >= 0 else None
+        for b in kv.range(RangeRequest(BATCH_PREFIX, BATCH_END)).kvs:
+            h = read_header(b.value)
+            too_old = oldest_ok is not None and 0 <= h.max_timestamp < oldest_ok
+            too_big = keep_bytes >= 0 and size > keep_bytes
+            if not (too_old or too_big) or h.next_offset >= state.next_offset:
+                break  # (the last batch stays, so the next offset is always known)
+            cut, size = h.next_offset, size - len(b.value)
+        if cut > state.start_offset:
+            await self.node.write(b"", 5.0, group=group, decoded=Command(LogTrimRequest(cut)))
+

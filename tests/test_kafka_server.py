@@ -1,0 +1,168 @@
+"""Kafka's own clients and tools against a 3-node Shoal: kcat (librdkafka's CLI, from Debian),
+kafka-python, confluent-kafka and aiokafka produce, consume and list metadata unchanged; an
+idempotent producer's retried batch is written once; bad requests get Kafka's errors."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import subprocess
+from collections.abc import Iterator
+
+import pytest
+
+from shoal.events.protocol import (
+    ErrorCode,
+    KafkaClientConnection,
+    ResponseReceived,
+    build_batch,
+)
+from shoal.events.protocol import produce as pr
+from shoal.events.protocol.records import NewRecord
+from shoal.local.cluster import LocalProcessCluster
+from shoal_bench.debian import ensure
+
+
+@pytest.fixture(scope="module")
+def bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[str]]:
+    with LocalProcessCluster(3, tmp_path_factory.mktemp("kafka")) as cluster:
+        cluster.start()
+        yield cluster.kafka_bootstrap
+
+
+def test_kcat_lists_produces_and_consumes(bootstrap: list[str]) -> None:
+    kcat = ensure({"kcat": "kcat"})["kcat"]
+    bs = ",".join(bootstrap)
+    lines = "".join(f"key{i}:value{i}\n" for i in range(20))
+    subprocess.run([kcat, "-b", bs, "-P", "-t", "kcat-topic", "-K:"], input=lines.encode(),
+                   check=True, timeout=60)
+    listed = subprocess.run([kcat, "-b", bs, "-L", "-t", "kcat-topic"], capture_output=True,
+                            text=True, check=True, timeout=60).stdout
+    assert "3 brokers" in listed and 'topic "kcat-topic" with 1 partitions' in listed
+    got = subprocess.run([kcat, "-b", bs, "-C", "-t", "kcat-topic", "-o", "beginning", "-e",
+                          "-f", "%k=%s@%o\\n"], capture_output=True, text=True, check=True,
+                         timeout=60).stdout.split()
+    # every record once, in order, at dense offsets
+    assert got == [f"key{i}=value{i}@{i}" for i in range(20)]
+
+
+def test_kafka_python_and_confluent_round_trip_across_partitions(bootstrap: list[str]) -> None:
+    from confluent_kafka import Consumer, Producer
+    from confluent_kafka.admin import AdminClient, NewTopic
+    from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+
+    admin = AdminClient({"bootstrap.servers": ",".join(bootstrap)})
+    futures = admin.create_topics([NewTopic("events", num_partitions=3, replication_factor=3)])
+    futures["events"].result(30)
+    p = Producer({"bootstrap.servers": ",".join(bootstrap), "acks": "all",
+                  "enable.idempotence": True,
+                  "partitioner": "murmur2_random"})  # (Java's; librdkafka's default is crc32)
+    for i in range(60):
+        p.produce("events", key=b"user-%d" % (i % 7), value=b"c%d" % i)
+    assert p.flush(30) == 0
+    kp = KafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True)
+    for i in range(60):
+        kp.send("events", key=b"user-%d" % (i % 7), value=b"k%d" % i)
+    kp.flush(30)
+    kp.close()
+    # Both clients hash keys with murmur2 alike, so each key's records share one partition.
+    kc = KafkaConsumer(bootstrap_servers=bootstrap, consumer_timeout_ms=5000)
+    parts = [TopicPartition("events", i) for i in range(3)]
+    kc.assign(parts)
+    kc.seek_to_beginning()
+    seen = [(m.partition, m.offset, m.key, m.value) for m in kc]
+    kc.close()
+    assert len(seen) == 120
+    by_key: dict[bytes, set[int]] = {}
+    for partition, _, key, _ in seen:
+        by_key.setdefault(key, set()).add(partition)
+    assert all(len(ps) == 1 for ps in by_key.values())
+    for i in range(3):  # dense offsets per partition
+        offs = sorted(o for p_, o, _, _ in seen if p_ == i)
+        assert offs == list(range(len(offs)))
+    c = Consumer({"bootstrap.servers": ",".join(bootstrap), "group.id": "solo",
+                  "auto.offset.reset": "earliest", "enable.auto.commit": False})
+    from confluent_kafka import TopicPartition as CTP
+    c.assign([CTP("events", i, 0) for i in range(3)])
+    values = set()
+    while len(values) < 120:
+        m = c.poll(10)
+        assert m is not None, f"stalled at {len(values)} records"
+        assert m.error() is None, m.error()
+        values.add(m.value())
+    c.close()
+    assert values == {b"c%d" % i for i in range(60)} | {b"k%d" % i for i in range(60)}
+
+
+def test_aiokafka_produces_and_fetches_with_long_polling(bootstrap: list[str]) -> None:
+    from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+    async def main() -> None:
+        prod = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True)
+        await prod.start()
+        cons = AIOKafkaConsumer(bootstrap_servers=bootstrap, fetch_max_wait_ms=5000)
+        await cons.start()
+        try:
+            await prod.send_and_wait("aio", b"first")  # auto-creates the topic
+            tp = TopicPartition("aio", 0)
+            cons.assign([tp])
+            cons.seek(tp, 0)
+            first = await asyncio.wait_for(cons.getone(), 20)
+            assert first.value == b"first" and first.offset == 0
+            loop = asyncio.get_running_loop()
+            waiting = asyncio.ensure_future(cons.getone())
+            t0 = loop.time()
+            await prod.send_and_wait("aio", b"second")
+            second = await asyncio.wait_for(waiting, 20)
+            assert second.value == b"second" and second.offset == 1
+            assert loop.time() - t0 < 4  # woken by the append, not by max_wait
+        finally:
+            await cons.stop()
+            await prod.stop()
+
+    asyncio.run(main())
+
+
+def _call(addr: str, body: object, version: int) -> object:
+    host, _, port = addr.rpartition(":")
+    with socket.create_connection((host, int(port)), timeout=20) as s:
+        client = KafkaClientConnection()
+        _, frame = client.send_request(body, version)  # type: ignore[arg-type]
+        s.sendall(frame)
+        while True:
+            data = s.recv(1 << 16)
+            client.receive_data(data)
+            got = client.next_response()
+            if isinstance(got, ResponseReceived):
+                return got.body
+            assert data, "the server closed the connection"
+
+
+def test_idempotent_retries_are_written_once_and_gaps_refused(bootstrap: list[str]) -> None:
+    from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+
+    KafkaProducer(bootstrap_servers=bootstrap).send("idem", b"x").get(30)  # create it
+    batch = build_batch([NewRecord(b"once")], producer_id=4242, producer_epoch=0,
+                        base_sequence=0).encode()
+
+    def produce(records: bytes) -> pr.PartitionProduceResponse:
+        req = pr.ProduceRequest(acks=-1, timeout_ms=10_000, topic_data=[pr.TopicProduceData(
+            name="idem", partition_data=[pr.PartitionProduceData(index=0, records=records)])])
+        for addr in bootstrap:  # the partition's leader answers; the others say who is not
+            resp = _call(addr, req, 9)
+            part = resp.responses[0].partition_responses[0]  # type: ignore[attr-defined]
+            if part.error_code != ErrorCode.NOT_LEADER_OR_FOLLOWER:
+                return part  # type: ignore[no-any-return]
+        raise AssertionError("no leader answered")
+
+    first, retry = produce(batch), produce(batch)
+    assert first.error_code == 0 and retry.error_code == 0
+    assert retry.base_offset == first.base_offset  # the retry answered, not written again
+    gap = build_batch([NewRecord(b"gap")], producer_id=4242, producer_epoch=0,
+                      base_sequence=5).encode()
+    assert produce(gap).error_code == ErrorCode.OUT_OF_ORDER_SEQUENCE_NUMBER
+    kc = KafkaConsumer(bootstrap_servers=bootstrap, consumer_timeout_ms=3000)
+    kc.assign([TopicPartition("idem", 0)])
+    kc.seek_to_beginning()
+    assert [m.value for m in kc] == [b"x", b"once"]
+    kc.close()
