@@ -30,6 +30,7 @@ import typer
 
 from . import (
     bench,
+    cap,
     certs,
     check,
     cluster,
@@ -49,7 +50,7 @@ from . import (
 )
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Shoal: consensus you can see and verify.")
-for room in (check, sim, demo, bench, torture, node, cluster, kv, recipes, lease, member,
+for room in (check, sim, demo, bench, cap, torture, node, cluster, kv, recipes, lease, member,
              group, shard, snapshot, governance, certs, failover):
     app.add_typer(room.app)  # no name: each group's commands sit at the top level
 
