@@ -30,6 +30,7 @@ if acknowledged, red if refused, orange if timed out, with the partition shaded.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import json
 import random
@@ -386,8 +387,24 @@ class _Shoal(_System):
         return [_ShoalBackend(c, 5.0) for c in self.conns[::per]]
 
     async def cut(self) -> None:
+        await self._keep_leader()
         body = {"block_to": self.others, "block_from": self.others}
         await asyncio.to_thread(self.cluster.faults, self.leader, body)
+
+    async def _keep_leader(self, timeout: float = 10.0) -> None:
+        """The node to cut off must still lead (its clients were given only it): if the
+        leadership moved meanwhile (a busy machine), hand it back first."""
+        from ..client import ClientError
+
+        deadline = time.monotonic() + timeout
+        while (now := await asyncio.to_thread(self.cluster.leader)) != self.leader:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"n{self.leader} no longer leads (n{now} does) and would not "
+                                   "take the leadership back")
+            if now is not None:
+                with contextlib.suppress(ClientError, TimeoutError):
+                    await self.conns[-1].transfer_leadership(self.leader, timeout=2.0)
+            await asyncio.sleep(0.1)
 
     async def heal(self) -> None:
         await asyncio.to_thread(self.cluster.faults, self.leader, {"heal": True})
@@ -538,18 +555,19 @@ def window_table(run: Run, context: int = 8) -> Any:
     upto = [e for e in run.history if e.key == found.key and e.time <= end]
     ops = operations(upto)[-context:]  # bounded: the window and what led to it
     t = Table(title=f"{run.title}: the operations of the anomaly on register {found.key!r} "
-                    "(bold: the checker's failing window)", title_justify="left")
-    for col in ("process", "side", "op", "value", "result", "invoked (s)", "completed (s)"):
+                    "(*: in the checker's failing window)", title_justify="left")
+    for col in ("", "process", "side", "op", "value", "result", "invoked (s)", "completed (s)"):
         t.add_column(col)
     for op in ops:
         done = op.complete
-        t.add_row(str(op.process), run.sides.get(op.process, "?"), op.f,
+        mark = "*" if (op.process, op.invoke.time) in inside else ""
+        t.add_row(mark, str(op.process), run.sides.get(op.process, "?"), op.f,
                   json.dumps(op.value) if op.f == "write" else "",
                   (json.dumps(op.result) if op.f == "read" and op.status == "ok" else op.status)
                   if done is not None else "(in flight)",
                   f"{(op.invoke.time - run.t0) / 1e9:.3f}",
                   f"{(done.time - run.t0) / 1e9:.3f}" if done is not None else "-",
-                  style="bold" if (op.process, op.invoke.time) in inside else None)
+                  style="bold" if mark else None)
     return t
 
 
