@@ -26,9 +26,9 @@ from shoal.sim.txn import (
 from shoal.sim.txn_bugs import TXN_PLANTED
 from shoal.sim.txn_loop import Deadlock, run_virtual
 
-# Campaign seeds are shorter than the CLI's default (50 transactions, not 120) to keep the file
+# Campaign seeds are shorter than the CLI's default (40 transactions, not 120) to keep the file
 # within a minute on a shared two-core machine; every fault stays on.
-CAMPAIGN = {"ops": 50}
+CAMPAIGN = {"ops": 40}
 
 
 def _explain(res) -> str:
@@ -68,7 +68,7 @@ def test_campaign_is_clean(workload):
             assert "consistent with strict-serializable" in res.elle
     # The faults really happened, and most transactions still committed.
     assert totals["kills"] > 20 and totals["outages"] > 10 and totals["splits"] == 30
-    assert totals["txn_info"] > 20 and totals["txn_ok"] > 30 * 35
+    assert totals["txn_info"] > 20 and totals["txn_ok"] > 30 * 25
 
 
 @pytest.mark.parametrize("workload", ["bank", "list-append"])
@@ -76,7 +76,7 @@ def test_same_seed_same_history_byte_for_byte(workload):
     cfg = TxnSimConfig(workload=workload, trace_len=100_000, **CAMPAIGN)
     a, b = run_seed(5, cfg), run_seed(5, cfg)
     assert a.history_text() == b.history_text() and a.trace == b.trace
-    assert a.history_text().count("\n") > 100 and a.trace.count("\n") > 500
+    assert a.history_text().count("\n") > 60 and a.trace.count("\n") > 500
     assert run_seed(6, cfg).history_text() != a.history_text()
 
 

@@ -38,6 +38,9 @@ def sim(
                                  "list-append: transactions across shards (sim/txn.py)"),
     ops: int | None = typer.Option(None, "--ops", min=1,
                                    help="bank, list-append: transactions per seed [default: 120]"),
+    splits: int | None = typer.Option(None, "--splits", min=0, max=5,
+                                      help="bank, list-append: splits in the middle of each "
+                                           "run [default: 1]"),
     as_json: bool = typer.Option(False, "--json", help="bank, list-append: print JSON"),
     history: Path | None = typer.Option(
         None, "--history", help="bank, list-append: write the history of --seed here (JSON Lines)"),
@@ -59,11 +62,12 @@ def sim(
             ["--demo"] if narrate else [])
         if given:
             raise fail(f"{', '.join(given)}: not options of the transaction workloads", 2)
-        raise typer.Exit(_txn(workload, bug, seeds, first_seed, seed, workers, ops, as_json,
-                              history, crash_steps))
+        raise typer.Exit(_txn(workload, bug, seeds, first_seed, seed, workers, ops, splits,
+                              as_json, history, crash_steps))
     if workload not in (None, "register"):
         raise fail(f"unknown workload {workload!r}: register, {', '.join(TXN_WORKLOADS)}", 2)
-    txn_only = [name for name, v in (("--ops", ops), ("--history", history)) if v is not None] + [
+    txn_only = [name for name, v in (("--ops", ops), ("--splits", splits),
+                                     ("--history", history)) if v is not None] + [
         name for name, v in (("--json", as_json), ("--crash-steps", crash_steps)) if v]
     if txn_only:
         raise fail(f"{', '.join(txn_only)}: only with --workload {'|'.join(TXN_WORKLOADS)}", 2)
@@ -93,13 +97,14 @@ def sim(
 
 
 def _txn(workload: str | None, bug: str | None, seeds: int | None, first_seed: int,
-         seed: int | None, workers: int | None, ops: int | None, as_json: bool,
-         history: Path | None, crash_steps: bool) -> int:
+         seed: int | None, workers: int | None, ops: int | None, splits: int | None,
+         as_json: bool, history: Path | None, crash_steps: bool) -> int:
     from ..sim.txn import TxnSimConfig, report
     from ..sim.txn_bugs import txn_planted
     from .common import fail
 
-    overrides: dict[str, Any] = {"ops": ops} if ops is not None else {}
+    overrides: dict[str, Any] = {k: v for k, v in (("ops", ops), ("splits", splits))
+                                 if v is not None}
     if history is not None and seed is None:
         raise fail("--history writes the history of one seed: give --seed", 2)
     if crash_steps and (workload or "bank") != "bank":
@@ -109,7 +114,7 @@ def _txn(workload: str | None, bug: str | None, seeds: int | None, first_seed: i
     else:
         known = txn_planted(bug)
         cfg, default_seeds = known.config(workload, **overrides), known.seeds
-    replay = f" --ops {ops}" if ops is not None else ""
+    replay = "".join(f" --{k} {v}" for k, v in overrides.items())
     return report(cfg, seeds=seeds or default_seeds, first_seed=first_seed, seed=seed,
                   workers=workers, as_json=as_json, history=history, bug=bug,
                   stop_at_first=bug is not None, crash_points=crash_steps, replay_extra=replay)

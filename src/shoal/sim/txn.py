@@ -98,7 +98,10 @@ def run_seed(seed: int, cfg: TxnSimConfig) -> TxnSeedResult:
     res.evidence = [e for _, e in problems]
     res.stats = dict(sorted(world.stats.items()))
     res.stats["commits"] = len(world.commits)
-    res.stats["orphaned_intents"] = sum(world.intents_left(owned=False).values())
+    orphans = sum(world.intents_left(owned=False).values()), sum(world.orphaned_keys().values())
+    if any(orphans):
+        run.known["split-drop-skipped"] += 1
+        res.stats["orphaned_intents"], res.stats["orphaned_keys"] = orphans
     res.stats.update({f"known_{k}": n for k, n in run.known.items()})
     res.elle = run.elle.explanation if run.elle is not None else ""
     res.history = run.history
@@ -221,8 +224,8 @@ def crash_step(point: str, seed: int = 0, cfg: TxnSimConfig = STEP_CONFIG) -> St
         res.committed = any(t in world.commits for t in op.attempts)
         expect = point in COMMITTING
         if res.committed != expect:
-            problems.append((f"killed {point}: the transfer {'committed' if res.committed else 'aborted'}"
-                             f", it should have {'committed' if expect else 'aborted'}", ""))
+            did, should = ("committed" if x else "aborted" for x in (res.committed, expect))
+            problems.append((f"killed {point}: the transfer {did}, it should have {should}", ""))
         if run.final is not None:
             before = {k: bank.cfg.balance for k in spread}
             after = {spread[0]: bank.cfg.balance - amount * (len(spread) - 1),

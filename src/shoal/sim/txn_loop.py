@@ -90,7 +90,8 @@ class VirtualLoop(asyncio.BaseEventLoop):
                            else str(context.get("message")))
 
 
-def run_virtual(main: Coroutine[Any, Any, T], max_steps: int = DEFAULT_MAX_STEPS) -> tuple[T, VirtualLoop]:
+def run_virtual(main: Coroutine[Any, Any, T],
+                max_steps: int = DEFAULT_MAX_STEPS) -> tuple[T, VirtualLoop]:
     """Run `main` to completion on a fresh VirtualLoop; tasks still running at the end are
     cancelled (asyncio.Runner's shutdown). Returns its result and the loop (its clock, errors)."""
     loop = VirtualLoop(max_steps)
