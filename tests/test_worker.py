@@ -230,3 +230,38 @@ def test_worker_resigns_on_stop_and_the_old_token_is_fenced(cluster: LocalProces
             assert await a.leader() is None  # b resigned when its work returned
 
     asyncio.run(main())
+
+
+def test_a_cancelled_run_gives_up_the_leadership(cluster: LocalProcessCluster) -> None:
+    """run() cancelled while leading (Ctrl-C through a SyncWorker, a task torn down): the
+    work is cancelled and the leadership resigned, not held by the lease's keep-alive."""
+
+    async def main() -> None:
+        async with Client(cluster.endpoints) as ca, Client(cluster.endpoints) as cb:
+            started = {"a": asyncio.Event(), "b": asyncio.Event()}
+            cancelled = asyncio.Event()
+
+            def work_of(tag: str) -> Callable[[WorkerContext], Any]:
+                async def work(ctx: WorkerContext) -> None:
+                    started[tag].set()
+                    try:
+                        await asyncio.Event().wait()
+                    except asyncio.CancelledError:
+                        cancelled.set()
+                        raise
+                return work
+
+            a = Worker(ca, "job3", work_of("a"), ttl=10)
+            b = Worker(cb, "job3", work_of("b"), ttl=10)
+            ra = asyncio.create_task(a.run())
+            await asyncio.wait_for(started["a"].wait(), 20)
+            rb = asyncio.create_task(b.run())
+            ra.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await ra
+            assert cancelled.is_set()
+            await asyncio.wait_for(started["b"].wait(), 5)  # well before a's 10 s lease ends
+            b.stop()
+            await asyncio.wait_for(rb, 10)
+
+    asyncio.run(main())

@@ -246,6 +246,14 @@ class Worker:
         stopping = asyncio.create_task(self._stop.wait())
         try:
             await asyncio.wait({work, stopping, *guards}, return_when=asyncio.FIRST_COMPLETED)
+        except BaseException:  # run() itself cancelled (a Ctrl-C through SyncWorker, say)
+            ctx._lose(STOPPING)
+            work.cancel()
+            self.context = None
+            # Resign in the background: the recipe's own keep-alive would otherwise hold the
+            # leadership, with no work running, for as long as this process lives.
+            _background(self._resign(election))
+            raise
         finally:
             for t in (stopping, *guards):
                 t.cancel()
@@ -388,6 +396,15 @@ class Worker:
 
 class _Stopped(Exception):
     pass
+
+
+_BACKGROUND: set[asyncio.Task[Any]] = set()  # referenced until done (asyncio keeps weak refs)
+
+
+def _background(coro: Coroutine[Any, Any, None]) -> None:
+    task = asyncio.ensure_future(coro)
+    _BACKGROUND.add(task)
+    task.add_done_callback(_BACKGROUND.discard)
 
 
 def _retrieve(task: asyncio.Task[Any]) -> None:
