@@ -87,12 +87,12 @@ def until(cond: Callable[[], bool], timeout: float, what: str) -> None:
 
 def spawn(cluster: LocalProcessCluster, events: Events, tag: str, tmp: Path, *,
           sync: bool = False) -> subprocess.Popen[str]:
-    err = open(tmp / f"{tag}.stderr", "w")  # noqa: SIM115 - closed with the process
-    proc = subprocess.Popen(
-        [sys.executable, str(HERE / "worker_proc.py"), ",".join(cluster.endpoints), "job", tag,
-         "--ttl", str(TTL), *(["--sync"] if sync else [])],
-        stdout=subprocess.PIPE, stderr=err, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    err.close()
+    with open(tmp / f"{tag}.stderr", "w") as err:  # the child has its own copy of the fd
+        proc = subprocess.Popen(
+            [sys.executable, str(HERE / "worker_proc.py"), ",".join(cluster.endpoints), "job",
+             tag, "--ttl", str(TTL), *(["--sync"] if sync else [])],
+            stdout=subprocess.PIPE, stderr=err, text=True,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"})
     threading.Thread(target=events.feed, args=(proc,), daemon=True).start()
     return proc
 
