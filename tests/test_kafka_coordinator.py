@@ -862,6 +862,9 @@ class Client:
     generation: int = -1
     leader: bool = False
     members: list[str] = field(default_factory=list)
+    synced: int = -1  # the generation whose assignment it has
+    rejoin: bool = False  # told REBALANCE_IN_PROGRESS
+    waiting: set[Hashable] = field(default_factory=set)  # its requests not answered yet
 
 
 ACTIONS = st.one_of(  # (kind, client or ms, version, protocol choice, flag)
@@ -877,11 +880,17 @@ ACTIONS = st.one_of(  # (kind, client or ms, version, protocol choice, flag)
               st.just(0), st.booleans()),
     st.tuples(st.just("tick"), st.integers(0, 12_000), st.just(0), st.just(0), st.booleans()),
 )
+# A client doing what a consumer would next (join, rejoin, sync, heartbeat), mostly, so that
+# groups get to Stable; and time mostly passing in steps shorter than a session.
+AUTO = st.tuples(st.just("auto"), st.integers(0, 3), st.just(0), st.just(0), st.booleans())
+SHORT_TICK = st.tuples(st.just("tick"), st.integers(0, 1500), st.just(0), st.just(0),
+                       st.booleans())
+STEPS = st.one_of(ACTIONS, *[AUTO] * 14, *[SHORT_TICK] * 4)
 PROTOCOL_CHOICES = [[("range", b"r")], [("range", b"r"), ("rr", b"q")], [("rr", b"q")]]
 
 
-@settings(max_examples=250, deadline=None)
-@given(actions=st.lists(ACTIONS, max_size=60), delay=st.sampled_from([0, 500, 3000]),
+@settings(max_examples=150, deadline=None)
+@given(actions=st.lists(STEPS, min_size=30, max_size=80), delay=st.sampled_from([0, 500, 3000]),
        seed=st.integers(0, 2**16))
 def test_random_sequences_keep_the_invariants(actions: list[tuple[str, int, int, int, bool]],
                                               delay: int, seed: int) -> None:
@@ -896,6 +905,8 @@ def test_random_sequences_keep_the_invariants(actions: list[tuple[str, int, int,
     issued: dict[Hashable, Client] = {}
     answered: set[Hashable] = set()
     generations: list[int] = [0]
+    incarnation = [0]  # a group deleted by retention and created again starts over at 0
+    leaders: dict[tuple[int, int], str] = {}  # (incarnation, generation) -> its one leader
 
     def deliver(replies: Iterable[Reply]) -> None:
         for reply in replies:
@@ -903,27 +914,40 @@ def test_random_sequences_keep_the_invariants(actions: list[tuple[str, int, int,
             answered.add(reply.token)
             reply.response.encode(reply.version)
             c = issued[reply.token]
+            c.waiting.discard(reply.token)
             r = reply.response
             if isinstance(r, JoinGroupResponse):
                 if r.error_code in (E.NONE, E.MEMBER_ID_REQUIRED):
                     c.member_id = r.member_id
                 if r.error_code == E.NONE:
+                    c.rejoin = False
                     c.generation = r.generation_id
                     c.leader = r.leader == r.member_id
+                    key = (incarnation[0], r.generation_id)
+                    assert leaders.setdefault(key, r.leader) == r.leader, "two leaders"
                     c.members = [m.member_id for m in r.members]
                     assert (not c.leader) or c.member_id in c.members
                 elif r.error_code == E.UNKNOWN_MEMBER_ID:
                     c.member_id, c.generation = "", -1
-            elif isinstance(r, (HeartbeatResponse, SyncGroupResponse)) and \
-                    r.error_code in (E.UNKNOWN_MEMBER_ID, E.ILLEGAL_GENERATION):
-                c.generation = -1
+            elif isinstance(r, (HeartbeatResponse, SyncGroupResponse)):
+                if r.error_code == E.UNKNOWN_MEMBER_ID:
+                    c.member_id, c.generation = "", -1
+                elif r.error_code == E.ILLEGAL_GENERATION:
+                    c.generation = -1
+                elif r.error_code == E.REBALANCE_IN_PROGRESS:
+                    c.rejoin = True
+                elif isinstance(r, SyncGroupResponse) and r.error_code == E.NONE:
+                    c.synced = c.generation
 
     def check() -> None:
         coord.check_invariants()
         view = coord.describe(G)
         if view is None:
+            if generations[-1] != -1:
+                incarnation[0] += 1
+                generations.append(-1)
             return
-        assert view.generation >= generations[-1] or view.generation == 0
+        assert view.generation >= generations[-1], "the generation went back"
         generations.append(view.generation)
         member_ids = [m.member_id for m in view.members]
         assert len(set(member_ids)) == len(member_ids)
@@ -931,7 +955,12 @@ def test_random_sequences_keep_the_invariants(actions: list[tuple[str, int, int,
         assert view.leader is None or view.leader in member_ids  # one leader, a member
         if view.state is GroupState.STABLE:
             assert all(m.assignment is not None for m in view.members)
-        assert len(member_ids) <= config.max_group_size
+        # Kafka's group.max.size: a rebalance may hold more members than the bound until
+        # those that do not rejoin are dropped, but never more rejoined ones.
+        if view.state is GroupState.PREPARING_REBALANCE:
+            assert sum(m.awaiting_join for m in view.members) <= config.max_group_size
+        else:
+            assert len(member_ids) <= config.max_group_size
 
     for kind, a, version, choice, flag in actions:
         if kind == "tick":
@@ -940,9 +969,19 @@ def test_random_sequences_keep_the_invariants(actions: list[tuple[str, int, int,
             check()
             continue
         c = clients[a]
+        if kind == "auto" and c.waiting:
+            continue  # a consumer waits for its answer (the random actions do not)
         token = next(tokens)
         issued[token] = c
+        c.waiting.add(token)
         request: object
+        if kind == "auto":
+            if c.member_id == "" or c.generation == -1 or c.rejoin:
+                kind, version, choice, flag = "join", 9, 0, True
+            elif c.synced != c.generation:
+                kind, version, flag = "sync", 5, True
+            else:
+                kind, version, flag = "hb", 4, True
         if kind == "join":
             request = join_req(c.member_id if flag else "", protocols=PROTOCOL_CHOICES[choice],
                                session=3000, rebalance=5000 + 1000 * a)
