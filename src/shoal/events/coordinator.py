@@ -426,8 +426,10 @@ class GroupCoordinator:
 
     def unload(self) -> Output:
         """Give the groups up (coordinator moved, or a write failed): every parked request is
-        answered NOT_COORDINATOR, as Kafka's onGroupUnloaded does, and the state is dropped."""
-        assert not self._in_call
+        answered NOT_COORDINATOR, as Kafka's onGroupUnloaded does, and the state is dropped.
+        Also the way out after a call raised (a failed assertion is a bug: the state is not to
+        be trusted, and a new coordinator loads from the store)."""
+        self._in_call = False
         self._out = Output()
         for g in self._groups.values():
             for m in g.members.values():
