@@ -74,6 +74,7 @@ from ..kv.requests import (
     LeaseGrantRequest,
     LeaseKeepAliveRequest,
     LeasePromoteRequest,
+    OpenSessionRequest,
     PutRequest,
     Request,
     TxnRequest,
@@ -93,6 +94,8 @@ FOLLOWER_QUIET_TICKS = 2  # above one heartbeat interval, far below an election 
 MAX_FORMER = 64  # removed members whose addresses a replica remembers
 ALARM_TYPES = ("NOSPACE", "CORRUPT")  # etcd's AlarmType names (NONE means "any" in a query)
 ALARM_ENTRY = "alarm"  # first field of an alarm entry; a kv entry's is the proposer id
+BATCH_ENTRY = "batch"  # first field of an entry holding several commands (batch_proposals)
+BATCH_COMMANDS, BATCH_BYTES = 256, 1 << 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,6 +113,10 @@ class ReplicaConfig:
     # it proposes a write that adds data; past it, it raises NOSPACE (0 = no quota). Each
     # member checks its own setting, as in etcd: give every member the same one.
     quota_bytes: int = 0
+    # Several commands per log entry: proposals wait for the host's next Ready and go as one
+    # entry (Multi-Paxos, whose window of instances in flight is small; Raft pipelines
+    # entries and needs none of this). Bounded by BATCH_COMMANDS and BATCH_BYTES.
+    batch_proposals: bool = False
     bugs: frozenset[str] = frozenset()
 
     def __post_init__(self) -> None:
@@ -172,6 +179,8 @@ class Replica:
         self._read_waits: list[tuple[int, int]] = []  # heap of (read index, token)
         self._conf_waits: dict[int, tuple[int, int]] = {}  # log index -> (entry term, token)
         self._pending_done: list[Done] = []  # finished while handling input, out next advance
+        self._batch: list[list[Any]] = []  # proposals waiting for one entry (batch_proposals)
+        self._batch_bytes = 0
         self._promote_token = 0
         self._promoted_term = -1  # the term whose lease promotion (ours) has been applied
         self._expiring: set[int] = set()  # leases whose revocation we proposed
@@ -244,7 +253,8 @@ class Replica:
         if data is None or stamped is not cmd.request:
             data = encode_command(stamped, cmd.session)
         token = next(self._tokens)
-        self._propose(token, data)
+        # A new session's id is its entry's index, so each opens in an entry of its own.
+        self._propose(token, data, batch=not isinstance(stamped, OpenSessionRequest))
         self._live.add(token)
         self._commands[token] = cmd if stamped is cmd.request else Command(stamped, cmd.session)
         self.stats["proposals"] += 1
@@ -326,10 +336,24 @@ class Replica:
 
     # ================================================================ the Ready loop
     def has_ready(self) -> bool:
-        return self.engine.has_ready()
+        return bool(self._batch) or self.engine.has_ready()
 
     def ready(self) -> Ready:
+        self._flush_batch()
         return self.engine.ready()
+
+    def _flush_batch(self) -> None:
+        """The waiting proposals as one entry; if the engine refuses it, each fails alike."""
+        if not self._batch:
+            return
+        batch, self._batch, self._batch_bytes = self._batch, [], 0
+        try:
+            self._propose_entry(msgpack.packb([BATCH_ENTRY, *batch]))
+        except NodeError as exc:
+            for _, _, token, _ in batch:
+                self._commands.pop(token, None)
+                self._pending_done.append(Done(token, error=exc))
+        assert not self._batch
 
     def advance(self, rd: Ready) -> Applied:
         """`rd` is persisted and its messages sent: apply it and hand it back to the engine."""
@@ -403,6 +427,13 @@ class Replica:
         if fields[0] == ALARM_ENTRY:
             self._apply_alarm(fields[1:], out)
             return
+        if fields[0] == BATCH_ENTRY:  # several commands, applied in order at this index
+            for one in fields[1:]:
+                self._apply_one(e, one, out)
+            return
+        self._apply_one(e, fields, out)
+
+    def _apply_one(self, e: Entry, fields: list[Any], out: Applied) -> None:
         proposer, incarnation, token, command = fields
         mine = proposer == self.id and incarnation == self.incarnation
         cmd = self._commands.pop(token, None) if mine else None
@@ -537,7 +568,15 @@ class Replica:
                 self._compacting = self.kv.compact_revision
                 self._propose_quietly(0, CompactionRequest(self.kv.revision - keep))
 
-    def _propose(self, token: int, data: bytes) -> None:
+    def _propose(self, token: int, data: bytes, batch: bool = True) -> None:
+        if self.cfg.batch_proposals and not batch:
+            self._flush_batch()  # (the batch's commands were proposed first: keep their order)
+        elif self.cfg.batch_proposals:
+            if len(self._batch) >= BATCH_COMMANDS or self._batch_bytes + len(data) > BATCH_BYTES:
+                self._flush_batch()
+            self._batch.append([self.id, self.incarnation, token, data])
+            self._batch_bytes += len(data)
+            return
         self._propose_entry(msgpack.packb([self.id, self.incarnation, token, data]))
 
     def _propose_entry(self, entry: bytes) -> None:

@@ -289,7 +289,8 @@ class Node:
                               max_pending=self.cfg.max_pending_requests,
                               quiesce_after_ticks=self.cfg.election_ticks
                               if self.cfg.engine == "raft" else 0,
-                              quota_bytes=self.cfg.quota_backend_bytes),
+                              quota_bytes=self.cfg.quota_backend_bytes,
+                              batch_proposals=self.cfg.engine == "paxos"),
                           limits=KVLimits(quota_bytes=0))
         group = Group(group_id, replica, storage)
         self.groups[group_id] = group

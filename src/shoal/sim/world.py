@@ -253,6 +253,7 @@ class World:
                                          quiesce_after_ticks=self.cfg.quiesce_after_ticks
                                          if self.cfg.engine == "raft" else 0,
                                          auto_compact_revisions=self.cfg.auto_compact_revisions,
+                                         batch_proposals=self.cfg.engine == "paxos",
                                          bugs=self.cfg.bugs - _RAFT_BUGS - _PAXOS_BUGS),
                        limits=KVLimits())
 
