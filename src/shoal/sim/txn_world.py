@@ -20,7 +20,8 @@ What is production code here and what is simulated:
 
 Faults, all drawn from the world's one seeded generator:
 
-- **Latency** per message, exponential around `mean_latency_ms`.
+- **Latency** per message, exponential around `mean_latency_ms`; a few (`slow`) arrive late,
+  up to `slow_max_s` (past the record's TTL), long after their sender gave up on them.
 - **Loss:** a lost request or reply fails the attempt (as a broken connection does: the client
   sees Unavailable after a detection delay, or, for `hang_fraction` of them, no answer until
   the call's deadline); the real client retries with the same session and sequence number, so
@@ -123,6 +124,11 @@ class TxnSimConfig:
     mean_latency_ms: float = 1.0
     loss: float = 0.01  # each message, request or reply
     hang_fraction: float = 0.2  # of lost messages: no answer until the call's deadline
+    slow: float = 0.002  # messages that arrive late, after up to `slow_max_s`
+    slow_max_s: float = 10.0  # (past the record's TTL: a prepare after its abort, say)
+    # The splitter's requests may be slow too. Off by default: a ShardImport applied after its
+    # split finished overwrites newer writes (KNOWN_ISSUES late-shard-import, a production bug).
+    slow_splits: bool = False
     outages: bool = True
     outage_mean_s: float = 2.0  # between group outages
     outage_max_s: float = 3.0
@@ -152,6 +158,7 @@ class Process:
         self.pid = pid
         self.dead = False
         self.drop_inflight = False  # its undelivered requests die with it
+        self.calm = False  # its requests are never slow (the splitter's: KNOWN_ISSUES)
         self.tasks: set[asyncio.Task[Any]] = set()
 
     def own(self, task: asyncio.Task[Any]) -> None:
@@ -224,6 +231,7 @@ class TxnWorld:
         self._pids = itertools.count(1)
         self._txn_ids = itertools.count(1)
         self._loop: asyncio.AbstractEventLoop | None = None
+        self.healed = False
 
     # ------------------------------------------------------------------ clock and processes
     @property
@@ -263,7 +271,11 @@ class TxnWorld:
             task.cancel()
 
     # ------------------------------------------------------------------ the network
-    def _latency(self) -> float:
+    def _latency(self, process: Process | None = None) -> float:
+        calm = process is not None and process.calm and not self.cfg.slow_splits
+        if not self.healed and self.rng.random() < self.cfg.slow and not calm:  # very late
+            self.stats["slow_messages"] += 1
+            return self.rng.uniform(0.1, self.cfg.slow_max_s)
         return 0.0001 + self.rng.expovariate(1000.0 / self.cfg.mean_latency_ms)
 
     async def rpc(self, process: Process, op: str, body: Any) -> tuple[str, Any]:
@@ -275,7 +287,7 @@ class TxnWorld:
         if self.rng.random() < self.cfg.loss:
             self._lose(fut, "request")
         else:
-            self.loop.call_later(self._latency(), self._arrive, process, op, body, fut)
+            self.loop.call_later(self._latency(process), self._arrive, process, op, body, fut)
         return await fut
 
     def _lose(self, fut: asyncio.Future[tuple[str, Any]], what: str) -> None:
@@ -457,6 +469,8 @@ class TxnWorld:
                                       f"{group.down_until:.3f}")
 
     def heal(self) -> None:
+        """No more outages or slow messages (those in flight arrive within slow_max_s)."""
+        self.healed = True
         for group in self.groups.values():
             group.down_until = 0.0
 
