@@ -24,8 +24,9 @@ The faults:
 - **partition**: the primary is cut off from everything but one client (the "isolated"
   client, which keeps writing to it), for as long as the failover takes and 1 s more. This
   machine has no iptables, so it is done in user space, and as alike as possible for both:
-  for Redis, the replicas and the sentinels reach the primary only through a TCP forwarder in
-  this process, which on the partition silently drops every byte both ways and holds new
+  for Redis, the replicas and the sentinels reach the primary only through a TCP forwarder (a
+  process of its own, so the replication stream it carries does not compete with the
+  workload for an interpreter), which on the partition silently drops every byte both ways and holds new
   connections (as a partition does: no reset, only silence), while the isolated client talks
   to the primary's own port; for Shoal, the member's `isolate` fault (--allow-faults) makes it
   fail every store call and drop every connection but the isolated client's. SIGSTOP or
@@ -46,7 +47,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
@@ -60,7 +60,7 @@ from .debian import ensure
 HOST = "127.0.0.1"
 WARMUP_S = 1.0
 AFTER_S = 1.0  # writing goes on this long after the first acknowledgement after the fault
-FAILOVER_LIMIT_S = 30.0
+FAILOVER_LIMIT_S = 20.0
 MAX_PROXY_CONNS = 256
 
 
@@ -80,51 +80,24 @@ class RunResult:
 
 # ---------------------------------------------------------------------- the forwarder
 class Blackhole:
-    """A TCP forwarder to `upstream`, on its own event loop thread. `cut()` drops every byte
-    both ways and holds new connections; `heal()` closes what was held or cut (whose bytes
-    are gone) so that its peers reconnect, and forwards again."""
+    """A TCP forwarder to `upstream` on the running loop. `cut()` drops every byte both ways
+    and holds new connections; `heal()` closes what was held or cut (whose bytes are gone)
+    so that its peers reconnect, and forwards again."""
 
     def __init__(self, upstream: int):
         self.upstream = upstream
-        self.port = 0
         self._cut = False
         self._writers: set[asyncio.StreamWriter] = set()
-        self._loop = asyncio.new_event_loop()
-        self._ready = threading.Event()
-        self._thread = threading.Thread(target=self._main, daemon=True)
-
-    def start(self) -> int:
-        self._thread.start()
-        self._ready.wait(10)
-        return self.port
-
-    def _main(self) -> None:
-        asyncio.set_event_loop(self._loop)
-
-        async def serve() -> asyncio.Server:
-            return await asyncio.start_server(self._handle, HOST, 0)
-
-        server = self._loop.run_until_complete(serve())
-        self.port = server.sockets[0].getsockname()[1]
-        self._ready.set()
-        self._loop.run_forever()
 
     def cut(self) -> None:
-        self._loop.call_soon_threadsafe(setattr, self, "_cut", True)
+        self._cut = True
 
     def heal(self) -> None:
-        def go() -> None:
-            self._cut = False
-            for w in list(self._writers):
-                w.close()
+        self._cut = False
+        for w in list(self._writers):
+            w.close()
 
-        self._loop.call_soon_threadsafe(go)
-
-    def stop(self) -> None:
-        self.heal()
-        self._loop.call_soon_threadsafe(self._loop.stop)
-
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         if len(self._writers) >= MAX_PROXY_CONNS:
             writer.close()
             return
@@ -154,6 +127,53 @@ class Blackhole:
                     await dst.drain()
         finally:
             dst.close()
+
+
+async def _forward(upstream: int) -> None:
+    """`--forward UPSTREAM`: a Blackhole in a process of its own (so the replication stream
+    it carries does not share an interpreter with the workload), printing its port, cut by
+    SIGUSR1, healed by SIGUSR2, ended by SIGTERM."""
+    hole = Blackhole(upstream)
+    server = await asyncio.start_server(hole.handle, HOST, 0)
+    print(server.sockets[0].getsockname()[1], flush=True)
+    loop, done = asyncio.get_running_loop(), asyncio.Event()
+    loop.add_signal_handler(signal.SIGUSR1, hole.cut)
+    loop.add_signal_handler(signal.SIGUSR2, hole.heal)
+    loop.add_signal_handler(signal.SIGTERM, done.set)
+    await done.wait()
+
+
+class Forwarder:
+    """The parent's handle on a `--forward` process."""
+
+    def __init__(self, upstream: int):
+        self.upstream = upstream
+        self.port = 0
+        self.proc: subprocess.Popen[str] | None = None
+
+    def start(self) -> int:
+        self.proc = subprocess.Popen([sys.executable, "-m", "shoal_bench.sentinel", "--forward",
+                                      str(self.upstream)], stdout=subprocess.PIPE, text=True,
+                                     stdin=subprocess.DEVNULL)
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        if not line.strip().isdigit():
+            raise RuntimeError(f"the forwarder did not start (it printed {line!r})")
+        self.port = int(line)
+        return self.port
+
+    def cut(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGUSR1)
+
+    def heal(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGUSR2)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
 
 
 # ---------------------------------------------------------------------- the workload
@@ -217,7 +237,7 @@ class RedisSetup:
         self.ports = dict(zip(("primary", "r1", "r2", "s1", "s2", "s3"), free_ports(6),
                               strict=True))
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
-        self.proxy = Blackhole(self.ports["primary"])
+        self.proxy = Forwarder(self.ports["primary"])
 
     def start(self) -> None:
         proxy = self.proxy.start()
@@ -322,10 +342,17 @@ async def redis_run(root: Path, binaries: dict[str, str], mode: str, fault: str,
         main, iso, failover = await drive(do_fault, write,
                                           isolated if fault == "partition" else None,
                                           heal if fault == "partition" else None)
-        current.pop("r", None)
-        r = await _until(master, "the current Redis primary", 20)
-        present = {k.decode() for k in await r.keys("*")}
-        await r.aclose()
+        async def everything() -> set[str]:
+            # Sentinel may still be reconfiguring (it closes clients as it does): retried.
+            current.pop("r", None)
+            r = await master()
+            try:
+                return {k.decode() for k in await r.keys("*")}
+            finally:
+                current.pop("r", None)
+                await r.aclose()
+
+        present = await _until(everything, "a read of every key from the Redis primary", 20)
         lost = [n for n in main.acked if f"m:{n}" not in present]
         iso_lost = [n for n in iso.acked if f"i:{n}" not in present]
         return RunResult("redis", mode, fault, run, failover, len(main.acked) + len(iso.acked),
@@ -459,8 +486,13 @@ async def shoal_run(cluster: LocalProcessCluster, root: Path, mode: str, fault: 
 # ---------------------------------------------------------------------- the report
 def summarize(results: list[RunResult]) -> list[dict[str, Any]]:
     groups: dict[tuple[str, str, str], list[RunResult]] = {}
+    errors: dict[tuple[str, str, str], int] = {}
     for r in results:
-        groups.setdefault((r.system, r.mode, r.fault), []).append(r)
+        key = (r.system, r.mode, r.fault)
+        if r.note.startswith("error"):
+            errors[key] = errors.get(key, 0) + 1
+            continue
+        groups.setdefault(key, []).append(r)
     out = []
     for (system, mode, fault), rs in groups.items():
         times = [r.failover_s for r in rs if r.failover_s is not None]
@@ -472,18 +504,21 @@ def summarize(results: list[RunResult]) -> list[dict[str, Any]]:
             "acked_median": statistics.median(r.acked for r in rs),
             "lost_median": statistics.median(r.lost for r in rs),
             "lost_max": max(r.lost for r in rs),
-            "isolated_acked_median": statistics.median(r.isolated_acked for r in rs)})
+            "isolated_acked_median": statistics.median(r.isolated_acked for r in rs),
+            "errored_runs": errors.get((system, mode, fault), 0)})
     return out
 
 
 def print_table(summary: list[dict[str, Any]]) -> None:
     head = ["system", "mode", "fault", "runs", "fault->ack s (median)", "max s", "acked (median)",
-            "lost (median)", "lost (max)", "acked to the isolated client (median)"]
+            "lost (median)", "lost (max)", "acked to the isolated client (median)",
+            "no ack within 20 s / errored runs"]
     rows = [[s["system"], s["mode"], s["fault"], str(s["runs"]),
              "-" if s["failover_s_median"] is None else f"{s['failover_s_median']:.2f}",
              "-" if s["failover_s_max"] is None else f"{s['failover_s_max']:.2f}",
              f"{s['acked_median']:g}", f"{s['lost_median']:g}", str(s["lost_max"]),
-             f"{s['isolated_acked_median']:g}" if s["fault"] == "partition" else ""]
+             f"{s['isolated_acked_median']:g}" if s["fault"] == "partition" else "",
+             f"{s['no_failover_runs']} / {s['errored_runs']}"]
             for s in summary]
     print("| " + " | ".join(head) + " |")
     print("|" + "---|" * len(head))
@@ -499,7 +534,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--faults", default="kill,partition")
     ap.add_argument("--systems", default="redis,shoal")
     ap.add_argument("--json", action="store_true", help="print the runs and summary as JSON")
+    ap.add_argument("--forward", type=int, metavar="PORT", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    if args.forward:
+        asyncio.run(_forward(args.forward))
+        return 0
+    # A SIGTERM ends the run through the finally blocks, which stop every process started.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     modes, faults = args.modes.split(","), args.faults.split(",")
     systems = args.systems.split(",")
     for what, got, allowed in (("mode", modes, ("async", "semi", "sync")),
@@ -523,11 +564,15 @@ def main(argv: list[str] | None = None) -> int:
                     for fault in faults:
                         d = root / f"{system}-{mode}-{fault}-{run}"
                         d.mkdir()
-                        if system == "redis":
-                            r = asyncio.run(redis_run(d, binaries, mode, fault, run))
-                        else:
-                            assert cluster is not None
-                            r = asyncio.run(shoal_run(cluster, d, mode, fault, run))
+                        try:
+                            if system == "redis":
+                                r = asyncio.run(redis_run(d, binaries, mode, fault, run))
+                            else:
+                                assert cluster is not None
+                                r = asyncio.run(shoal_run(cluster, d, mode, fault, run))
+                        except Exception as exc:  # noqa: BLE001 - one bad run is reported, not fatal
+                            r = RunResult(system, mode, fault, run, None, 0, 0,
+                                          note=f"error: {type(exc).__name__}: {exc}"[:300])
                         results.append(r)
                         print(json.dumps(asdict(r)), file=sys.stderr, flush=True)
                         shutil.rmtree(d, ignore_errors=True)

@@ -245,8 +245,12 @@ class _BackupStream:
                 return
             kind, msg = message(v, f"backup {self.id}")
             if kind == "ack":
-                (index,) = check_int_msg(msg, ("index",), "ack frame")
-                if index > self.acked:
+                index, token = check_int_msg(msg, ("index", "token"), "ack frame")
+                # An ack names its entry (index, token): one for an entry we did not send on
+                # this stream, or for another log's entry at that index (an fsync the backup
+                # began before it switched to us), says nothing about our log.
+                if index > self.acked and index < self.next_index and \
+                        self.m.log.token_at(index) == token:
                     self.acked = index
                     self.m._on_ack(self)
             elif kind == "refuse":
@@ -765,8 +769,11 @@ class Member:
             if self.role == "primary":
                 self._check_waiters()
             elif self._follow_writer is not None:
-                with contextlib.suppress(OSError, RuntimeError):
-                    self._follow_writer.write(pack(["ack", self.durable]))
+                index = min(self.durable, self.log.last_index)
+                token = self.log.token_at(index)
+                if token is not None:
+                    with contextlib.suppress(OSError, RuntimeError):
+                        self._follow_writer.write(pack(["ack", index, token]))
             self._maybe_snapshot()
 
     def _maybe_snapshot(self) -> None:
@@ -909,7 +916,7 @@ class Member:
             self.durable = index
         self.counters["snapshots_installed"] += 1
         log.info("member %s installed the snapshot at index %s (%s bytes)", self.id, index, total)
-        writer.write(pack(["ack", index]))
+        writer.write(pack(["ack", index, snap_token]))
 
     # ------------------------------------------------------------------ the port
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

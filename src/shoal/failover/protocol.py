@@ -28,7 +28,7 @@ connection into a replication stream from the primary to that backup (member.py)
     primary -> ["append", token, first_index, prev_token, [[token, op], ...], primary_last]
     primary -> ["snap", token, index, snap_token, offset, total, chunk]
     primary -> ["beat", token, primary_last]
-    backup  -> ["ack", durable_index]
+    backup  -> ["ack", durable_index, that entry's token]
     either  -> ["refuse", token, reason]     (then the sender closes the connection)
 """
 
