@@ -315,3 +315,43 @@ def test_a_wiped_backup_catches_up_from_a_snapshot_and_the_log(
 
     assert s.run(check) == [0, 99, 179]
     assert os.path.exists(s.root / f"m{victim}" / "snapshot")
+
+
+def test_the_member_port_refuses_strangers_and_oversized_frames(tmp_path: Path) -> None:
+    """In one process: a member with a shared secret (its store unreachable, which its port
+    does not need) denies dialers without it or with another, and hangs up on a frame over
+    its bound or of the wrong shape."""
+    from shoal.failover import Denied, KVMap, Member, MemberConfig, Secret
+
+    (tmp_path / "secret").write_text("s3cret\n")
+    (tmp_path / "other").write_text("other")
+    secret = Secret.from_file(tmp_path / "secret")
+
+    async def go() -> None:
+        async with Client(["127.0.0.1:1"], timeout=1) as store:
+            m = Member(MemberConfig("port", 1, "sync", tmp_path / "m", secret=secret,
+                                    max_frame=64 * 1024), store, KVMap())
+            await m.start()
+            try:
+                with pytest.raises(Denied, match="requires the shared secret"):
+                    await MemberConn.open(m.addr, "port")
+                with pytest.raises(Denied, match="did not prove"):
+                    await MemberConn.open(m.addr, "port", Secret.from_file(tmp_path / "other"))
+                with pytest.raises(Denied, match="serves 'port', not 'else'"):
+                    await MemberConn.open(m.addr, "else", secret)
+                c = await MemberConn.open(m.addr, "port", secret)
+                assert (await c.call("status"))["role"] == "backup"
+                with pytest.raises(ServiceError, match="not the primary"):
+                    await c.call("write", {"put": "a", "value": 1})
+                await c.close()
+                for payload in (b"\x00\xa0\x00\x00",  # a 10 MiB length: refused unread
+                                b"\x00\x00\x00\x02\x91\x01"):  # [1]: not [id, op, body]
+                    c = await MemberConn.open(m.addr, "port", secret)
+                    c.writer.write(payload)
+                    with pytest.raises((ConnectionError, OSError)):
+                        await c.call("status", timeout=5)
+                    await c.close()
+            finally:
+                await m.stop()
+
+    asyncio.run(go())
