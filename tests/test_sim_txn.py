@@ -76,7 +76,7 @@ def test_same_seed_same_history_byte_for_byte(workload):
     cfg = TxnSimConfig(workload=workload, trace_len=100_000, **CAMPAIGN)
     a, b = run_seed(5, cfg), run_seed(5, cfg)
     assert a.history_text() == b.history_text() and a.trace == b.trace
-    assert a.history_text().count("\n") > 60 and a.trace.count("\n") > 500
+    assert a.history_text().count("\n") > 60 and a.trace.count("\n") > 300
     assert run_seed(6, cfg).history_text() != a.history_text()
 
 
@@ -104,8 +104,13 @@ def test_planted_bug_is_caught_within_its_bound(bug, workload):
         pytest.fail(f"{bug.name} went unnoticed by {workload} for {bug.seeds} seeds")
     text = "\n".join(res.violations)
     # Each is seen by the checks that name it: the bank's total, Elle, a lost committed write.
-    assert any(k in text for k in ("bank total", "Elle", "lost append", "committed write lost",
-                                   "the transactions committed before it")), text
+    if workload == "bank":
+        assert "bank total" in text, text
+    elif bug.name == "skip-read-validation":  # write skew and lost updates, as Elle names them
+        assert any(f"Elle: not strict-serializable: {a}" in text
+                   for a in ("G2", "G-single", "lost-update", "incompatible-order")), text
+    else:
+        assert "Elle" in text or "lost append" in text, text
 
 
 @pytest.mark.parametrize("point", CRASH_POINTS)

@@ -87,9 +87,11 @@ def run_seed(seed: int, cfg: TxnSimConfig) -> TxnSeedResult:
     run = Run(world)
     res = TxnSeedResult(seed, cfg.workload)
     problems: list[tuple[str, str]] = []
+    loop_errors: list[str] = []
     try:
         _, loop = run_virtual(run.main())
         res.virtual_s = loop.time()
+        loop_errors = loop.errors  # (exceptions nobody retrieved: none expected)
         problems = run.check()
     except Exception as exc:  # noqa: BLE001 - whatever broke the run is the finding
         problems = [(f"the run failed: {type(exc).__name__}: {exc}",
@@ -106,7 +108,7 @@ def run_seed(seed: int, cfg: TxnSimConfig) -> TxnSeedResult:
     res.elle = run.elle.explanation if run.elle is not None else ""
     res.history = run.history
     res.trace = world.trace_text()
-    res.notes = run.notes[-10:]
+    res.notes = loop_errors[:5] + run.notes[-10:]
     res.seconds = time.perf_counter() - started
     return res
 

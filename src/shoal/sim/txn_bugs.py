@@ -5,7 +5,7 @@ holds the harness to (as sim/bugs.py does for the engines and the replica).
 Each bug is a switch in production code, off unless a simulator turns it on: the participant's
 in `KVStore.bugs` (shoal.kv.intents.BUGS), the coordinator's in `TxnClient(bugs=...)`
 (shoal.txn.coordinator.BUGS). `seeds` leaves room over the first catching seed found when the
-bound was set (noted per bug), and `first_seed` is where `caught_by` looks from."""
+bound was set (noted per bug, with how many of 12 seeds caught it), for either workload."""
 
 from __future__ import annotations
 
@@ -35,15 +35,20 @@ class TxnPlantedBug:
 
 
 TXN_PLANTED = {b.name: b for b in (
-    # caught at seed 0 of either workload when the bound was set
+    # First caught (of 12 seeds) when the bounds were set: bank seed 0 (12/12), list-append
+    # seed 1 (11/12), as the bank's total, Elle's G2/G-single and lost appends.
     TxnPlantedBug("commit-without-every-vote", "the coordinator commits on the record group's "
                   "yes alone, without every shard's vote", "bank", 5, QUICK),
+    # bank seed 0 (12/12), list-append seed 0 (12/12): the total, Elle's duplicate elements.
     TxnPlantedBug("apply-before-decision", "a shard applies a prepared write at once, before "
                   "the transaction is decided", "bank", 5, QUICK),
+    # bank seed 0 (12/12), list-append seed 0 (12/12): the total; Elle's G2, G-single and
+    # incompatible orders (lost updates).
     TxnPlantedBug("skip-read-validation", "a prepare neither checks nor locks the versions the "
                   "transaction read (lost updates, write skew)", "list-append", 5, QUICK),
+    # bank seed 2 (9/12), list-append seed 1 (8/12): the total, lost appends.
     TxnPlantedBug("forget-intents-on-split", "a split copies the keys of the range it moves, but "
-                  "not their intents", "bank", 8, SPLIT_TEETH),
+                  "not their intents", "bank", 10, SPLIT_TEETH),
 )}
 assert set(TXN_PLANTED) == STORE_BUGS | COORDINATOR_BUGS, "every planted bug has its simulation"
 
