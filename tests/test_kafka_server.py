@@ -7,6 +7,8 @@ from __future__ import annotations
 import asyncio
 import socket
 import subprocess
+import threading
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -166,3 +168,110 @@ def test_idempotent_retries_are_written_once_and_gaps_refused(bootstrap: list[st
     kc.seek_to_beginning()
     assert [m.value for m in kc] == [b"x", b"once"]
     kc.close()
+
+
+class _Member(threading.Thread):
+    """One consumer of a group on its own thread, polling as an application does."""
+
+    def __init__(self, bootstrap: list[str], group: str, topic: str):
+        from kafka import KafkaConsumer
+
+        super().__init__(daemon=True)
+        self.consumer = KafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=group,
+                                      auto_offset_reset="earliest", enable_auto_commit=False,
+                                      session_timeout_ms=10_000, heartbeat_interval_ms=1000)
+        self.values: list[bytes] = []
+        self.assigned: list[int] = []
+        self.stop, self.commit, self.committed = (threading.Event(), threading.Event(),
+                                                  threading.Event())
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            for msgs in self.consumer.poll(500).values():
+                self.values.extend(m.value for m in msgs)
+            self.assigned = sorted(tp.partition for tp in self.consumer.assignment())
+            if self.commit.is_set() and not self.committed.is_set():
+                self.consumer.commit()
+                self.committed.set()
+        self.consumer.close()
+
+
+def _until(pred, what: str, timeout: float = 60) -> None:  # type: ignore[no-untyped-def]
+    end = time.monotonic() + timeout
+    while not pred():
+        assert time.monotonic() < end, f"timed out waiting for {what}"
+        time.sleep(0.1)
+
+
+def test_kafka_python_group_of_three_rebalances_and_commits(bootstrap: list[str]) -> None:
+    from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
+    from kafka.admin import NewTopic
+
+    KafkaAdminClient(bootstrap_servers=bootstrap).create_topics(
+        [NewTopic("grouped", num_partitions=3, replication_factor=3)])
+    p = KafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    for i in range(90):
+        p.send("grouped", key=b"k%d" % i, value=b"v%d" % i)
+    p.flush(30)
+    members = [_Member(bootstrap, "g3", "grouped") for _ in range(3)]
+    for m in members:
+        m.start()
+    _until(lambda: sum(len(m.values) for m in members) >= 90, "the group to read everything")
+    _until(lambda: sorted(len(m.assigned) for m in members) == [1, 1, 1], "one partition each")
+    assert sorted(v for m in members for v in m.values) == sorted(b"v%d" % i for i in range(90))
+    for m in members:
+        m.commit.set()
+    _until(lambda: all(m.committed.is_set() for m in members), "the commits")
+    members[2].stop.set()  # LeaveGroup on close: the other two take its partition
+    members[2].join(30)
+    _until(lambda: sorted(p for m in members[:2] for p in m.assigned) == [0, 1, 2],
+           "the two left to share all three partitions")
+    for m in members[:2]:
+        m.stop.set()
+        m.join(30)
+    probe = KafkaConsumer(bootstrap_servers=bootstrap, group_id="g3")
+    committed = [probe.committed(TopicPartition("grouped", i)) for i in range(3)]
+    probe.close()
+    assert sum(committed) == 90  # every partition's offset, durably in the store
+    # A new member of the same group starts from the committed offsets: nothing to read.
+    late = KafkaConsumer("grouped", bootstrap_servers=bootstrap, group_id="g3",
+                         auto_offset_reset="earliest", consumer_timeout_ms=8000)
+    assert list(late) == []
+    late.close()
+
+
+def test_confluent_and_aiokafka_consumer_groups(bootstrap: list[str]) -> None:
+    from aiokafka import AIOKafkaConsumer
+    from confluent_kafka import Consumer, Producer
+
+    p = Producer({"bootstrap.servers": ",".join(bootstrap)})
+    for i in range(20):
+        p.produce("mixed", value=b"m%d" % i)
+    assert p.flush(30) == 0
+    c = Consumer({"bootstrap.servers": ",".join(bootstrap), "group.id": "rd",
+                  "auto.offset.reset": "earliest", "enable.auto.commit": False,
+                  "session.timeout.ms": 10_000})
+    c.subscribe(["mixed"])
+    got = []
+    while len(got) < 20:
+        m = c.poll(20)
+        assert m is not None, f"stalled after {len(got)}"
+        assert m.error() is None, m.error()
+        got.append(m.value())
+    c.commit(asynchronous=False)
+    c.close()
+    assert got == [b"m%d" % i for i in range(20)]
+
+    async def aio() -> list[bytes]:
+        cons = AIOKafkaConsumer("mixed", bootstrap_servers=bootstrap, group_id="rd",
+                                auto_offset_reset="earliest", enable_auto_commit=False)
+        await cons.start()
+        try:
+            p.produce("mixed", value=b"after")
+            p.flush(30)
+            msg = await asyncio.wait_for(cons.getone(), 30)  # resumes at the committed offset
+            return [msg.value]
+        finally:
+            await cons.stop()
+
+    assert asyncio.run(aio()) == [b"after"]

@@ -36,7 +36,6 @@ from ..events.protocol import (
     KafkaClientConnection,
     KafkaConnection,
     LocalProtocolError,
-    ProtocolError,
     RecordError,
     RemoteProtocolError,
     RequestReceived,
@@ -69,6 +68,7 @@ from ..kv.requests import (
     SortOrder,
     TxnRequest,
 )
+from .kafka_groups import GROUP_APIS, GroupService
 from .node import Node, NodeError, now_ms
 
 log = logging.getLogger("shoal.kafka")
@@ -86,7 +86,7 @@ class KafkaServer:
         self._server: asyncio.AbstractServer | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._appended: dict[int, asyncio.Event] = {}  # group -> set when a batch is applied
-        self.coordinator: Any = None  # the group coordinator, on the meta leader (set later)
+        self.groups = GroupService(self)  # consumer groups, coordinated by the meta leader
 
     # ---------------------------------------------------------------- lifecycle
     async def start(self) -> None:
@@ -94,6 +94,7 @@ class KafkaServer:
                                                   limit=1 << 20)
         self.port = self._server.sockets[0].getsockname()[1]
         self._spawn(self._retention())
+        self._spawn(self.groups.run())
 
     async def stop(self) -> None:
         if self._server is not None:
@@ -143,11 +144,13 @@ class KafkaServer:
             writer.close()
 
     async def _answer(self, conn: KafkaConnection, ev: RequestReceived) -> Any:
-        handler: Callable[[Any, int], Any] | None = self._handlers().get(ev.api_key)
         if ev.api_key == av.ApiVersionsRequest.API_KEY:
             return conn.api_versions_response()
-        if handler is None:  # (advertised, so the coordinator's, not here yet)
-            raise ProtocolError(f"API {ev.api_key} has no handler")
+        if isinstance(ev.body, GROUP_APIS):
+            return await self.groups.call(ev.body, ev.api_version, ev.client_id)
+        handler: Callable[[Any, int], Any] | None = self._handlers().get(ev.api_key)
+        if handler is None:  # every advertised API has one: this is our bug
+            raise LocalProtocolError(f"API {ev.api_key} has no handler")
         return await handler(ev.body, ev.api_version)
 
     def _handlers(self) -> dict[int, Any]:
@@ -160,8 +163,6 @@ class KafkaServer:
                     ip.InitProducerIdRequest.API_KEY: self.init_producer_id,
                     dc.DescribeConfigsRequest.API_KEY: self.describe_configs,
                     fc.FindCoordinatorRequest.API_KEY: self.find_coordinator}
-        if self.coordinator is not None:
-            handlers.update(self.coordinator.handlers())
         return handlers
 
     # ---------------------------------------------------------------- the cluster's view
