@@ -275,3 +275,43 @@ def test_confluent_and_aiokafka_consumer_groups(bootstrap: list[str]) -> None:
             await cons.stop()
 
     assert asyncio.run(aio()) == [b"after"]
+
+
+def test_components_publish_and_subscribe_at_least_once(bootstrap: list[str]) -> None:
+    from shoal.events.client import Event, EventLog
+
+    async def main() -> None:
+        async with EventLog(bootstrap) as log:
+            await log.create_topic("orders", partitions=2)
+            for i in range(20):
+                await log.publish("orders", b"order-%d" % i, key=b"c%d" % (i % 5))
+            handled: list[bytes] = []
+            failed_once: set[bytes] = set()
+
+            async def handle(e: Event) -> None:
+                assert e.value is not None
+                if e.value == b"order-7" and e.value not in failed_once:
+                    failed_once.add(e.value)
+                    raise RuntimeError("a transient failure")  # delivered again
+                handled.append(e.value)
+                if len(handled) == 20:
+                    sub.stop()
+
+            sub = log.subscribe("orders", group="billing", handler=handle, retry_pause_s=0.05)
+            await asyncio.wait_for(sub.run(), 60)
+            assert sorted(handled) == sorted(b"order-%d" % i for i in range(20))
+            assert failed_once == {b"order-7"}
+            # Committed after each success: the group's next member has nothing left.
+            await log.publish("orders", b"order-20", key=b"c0")
+            rest: list[bytes] = []
+
+            async def collect(e: Event) -> None:
+                assert e.value is not None
+                rest.append(e.value)
+                again.stop()
+
+            again = log.subscribe("orders", group="billing", handler=collect)
+            await asyncio.wait_for(again.run(), 60)
+            assert rest == [b"order-20"]
+
+    asyncio.run(main())
