@@ -143,3 +143,11 @@ def test_cli_campaign_json_and_bug_demonstration():
     assert again.exit_code == 1 and "bank total" in again.output
     assert runner.invoke(app, ["sim", "--workload", "bank", "--engine", "raft"]).exit_code == 2
     assert runner.invoke(app, ["sim", "--json"]).exit_code == 2  # (not the register workload's)
+
+
+def test_a_late_shard_import_no_longer_undoes_committed_transfers() -> None:
+    """Found by this simulator: a split's slice applied after the new group opened overwrote
+    the writes made since (bank seed 13 lost money). Shards now refuse such an import."""
+    result = run_seed(13, TxnSimConfig(workload="bank", ops=80, splits=2, slow=0.01,
+                                       slow_splits=True))
+    assert not result.violations, result.violations

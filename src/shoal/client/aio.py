@@ -72,7 +72,7 @@ from ..kv.watch_queue import (
     first_revision,
     slow_watcher_reason,
 )
-from ..txn.coordinator import Transaction, TxnClient
+from ..txn import coordinator as _txn  # (a module: either may be imported first)
 from ..wire.protocol import (
     HEADER,
     NOT_LEADER,
@@ -418,7 +418,7 @@ class Client:
         self._sessions: list[_SessionSlot] = []  # idle sessions, one per concurrent write
         self._rng = random.Random()
         self.group_id = 0  # the consensus group this client's key-value calls go to
-        self._sharded: TxnClient | None = None
+        self._sharded: _txn.TxnClient | None = None
         self._owns_conns = True
         if (user is None) != (password is None):
             raise ValueError("give both user and password, or neither")
@@ -647,20 +647,20 @@ class Client:
         ones; transactions (shoal.txn) send their prepares and resolves through this."""
         return await self._write(request, expect, timeout)
 
-    def sharded(self) -> TxnClient:
+    def sharded(self) -> _txn.TxnClient:
         """Key-value calls routed by the shard map, and transactions across shards
         (shoal.txn.coordinator.TxnClient); one per client, made on first use."""
         if self._sharded is None:
-            self._sharded = TxnClient(self)
+            self._sharded = _txn.TxnClient(self)
         return self._sharded
 
-    def transaction(self) -> Transaction:
+    def transaction(self) -> _txn.Transaction:
         """`async with client.transaction() as tx: v = await tx.get(k); tx.put(k2, v)`: a
         strictly serializable transaction over keys in any shards, committed when the block
         ends (TxnAborted if it conflicted: `run_transaction` retries)."""
         return self.sharded().transaction()
 
-    async def run_transaction(self, body: Callable[[Transaction], Awaitable[T]],
+    async def run_transaction(self, body: Callable[[_txn.Transaction], Awaitable[T]],
                               attempts: int = 20) -> T:
         """`await client.run_transaction(fn)`: run `fn(tx)` and commit, retrying on TxnAborted."""
         return await self.sharded().run(body, attempts)

@@ -30,7 +30,7 @@ from ..kv.requests import (
 )
 from ..kv.watch import WatchResponse
 from ..kv.watch_queue import DEFAULT_WATCH_QUEUE_BYTES, DEFAULT_WATCH_QUEUE_EVENTS
-from ..txn.coordinator import Transaction, TxnAborted, TxnClient
+from ..txn import coordinator as _txn  # (a module: either may be imported first)
 from .aio import Client
 from .recipes import Election, Lock
 
@@ -278,7 +278,7 @@ class SyncTransaction:
     """A blocking Transaction (shoal.txn.coordinator): get blocks, put and delete buffer,
     commit (or the end of a `with` block) runs two-phase commit."""
 
-    def __init__(self, client: SyncClient, tx: Transaction):
+    def __init__(self, client: SyncClient, tx: _txn.Transaction):
         self._client, self.tx = client, tx
 
     def get(self, key: bytes) -> bytes | None:
@@ -305,7 +305,7 @@ class SyncTransaction:
 class SyncSharded:
     """Blocking routed calls and transactions (shoal.txn.coordinator.TxnClient)."""
 
-    def __init__(self, client: SyncClient, sharded: TxnClient):
+    def __init__(self, client: SyncClient, sharded: _txn.TxnClient):
         self._client, self._sharded = client, sharded
 
     def get(self, key: bytes) -> KeyValue | None:
@@ -330,7 +330,7 @@ class SyncSharded:
                 if not tx.tx.done:
                     tx.commit()
                 return result
-            except TxnAborted:
+            except _txn.TxnAborted:
                 if attempt == attempts - 1:
                     raise
             self._client._run(self._sharded.backoff(attempt))

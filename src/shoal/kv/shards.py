@@ -12,8 +12,10 @@ A split of [start, end) at `at` into a new group runs (shard/split.py drives it)
 2. the old group is assigned [start, at): from that entry on it refuses [at, end);
 3. the keys of [at, end) and their intents are exported from the old group in slices and
    imported into the new one, each slice an entry of the new group's log;
-4. the new group is assigned [at, end) serving, the shard map in the meta group moves on;
-5. the old group drops the keys it no longer owns.
+4. the new group is assigned [at, end) serving;
+5. the old group drops the keys it no longer owns, then the shard map in the meta group
+   moves on. An import after step 4 (a slice from an earlier attempt, arriving late) is
+   refused: it would undo the writes made since.
 Between 2 and 4 the moved range answers ErrWrongShard, and clients retry: the window is the
 copy, which a split bounds by refusing a range too big to copy within an election timeout.
 Pure: no I/O."""
@@ -149,6 +151,10 @@ def export(store: KVStore, r: ShardExportRequest) -> ShardResponse:
 
 def import_keys(store: KVStore, r: ShardImportRequest) -> ShardResponse:
     span = store.span
+    if span is not None and span.serving:
+        # A slice from a split's earlier attempt, applied after the group opened: it would
+        # overwrite every write since with the frozen copy (found by sim/txn.py, seed 13).
+        raise MalformedRequest("this shard already serves its keys: a late import is refused")
     store.mvcc.begin()
     for kv in r.kvs:
         if kv.key.startswith(INTENT_PREFIX):

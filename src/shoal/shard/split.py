@@ -10,8 +10,8 @@ store's side is kv/shards.py):
 2. assign the old group [start, at): the moved range is refused there from this entry on;
 3. copy [at, end) with its intents, slice by slice, from the old group to the new;
 4. assign the new group [at, end), serving;
-5. write the new shard map (version + 1), which ends the split;
-6. drop the moved keys from the old group.
+5. drop the moved keys from the old group;
+6. write the new shard map (version + 1), which ends the split.
 
 Every step is idempotent, and step 1 reports whether the new group already serves, in which
 case 3 and 4 are done and must not run again (the copy would overwrite newer writes). Writes to
@@ -96,9 +96,13 @@ async def resume(client: Client) -> ShardMap:
         await _copy(old_view, new_view, moved.start, moved.end)
         await new_view.write_request(ShardAssignRequest(moved.start, moved.end, version),
                                      ShardResponse)
-    if not await _cas_map(client, done, router.revision):
-        raise SplitError("the shard map changed during the split; run `shoal shard resume`")
+    # The drop comes before the map moves on, so a split the map calls done has dropped its
+    # keys (the old group refuses them since step 2 either way).
     await old_view.write_request(ShardDropRequest(moved.start, moved.end), ShardResponse)
+    if not await _cas_map(client, done, router.revision):
+        again = await router.refresh()
+        if again != done:  # (equal: an earlier try of this very write went through)
+            raise SplitError("the shard map changed during the split; run `shoal shard resume`")
     return done
 
 

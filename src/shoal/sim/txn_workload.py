@@ -43,7 +43,7 @@ from typing import Any, TypeVar
 
 from ..check import TxnEvent, check_txn_history
 from ..client.errors import ClientError
-from ..kv.errors import ErrIntentConflict, ErrWrongShard, KVError
+from ..kv.errors import ErrIntentConflict, KVError
 from ..kv.requests import RecordStatus
 from ..shard.split import SplitError, resume, split
 from ..txn.coordinator import Transaction, TxnAborted, TxnUnknownOutcome
@@ -57,28 +57,13 @@ MAX_CRASHES = 10_000
 MAX_WAIT_POLLS = 100_000
 MAX_REPORTED = 5  # violations of one kind quoted in a report
 
-# Production bugs the simulator found, and how the harness works around them until they are
-# fixed (each is counted in the run's stats as known_<name>; none hides a safety violation).
-KNOWN_ISSUES = {
-    "one-phase-wrong-shard": "TxnClient.commit's one-phase path does not catch ErrWrongShard: a "
-    "split between a transaction's reads and its commit raises ErrWrongShard out of commit() and "
-    "run() instead of TxnAborted('shard moved') (no retry, no map refresh; nothing was written). "
-    "The harness records the operation as info.",
-    "split-drop-skipped": "split.py's shard_map_cas is retried by Client.call but is not "
-    "idempotent: when the reply to the CAS that ends a split is lost, the retry's compare fails "
-    "and split()/resume() raise SplitError ('the shard map changed during the split') although "
-    "the split is done; resume() then sees no split in progress, so step 6 (drop the moved keys "
-    "from the old group) never runs (nor after step 6 itself failed), and the old group keeps "
-    "the moved keys and their intents, unreachable, for good. The harness retries the split as "
-    "an operator would, and counts the seeds left with such keys.",
-    "late-shard-import": "kv/shards.py import_keys applies a ShardImportRequest whenever the "
-    "keys are in the group's span, even once the group serves it: an import that takes effect "
-    "after its splitter gave up on it (a slow entry committed late; the resumed split copied "
-    "again through a new session, so exactly-once does not fence the old one) overwrites every "
-    "write made since with the exported old values: committed transfers are undone. The "
-    "harness keeps the splitter's requests on time (TxnSimConfig.slow_splits, off); with it "
-    "on: bank seed 13, ops=80, splits=2, slow=0.01 loses money.",
-}
+# Production bugs the simulator found and how the harness worked around them, now fixed:
+# the one-phase commit's ErrWrongShard (now TxnAborted("shard moved")), a split's lost final
+# compare-and-put (now the drop comes first and a retried CAS that already went through is
+# taken as done), and a late shard import (now refused once the new group serves). The
+# harness no longer works around any: a regression shows as an unexpected error or a
+# violation. KNOWN_ISSUES stays for the next one found.
+KNOWN_ISSUES: dict[str, str] = {}
 
 T = TypeVar("T")
 Body = Callable[[Transaction], Awaitable[list[Any]]]
@@ -392,10 +377,6 @@ class Run:
             op.status, op.value = "ok", task.result()
         elif isinstance(exc, TxnAborted):
             op.status, op.error = "fail", str(exc)
-        elif isinstance(exc, ErrWrongShard) and _one_phase(exc):
-            # A production bug (see KNOWN_ISSUES), worked around: taken as unknown, counted.
-            op.status, op.error = "info", f"ErrWrongShard: {exc}"
-            self.known["one-phase-wrong-shard"] += 1
         else:
             op.status, op.error = "info", f"{type(exc).__name__}: {exc}"
             if not isinstance(exc, TxnUnknownOutcome | ClientError | TimeoutError |
@@ -603,14 +584,3 @@ class Run:
 def _show(value: bytes | None) -> str:
     return "absent" if value is None else value.decode(errors="replace")[:60]
 
-
-def _one_phase(exc: BaseException) -> bool:
-    """Whether `exc` came out of TxnClient.commit's one-phase prepare (KNOWN_ISSUES)."""
-    tb = exc.__traceback__
-    frames = []
-    for _ in range(100):
-        if tb is None:
-            break
-        frames.append(tb.tb_frame.f_code.co_name)
-        tb = tb.tb_next
-    return "commit" in frames and "_prepare" in frames and "gather" not in frames

@@ -318,8 +318,12 @@ class TxnClient:
             by_group.setdefault(self.router.map.lookup(key).group, ([], []))[1].append(w)
         if len(by_group) == 1 and tx.record_group is None:
             [(group, (reads, writes))] = by_group.items()
-            resp = await self._prepare(group, TxnPrepareRequest(
-                tx.id, group, tuple(reads), tuple(writes), one_phase=True))
+            try:
+                resp = await self._prepare(group, TxnPrepareRequest(
+                    tx.id, group, tuple(reads), tuple(writes), one_phase=True))
+            except ErrWrongShard as exc:  # (refused as a whole: nothing was written)
+                await self.router.refresh(exc.version)
+                raise TxnAborted("shard moved", exc.key) from None
             if not resp.prepared:
                 await self._refuse(resp.conflicts)
             return
