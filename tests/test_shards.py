@@ -235,3 +235,39 @@ def test_watches_follow_their_shard_and_end_when_a_split_moves_them(tmp_path: Pa
             assert not any(k.startswith(b"w/c") for k in events)  # no drop shown as deletes
 
     run(main())
+
+
+def test_a_snapshot_across_shards_sees_one_moment(tmp_path: Path) -> None:
+    """Ranges spanning three shards read while transfers run: every snapshot sums to the
+    bank's total (shard-by-shard reads without a lock would not), and new keys wait."""
+    async def main() -> None:
+        async with LocalCluster(tmp_path, 3) as c, Client(c.endpoints, timeout=20) as cl:
+            s = await _sharded_bank(c, cl)
+            rng = random.Random(3)
+            stop = asyncio.Event()
+
+            async def transfer(tx: Transaction) -> None:
+                src, dst = rng.sample(ACCOUNTS, 2)
+                a, b = int(await tx.get(src) or 0), int(await tx.get(dst) or 0)
+                tx.put(src, b"%d" % (a - 7))
+                tx.put(dst, b"%d" % (b + 7))
+
+            async def teller() -> None:
+                while not stop.is_set():
+                    await s.run(transfer, attempts=100)
+
+            tellers = [asyncio.create_task(teller()) for _ in range(3)]
+            totals = []
+            for _ in range(8):
+                kvs = await s.snapshot(b"acct/", b"acct0")
+                assert [kv.key for kv in kvs] == ACCOUNTS  # in key order, across 3 shards
+                totals.append(sum(int(kv.value) for kv in kvs))
+            stop.set()
+            await asyncio.gather(*tellers)
+            assert totals == [100 * len(ACCOUNTS)] * 8
+            await s.close()
+            await eventually(lambda: _intents(c) == 0 and not any(
+                g.replica.kv.intents.ranges for srv in c.servers.values()
+                for g in srv.node.groups.values()), what="every lock given back")
+
+    run(main(), timeout=120)

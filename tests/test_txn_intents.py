@@ -212,3 +212,23 @@ def test_shard_map_lookup_pieces_and_split() -> None:
         m.split(b"q", 1)
     with pytest.raises(ShardMapError, match="malformed"):
         ShardMap.decode(b"\x93garbage")
+
+
+def test_a_range_lock_keeps_out_writers_and_phantoms_until_resolved() -> None:
+    from shoal.kv.requests import IntentRange
+
+    s = Store()
+    s(PutRequest(b"r/1", b"1"))
+    resp = s(TxnPrepareRequest(T1, 0, lock_ranges=(IntentRange(b"r/", b"r0"),)))
+    assert resp.prepared and [kv.key for kv in resp.kvs] == [b"r/1"]
+    with pytest.raises(ErrIntentConflict):
+        s(PutRequest(b"r/1", b"2"))  # a writer of a locked key
+    with pytest.raises(ErrIntentConflict):
+        s(PutRequest(b"r/2", b"new"))  # a phantom: a new key inside the range
+    assert not prepared(s, T2, writes=[IntentWrite(b"r/5", b"x")])
+    s(PutRequest(b"s/1", b"outside"))  # outside the range: free
+    restored = KVStore.restore(s.kv.snapshot())
+    assert restored.intents.ranges == s.kv.intents.ranges  # (survives a snapshot)
+    s(TxnResolveRequest(T1, False, ()))
+    assert not s.kv.intents.ranges
+    s(PutRequest(b"r/2", b"new"))

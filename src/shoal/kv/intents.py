@@ -61,6 +61,7 @@ if TYPE_CHECKING:
     from .store import KVStore
 
 INTENT_PREFIX = RESERVED + b"intent/"
+RANGE_PREFIX = RESERVED + b"intent-range/"  # + txn + start: a range lock (lock_ranges)
 RECORD_PREFIX = RESERVED + b"txn/"
 READ, PUT, DELETE = 0, 1, 2  # what an intent holds
 
@@ -97,6 +98,15 @@ def split_intent_key(k: bytes) -> tuple[bytes, bytes]:
     return k[start:start + n], k[start + n:]
 
 
+def range_key(txn: bytes, start: bytes) -> bytes:
+    return RANGE_PREFIX + bytes((len(txn),)) + txn + start  # (ids are 8 to 32 bytes)
+
+
+def range_txn(key: bytes) -> bytes:
+    n = key[len(RANGE_PREFIX)]
+    return key[len(RANGE_PREFIX) + 1:len(RANGE_PREFIX) + 1 + n]
+
+
 def record_key(txn: bytes) -> bytes:
     return RECORD_PREFIX + txn
 
@@ -107,6 +117,20 @@ class IntentIndex:
     def __init__(self) -> None:
         self._by_key: SortedDict = SortedDict()
         self.count = 0
+        # Range locks: txn -> [(start, range_end, record group)], few and short-lived.
+        self.ranges: dict[bytes, list[tuple[bytes, bytes, int]]] = {}
+
+    def range_conflicts(self, key: bytes, range_end: bytes, txn: bytes = b"") -> list[TxnConflict]:
+        """Other transactions' range locks overlapping [key, range_end)."""
+        out = []
+        for holder, locks in self.ranges.items():
+            if holder == txn:
+                continue
+            for start, end, group in locks:
+                if _overlap(key, range_end, start, end):
+                    out.append(TxnConflict(key, "locked", holder, group))
+                    break
+        return out
 
     def get(self, key: bytes) -> dict[bytes, Intent]:
         found: dict[bytes, Intent] | None = self._by_key.get(key)
@@ -141,6 +165,10 @@ class IntentIndex:
     @classmethod
     def rebuild(cls, store: KVStore) -> IntentIndex:
         index = cls()
+        for kv in store.mvcc.range(RANGE_PREFIX, prefix_end(RANGE_PREFIX))[0]:
+            start, end, group = msgpack.unpackb(kv.value)
+            txn = range_txn(kv.key)
+            index.ranges.setdefault(txn, []).append((bytes(start), bytes(end), int(group)))
         kvs, _, _ = store.mvcc.range(INTENT_PREFIX, prefix_end(INTENT_PREFIX))
         for kv in kvs:
             key, txn = split_intent_key(kv.key)
@@ -159,11 +187,14 @@ def _conflict(key: bytes, intent: Intent) -> TxnConflict:
 
 
 def check_plain_write(index: IntentIndex, spans: Iterable[tuple[bytes, bytes]]) -> None:
-    """A plain write may not touch a key any transaction has prepared on."""
-    if index.count == 0:
+    """A plain write may not touch a key any transaction has prepared on, or a range one
+    has locked."""
+    if index.count == 0 and not index.ranges:
         return
+    spans = list(spans)
     found = [_conflict(k, i) for key, end in spans for k, held in index.in_range(key, end)
              for i in held.values()]
+    found += [c for key, end in spans for c in index.range_conflicts(key, end)]
     if found:
         raise ErrIntentConflict(tuple(found))
 
@@ -199,6 +230,11 @@ def prepare(store: KVStore, r: TxnPrepareRequest) -> TxnPrepareResponse:
         elif (kv.mod_revision if kv is not None else 0) != read.mod_revision:
             conflicts.append(TxnConflict(read.key, "changed"))
     written = {w.key for w in r.writes}
+    for key in sorted(written):
+        conflicts.extend(index.range_conflicts(key, b"", r.txn))
+    for rg in r.lock_ranges:  # a range lock keeps out writers, so no write intent may be in it
+        conflicts.extend(_conflict(k, i) for k, held in index.in_range(rg.key, rg.range_end)
+                         for i in held.values() if i.txn != r.txn and i.kind != READ)
     for key in sorted(written | {read.key for read in r.reads}):
         for intent in index.get(key).values():
             if intent.txn != r.txn and (key in written or intent.kind != READ):
@@ -224,6 +260,12 @@ def prepare(store: KVStore, r: TxnPrepareRequest) -> TxnPrepareResponse:
         for read in r.reads:
             if read.key not in written and r.txn not in index.get(read.key):
                 _place(store, read.key, Intent(r.txn, r.record_group, READ))
+        for rg in r.lock_ranges:
+            store._put(PutRequest(range_key(r.txn, rg.key),
+                                  msgpack.packb([rg.key, rg.range_end, r.record_group])))
+            index.ranges.setdefault(r.txn, []).append((rg.key, rg.range_end, r.record_group))
+            locked.extend(kv for kv in store.mvcc.range(rg.key, rg.range_end)[0]
+                          if not kv.key.startswith(RESERVED))
         if r.record_lease and status == RecordStatus.ABSENT:
             store._put(PutRequest(record_key(r.txn), _status_value(RecordStatus.PENDING),
                                   lease=r.record_lease))
@@ -233,8 +275,12 @@ def prepare(store: KVStore, r: TxnPrepareRequest) -> TxnPrepareResponse:
 
 
 def resolve(store: KVStore, r: TxnResolveRequest) -> TxnResolveResponse:
+    """Apply or drop `r.txn`'s intents on `r.keys`, and give back every range it locked here."""
     index, resolved = store.intents, 0
     store.mvcc.begin()
+    for start, _, _ in index.ranges.pop(r.txn, []):
+        store._delete(range_key(r.txn, start), b"")
+        resolved += 1
     for key in r.keys:
         intent = index.get(key).get(r.txn)
         if intent is None:
@@ -269,6 +315,14 @@ def record(store: KVStore, r: TxnRecordRequest) -> TxnRecordResponse:
             store._put(PutRequest(record_key(r.txn), _status_value(new)))
         store.mvcc.end()
     return TxnRecordResponse(store._header(), new)
+
+
+def _overlap(a: bytes, a_end: bytes, b: bytes, b_end: bytes) -> bool:
+    """Do [a, a_end) and [b, b_end) meet (etcd's conventions: b"" one key, b"\0" no end)?"""
+    def hi(k: bytes, end: bytes) -> bytes | None:
+        return k + b"\0" if end == b"" else None if end == ALL_KEYS else end
+    ha, hb = hi(a, a_end), hi(b, b_end)
+    return (hb is None or a < hb) and (ha is None or b < ha)
 
 
 def _record_status(store: KVStore, txn: bytes) -> RecordStatus:

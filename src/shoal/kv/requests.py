@@ -201,6 +201,14 @@ class IntentRead:
 
 
 @dataclass(frozen=True, slots=True)
+class IntentRange:
+    """[key, range_end) in etcd's conventions (range_end b"\0": to the end)."""
+
+    key: bytes
+    range_end: bytes
+
+
+@dataclass(frozen=True, slots=True)
 class IntentWrite:
     key: bytes
     value: bytes = b""
@@ -215,6 +223,8 @@ class TxnPrepareRequest:
     writes: tuple[IntentWrite, ...] = ()
     one_phase: bool = False  # the only shard: validate and write, no intents, no record
     record_lease: int = 0  # sent to the record group: create the pending record on this lease
+    lock_ranges: tuple[IntentRange, ...] = ()  # lock whole ranges (no writer, no phantom) and
+    # answer their keys: a snapshot of ranges across shards
 
 
 @dataclass(frozen=True, slots=True)
@@ -612,6 +622,10 @@ def validate(request: Request, limits: KVLimits) -> None:
                 if w.key in written:
                     raise ErrDuplicateKey(f"{name}: key {w.key!r:.80} written twice")
                 written.add(w.key)
+            for rg in request.lock_ranges:
+                _key(rg.key, f"{name}.lock_ranges", limits)
+                if not rg.range_end:
+                    raise MalformedRequest(f"{name}.lock_ranges: a range needs a range_end")
             for r in request.reads:
                 _key(r.key, f"{name}.reads", limits)
                 if r.mod_revision != LOCKING_READ:

@@ -29,7 +29,15 @@ from typing import TYPE_CHECKING
 import msgpack
 
 from .errors import CorruptSnapshot, ErrWrongShard, MalformedRequest
-from .intents import INTENT_PREFIX, Intent, intent_key, split_intent_key
+from .intents import (
+    INTENT_PREFIX,
+    RANGE_PREFIX,
+    Intent,
+    intent_key,
+    range_key,
+    range_txn,
+    split_intent_key,
+)
 from .keyvalue import ALL_KEYS, RESERVED, KeyValue, prefix_end
 from .requests import (
     PutRequest,
@@ -104,6 +112,11 @@ def check_owned(span: Span | None, ranges: Iterable[tuple[bytes, bytes]]) -> Non
             raise ErrWrongShard(key, span.version)
 
 
+def _overlaps(start: bytes, end: bytes, lo: bytes, hi: bytes) -> bool:
+    """[start, end) (etcd's end: b"\0" unbounded) meets [lo, hi) (hi b"": unbounded)."""
+    return (hi == b"" or start < hi) and (end == ALL_KEYS or lo < end)
+
+
 def load_span(store: KVStore) -> Span | None:
     kv = store.mvcc.get(SPAN_KEY)
     return Span.decode(kv.value) if kv is not None else None
@@ -146,6 +159,12 @@ def export(store: KVStore, r: ShardExportRequest) -> ShardResponse:
             break
         for intent in held.values():
             out.append(KeyValue(intent_key(key, intent.txn), value=intent.encode()))
+    if not r.after:  # range locks over the moved keys go along, once (with the first slice)
+        for txn, locks in store.intents.ranges.items():
+            for start, end, group in locks:
+                if _overlaps(start, end, r.start, r.end):
+                    out.append(KeyValue(range_key(txn, start),
+                                        value=msgpack.packb([start, end, group])))
     return ShardResponse(store._header(), tuple(out), more)
 
 
@@ -157,7 +176,12 @@ def import_keys(store: KVStore, r: ShardImportRequest) -> ShardResponse:
         raise MalformedRequest("this shard already serves its keys: a late import is refused")
     store.mvcc.begin()
     for kv in r.kvs:
-        if kv.key.startswith(INTENT_PREFIX):
+        if kv.key.startswith(RANGE_PREFIX):
+            start, end, group = msgpack.unpackb(kv.value)
+            txn = range_txn(kv.key)
+            store._put(PutRequest(kv.key, kv.value))
+            store.intents.ranges.setdefault(txn, []).append((bytes(start), bytes(end), int(group)))
+        elif kv.key.startswith(INTENT_PREFIX):
             key, txn = split_intent_key(kv.key)
             intent = Intent.decode(kv.value)
             if span is not None and not span.owns(key):

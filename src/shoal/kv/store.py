@@ -184,7 +184,8 @@ class KVStore:
                 return CloseSessionResponse(self._header())
             case TxnPrepareRequest():
                 shards.check_owned(self.span, [(r.key, b"") for r in request.reads]
-                                   + [(w.key, b"") for w in request.writes])
+                                   + [(w.key, b"") for w in request.writes]
+                                   + [(g.key, g.range_end) for g in request.lock_ranges])
                 return intents.prepare(self, request)
             case TxnResolveRequest():  # (a moved key's intent moved with it: resolve it there)
                 shards.check_owned(self.span, [(k, b"") for k in request.keys])
@@ -270,7 +271,7 @@ class KVStore:
     # --- writes ---
 
     def _write(self, request: PutRequest | DeleteRangeRequest | TxnRequest) -> OpResponse:
-        if self.span is not None or self.intents.count:
+        if self.span is not None or self.intents.count or self.intents.ranges:
             reads, writes = _spans(request)
             shards.check_owned(self.span, reads + writes)
             for key, range_end in reads:

@@ -42,6 +42,7 @@ from ..kv.keyvalue import KeyValue, prefix_end
 from ..kv.requests import (
     LOCKING_READ,
     DeleteRangeResponse,
+    IntentRange,
     IntentRead,
     IntentWrite,
     PutResponse,
@@ -96,6 +97,7 @@ class Transaction:
     id: bytes = field(default_factory=lambda: os.urandom(16))
     done: bool = False
     locked: set[bytes] = field(default_factory=set)  # read under a shared lock (lock_read)
+    range_groups: set[int] = field(default_factory=set)  # where lock_range locked a range
     record_group: int | None = None  # fixed by the first lock: where resolvers look
 
     async def lock_read(self, *keys: bytes) -> dict[bytes, bytes | None]:
@@ -146,6 +148,13 @@ class Transaction:
 
     async def __aenter__(self) -> Transaction:
         return self
+
+    async def lock_range(self, key: bytes, range_end: bytes) -> list[KeyValue]:
+        """Every key of [key, range_end) (etcd's conventions) across the shards it spans,
+        as of one moment: the range is locked in each shard (writers and new keys kept out)
+        until the transaction ends."""
+        self._writable()
+        return await self.coordinator.lock_range(self, key, range_end)
 
     async def abort(self) -> None:
         """End without committing: give back the locks lock_read took (nothing else is held)."""
@@ -200,10 +209,17 @@ class TxnClient:
     async def delete(self, key: bytes) -> DeleteRangeResponse:
         return await self.router.on_key(key, lambda c: self.resolving(lambda: c.delete(key)))
 
+    async def snapshot(self, key: bytes, range_end: bytes) -> list[KeyValue]:
+        """Every key of [key, range_end) across the shards it spans, as of one moment: a
+        read-only transaction that locks the range in each shard, reads, and lets go."""
+        async def body(tx: Transaction) -> list[KeyValue]:
+            return await tx.lock_range(key, range_end)
+        return await self.run(body)
+
     async def range(self, key: bytes, range_end: bytes) -> list[KeyValue]:
         """Every key of [key, range_end) (etcd's conventions), read shard by shard, in order.
-        Each shard's part is at one revision of that shard; for one snapshot of keys known in
-        advance across shards, read them in a transaction."""
+        Each shard's part is at one revision of that shard; `snapshot` reads them all as of
+        one moment."""
         parts = await self.on_range(key, range_end, lambda c, lo, hi: c.get(lo, range_end=hi))
         return [kv for part in parts for kv in part.kvs]
 
@@ -301,7 +317,7 @@ class TxnClient:
         await asyncio.sleep(min(0.01 * 2 ** attempt, 0.5) * self._rng.random())
 
     async def commit(self, tx: Transaction) -> None:
-        if not tx.reads and not tx.writes:
+        if not tx.reads and not tx.writes and not tx.range_groups:
             return
         if not tx.writes and tx.locked == set(tx.reads):
             await self.release(tx)  # every read was locked while the others were: consistent
@@ -316,6 +332,8 @@ class TxnClient:
                 IntentRead(key, kv.mod_revision if kv is not None else 0))
         for key, w in sorted(tx.writes.items()):
             by_group.setdefault(self.router.map.lookup(key).group, ([], []))[1].append(w)
+        for g in tx.range_groups:  # (their range locks are given back by the resolve)
+            by_group.setdefault(g, ([], []))
         if len(by_group) == 1 and tx.record_group is None:
             [(group, (reads, writes))] = by_group.items()
             try:
@@ -391,12 +409,34 @@ class TxnClient:
                                 await self._lease(tx.record_group))
         await asyncio.gather(*(self._lock_in(tx, g, ks, 0) for g, ks in by_group.items()))
 
+    async def lock_range(self, tx: Transaction, key: bytes, range_end: bytes) -> list[KeyValue]:
+        """Lock [key, range_end) in every shard it spans, for `tx` (no writer, no new key
+        until it ends), and its keys as of then: one snapshot across shards. The first
+        shard's lock creates the record, as in lock_reads."""
+        if self.router.revision < 0:
+            await self.router.refresh()
+        pieces = self.router.map.pieces(key, range_end)
+        found: list[list[KeyValue]] = [[] for _ in pieces]
+
+        async def one(i: int, lease: int) -> None:
+            shard, lo, hi = pieces[i]
+            found[i] = await self._lock_in(tx, shard.group, (), lease,
+                                           (IntentRange(lo or b"\0", hi or b"\0"),))
+        if tx.record_group is None:
+            tx.record_group = pieces[0][0].group
+            await one(0, await self._lease(tx.record_group))
+            rest = range(1, len(pieces))
+        else:
+            rest = range(len(pieces))
+        await asyncio.gather(*(one(i, 0) for i in rest))
+        return [kv for part in found for kv in part]
+
     async def _lock_in(self, tx: Transaction, group: int, keys: Sequence[bytes],
-                       lease: int) -> None:
+                       lease: int, ranges: tuple[IntentRange, ...] = ()) -> list[KeyValue]:
         assert tx.record_group is not None
         req = TxnPrepareRequest(tx.id, tx.record_group,
                                 tuple(IntentRead(k, LOCKING_READ) for k in keys),
-                                record_lease=lease)
+                                record_lease=lease, lock_ranges=ranges)
         loop = asyncio.get_running_loop()
         end = loop.time() + self.client.timeout
         while True:
@@ -415,9 +455,12 @@ class TxnClient:
                 await self._refuse(resp.conflicts)
             await self.resolve(resp.conflicts, min(end, loop.time() + 0.05), wait_pending=True)
         got = {kv.key: kv for kv in resp.kvs}
-        for k in keys:
+        for k in [*keys, *(k for k in got if ranges)]:
             tx.reads[k] = (group, got.get(k))
             tx.locked.add(k)
+        if ranges:
+            tx.range_groups.add(group)
+        return list(resp.kvs)
 
     async def release(self, tx: Transaction) -> None:
         """Give back `tx`'s shared locks and its record, if it took any."""
@@ -425,7 +468,7 @@ class TxnClient:
             return
         try:
             await self._record(tx.record_group, tx.id, TxnRecordAction.ABORT)
-            by_group: dict[int, list[bytes]] = {}
+            by_group: dict[int, list[bytes]] = {g: [] for g in tx.range_groups}
             for k in sorted(tx.locked):
                 by_group.setdefault(tx.reads[k][0], []).append(k)
             await asyncio.gather(*(self._resolve_in(g, tx.id, False, ks)
