@@ -49,7 +49,8 @@ def run_check(
     try:
         events = load_history(path)
     except HistoryError as e:
-        console.print(f"[bold red]malformed history[/] {path}: {e}", highlight=False)
+        console.print(f"[bold red]malformed history[/] {path}: {e}", highlight=False,
+                      soft_wrap=True)
         return EXIT_MALFORMED
     except OSError as e:
         console.print(f"[bold red]cannot read history[/] {path}: {e.strerror}", highlight=False)
@@ -156,7 +157,7 @@ def run_txn_check(
             console.out(json.dumps(error), highlight=False)
         else:
             console.print(f"[bold red]{kind}[/] {escape(str(path))}: {escape(message)}",
-                          highlight=False)
+                          highlight=False, soft_wrap=True)  # (one line: it names the line)
         return EXIT_MALFORMED
     if json_output:
         console.out(json.dumps({"path": str(path), **result.to_json()}, indent=2),
