@@ -90,7 +90,8 @@ def _replay(cfg: SimConfig, seed: int, trace: Path | None) -> int:
 
 def _report_violation(cfg: SimConfig, res: SeedResult) -> None:
     console.print(Panel(res.violation or "", title=f"seed {res.seed}", border_style="red"))
-    console.print(f"replay: [bold]{cfg.replay_command(res.seed)}[/]")
+    # One line whatever the terminal's width: it is a command to paste.
+    console.print(f"replay: [bold]{cfg.replay_command(res.seed)}[/]", soft_wrap=True)
     console.print("last events before it:")
     console.print(res.trace, markup=False, highlight=False)
 

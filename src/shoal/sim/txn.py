@@ -362,7 +362,7 @@ def report(cfg: TxnSimConfig, *, seeds: int, first_seed: int, seed: int | None,
                                                              first.evidence, strict=False))
     console.print(Panel(Text(text), title=f"seed {first.seed}", border_style="red"))
     console.print(f"replay: {replay_command(cfg, first.seed, bug, replay_extra)}", markup=False,
-                  highlight=False)
+                  highlight=False, soft_wrap=True)  # (one line: a command to paste)
     console.print("last requests before the end:")
     console.print("\n".join(first.trace.splitlines()[-25:]), markup=False, highlight=False)
     return 1
