@@ -194,7 +194,10 @@ def test_a_split_refuses_keys_on_leases() -> None:
     lease = s(LeaseGrantRequest(5, now_ms=1)).id
     s(PutRequest(b"x", b"1", lease=lease))
     with pytest.raises(MalformedRequest, match="lease"):
-        s(ShardExportRequest(b"m", b""))  # (b"x" is past b"m")
+        s(ShardAssignRequest(b"", b"m", 1))  # the freeze itself is refused (b"x" is past b"m")
+    assert s.kv.span is None  # nothing changed: the split is called off before it froze
+    with pytest.raises(MalformedRequest, match="lease"):
+        s(ShardExportRequest(b"m", b""))
 
 
 def test_shard_map_lookup_pieces_and_split() -> None:

@@ -131,6 +131,16 @@ def assign(store: KVStore, r: ShardAssignRequest) -> ShardResponse:
     if current is not None and current.serving and not r.serving and \
             (current.start, current.end, current.version) == (r.start, r.end, r.version):
         return ShardResponse(store._header(), serving=True)  # a resumed split: done already
+    if r.end and (current is None or current.end == b"" or r.end < current.end):
+        # Narrowing: the keys given up must be free to move. Checked here, in the entry that
+        # freezes them, so no key takes a lease between a check and the freeze.
+        gone_end = current.end if current is not None else b""
+        for lo, hi in user_ranges(r.end, gone_end):
+            for kv in store.mvcc.range(lo, hi)[0]:
+                if kv.lease:
+                    raise MalformedRequest(
+                        f"key {kv.key!r:.80} is attached to lease {kv.lease}, and leases do "
+                        "not move between shards: revoke it, or split elsewhere")
     store.mvcc.begin()
     store._put(PutRequest(SPAN_KEY, span.encode()))
     store.mvcc.end()
@@ -140,7 +150,8 @@ def assign(store: KVStore, r: ShardAssignRequest) -> ShardResponse:
 
 def export(store: KVStore, r: ShardExportRequest) -> ShardResponse:
     """Up to `limit` keys of the range after `after`, each followed by its intents. Keys on a
-    lease cannot move (leases belong to one group): the split is refused, naming the key."""
+    lease cannot move (leases belong to one group): `assign` refused the split before the
+    range was frozen; this checks again."""
     first = r.after + b"\0" if r.after else r.start
     kvs = [kv for lo, hi in user_ranges(first, r.end)
            for kv in store.mvcc.range(lo, hi, limit=r.limit + 1)[0]][: r.limit + 1]

@@ -24,6 +24,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
+from ..kv.errors import MalformedRequest
 from ..kv.requests import (
     ShardAssignRequest,
     ShardDropRequest,
@@ -91,7 +92,12 @@ async def resume(client: Client) -> ShardMap:
     new_view, old_view = router.view(pending.group), router.view(old.group)
     first: ShardResponse = await new_view.write_request(
         ShardAssignRequest(moved.start, moved.end, version, serving=False), ShardResponse)
-    await old_view.write_request(ShardAssignRequest(old.start, pending.at, version), ShardResponse)
+    try:
+        await old_view.write_request(ShardAssignRequest(old.start, pending.at, version),
+                                     ShardResponse)
+    except MalformedRequest as exc:  # nothing is frozen yet: call the split off
+        await _cas_map(client, replace(current, splitting=None), router.revision)
+        raise SplitError(f"split at {pending.at!r:.80} called off: {exc}") from None
     if not first.serving:  # the new group does not serve yet: copy
         await _copy(old_view, new_view, moved.start, moved.end)
         await new_view.write_request(ShardAssignRequest(moved.start, moved.end, version),
