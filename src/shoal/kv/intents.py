@@ -127,7 +127,7 @@ class IntentIndex:
             if holder == txn:
                 continue
             for start, end, group in locks:
-                if _overlap(key, range_end, start, end):
+                if ranges_overlap(key, range_end, start, end):
                     out.append(TxnConflict(key, "locked", holder, group))
                     break
         return out
@@ -317,7 +317,7 @@ def record(store: KVStore, r: TxnRecordRequest) -> TxnRecordResponse:
     return TxnRecordResponse(store._header(), new)
 
 
-def _overlap(a: bytes, a_end: bytes, b: bytes, b_end: bytes) -> bool:
+def ranges_overlap(a: bytes, a_end: bytes, b: bytes, b_end: bytes) -> bool:
     """Do [a, a_end) and [b, b_end) meet (etcd's conventions: b"" one key, b"\0" no end)?"""
     def hi(k: bytes, end: bytes) -> bytes | None:
         return k + b"\0" if end == b"" else None if end == ALL_KEYS else end

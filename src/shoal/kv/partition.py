@@ -26,7 +26,7 @@ import msgpack
 from ..events.protocol.error_codes import ErrorCode
 from ..events.protocol.records import iter_batches, restamp
 from .errors import MalformedRequest
-from .keyvalue import RESERVED, KeyValue, prefix_end
+from .keyvalue import RESERVED, prefix_end
 from .requests import LogAppendRequest, LogAppendResponse, LogTrimRequest, PutRequest
 
 if TYPE_CHECKING:
@@ -136,8 +136,8 @@ def trim(store: KVStore, r: LogTrimRequest) -> LogAppendResponse:
     state = LogState.of(store)
     kvs, _, _ = store.mvcc.range(BATCH_PREFIX, BATCH_END)
     store.mvcc.begin()
-    for kv in kvs:
-        nxt = _next_offset(kvs, kv, state)
+    for i, kv in enumerate(kvs):
+        nxt = offset_of(kvs[i + 1].key) if i + 1 < len(kvs) else state.next_offset
         if nxt > r.before_offset:
             break
         store._delete(kv.key, b"")
@@ -147,7 +147,3 @@ def trim(store: KVStore, r: LogTrimRequest) -> LogAppendResponse:
     store.mvcc.end()
     return LogAppendResponse(store._header(), -1, 0, state.start_offset)
 
-
-def _next_offset(kvs: list[KeyValue], kv: KeyValue, state: LogState) -> int:
-    i = kvs.index(kv)
-    return offset_of(kvs[i + 1].key) if i + 1 < len(kvs) else state.next_offset

@@ -36,6 +36,7 @@ from .intents import (
     intent_key,
     range_key,
     range_txn,
+    ranges_overlap,
     split_intent_key,
 )
 from .keyvalue import ALL_KEYS, RESERVED, KeyValue, prefix_end
@@ -112,11 +113,6 @@ def check_owned(span: Span | None, ranges: Iterable[tuple[bytes, bytes]]) -> Non
             raise ErrWrongShard(key, span.version)
 
 
-def _overlaps(start: bytes, end: bytes, lo: bytes, hi: bytes) -> bool:
-    """[start, end) (etcd's end: b"\0" unbounded) meets [lo, hi) (hi b"": unbounded)."""
-    return (hi == b"" or start < hi) and (end == ALL_KEYS or lo < end)
-
-
 def load_span(store: KVStore) -> Span | None:
     kv = store.mvcc.get(SPAN_KEY)
     return Span.decode(kv.value) if kv is not None else None
@@ -173,7 +169,7 @@ def export(store: KVStore, r: ShardExportRequest) -> ShardResponse:
     if not r.after:  # range locks over the moved keys go along, once (with the first slice)
         for txn, locks in store.intents.ranges.items():
             for start, end, group in locks:
-                if _overlaps(start, end, r.start, r.end):
+                if ranges_overlap(start, end, r.start, r.end or ALL_KEYS):
                     out.append(KeyValue(range_key(txn, start),
                                         value=msgpack.packb([start, end, group])))
     return ShardResponse(store._header(), tuple(out), more)

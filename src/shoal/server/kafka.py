@@ -87,6 +87,7 @@ class KafkaServer:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._appended: dict[int, asyncio.Event] = {}  # group -> set when a batch is applied
         self.groups = GroupService(self)  # consumer groups, coordinated by the meta leader
+        self._handlers = self._handler_table()
 
     # ---------------------------------------------------------------- lifecycle
     async def start(self) -> None:
@@ -148,12 +149,12 @@ class KafkaServer:
             return conn.api_versions_response()
         if isinstance(ev.body, GROUP_APIS):
             return await self.groups.call(ev.body, ev.api_version, ev.client_id)
-        handler: Callable[[Any, int], Any] | None = self._handlers().get(ev.api_key)
+        handler: Callable[[Any, int], Any] | None = self._handlers.get(ev.api_key)
         if handler is None:  # every advertised API has one: this is our bug
             raise LocalProtocolError(f"API {ev.api_key} has no handler")
         return await handler(ev.body, ev.api_version)
 
-    def _handlers(self) -> dict[int, Any]:
+    def _handler_table(self) -> dict[int, Any]:
         handlers = {md.MetadataRequest.API_KEY: self.metadata,
                     pr.ProduceRequest.API_KEY: self.produce,
                     fe.FetchRequest.API_KEY: self.fetch,
@@ -234,8 +235,6 @@ class KafkaServer:
     # ---------------------------------------------------------------- topics
     async def create_topics(self, req: ct.CreateTopicsRequest,
                             version: int) -> ct.CreateTopicsResponse:
-        if self.node.meta.role != "leader":
-            return await self._forward(req, version)
         return ct.CreateTopicsResponse(topics=await self._create(req.topics, version,
                                                                  validate=req.validate_only))
 
@@ -243,7 +242,7 @@ class KafkaServer:
                       validate: bool = False) -> list[ct.CreatableTopicResult]:
         if self.node.meta.role != "leader":
             fwd = await self._forward(ct.CreateTopicsRequest(topics=wanted, timeout_ms=10_000,
-                                                             validate_only=False), version)
+                                                             validate_only=validate), version)
             return list(fwd.topics)
         results = []
         existing = self.topics()
@@ -367,12 +366,10 @@ class KafkaServer:
 
     async def _append(self, t: T.Topic | None, index: int, records: bytes | None,
                       timeout_ms: int) -> tuple[int, int, int]:
-        if t is None or not 0 <= index < len(t.groups):
-            return ErrorCode.UNKNOWN_TOPIC_OR_PARTITION, -1, -1
-        group = t.groups[index]
-        g = self.node.groups.get(group)
-        if g is None or g.replica.role != "leader":
-            return ErrorCode.NOT_LEADER_OR_FOLLOWER, -1, -1
+        code, group = self._led(t, index)
+        if code:
+            return code, -1, -1
+        assert t is not None
         data = records or b""
         try:
             limit = int(t.config["max.message.bytes"])
@@ -391,6 +388,15 @@ class KafkaServer:
             return code, -1, -1
         assert isinstance(resp, LogAppendResponse)
         return resp.error, resp.base_offset, resp.log_start_offset
+
+    def _led(self, t: T.Topic | None, index: int) -> tuple[int, int]:
+        """(error code, group) of partition `index` of `t`, where this node must lead it."""
+        if t is None or not 0 <= index < len(t.groups):
+            return ErrorCode.UNKNOWN_TOPIC_OR_PARTITION, -1
+        g = self.node.groups.get(t.groups[index])
+        if g is None or g.replica.role != "leader":
+            return ErrorCode.NOT_LEADER_OR_FOLLOWER, -1
+        return ErrorCode.NONE, t.groups[index]
 
     def appended(self, group: int) -> asyncio.Event:
         """Set whenever a batch is applied to `group` here (a watch on its batches), so a
@@ -449,17 +455,14 @@ class KafkaServer:
             return fe.PartitionData(partition_index=fp.partition, error_code=code,
                                     high_watermark=-1, records=None)
 
-        if t is None or not 0 <= fp.partition < len(t.groups):
-            return err(ErrorCode.UNKNOWN_TOPIC_OR_PARTITION)
-        group = t.groups[fp.partition]
-        g = self.node.groups.get(group)
-        if g is None or g.replica.role != "leader":
-            return err(ErrorCode.NOT_LEADER_OR_FOLLOWER)
+        code, group = self._led(t, fp.partition)
+        if code:
+            return err(code)
         try:
             await self.node.read_barrier(5.0, group)
         except NodeError:
             return err(ErrorCode.NOT_LEADER_OR_FOLLOWER)
-        kv = g.replica.kv
+        kv = self.node.groups[group].replica.kv
         state = LogState.of(kv)
         hw = state.next_offset
         if not state.start_offset <= fp.fetch_offset <= hw:
@@ -498,12 +501,11 @@ class KafkaServer:
 
     async def _offset_for(self, t: T.Topic | None, index: int,
                           timestamp: int) -> tuple[int, int, int]:
-        if t is None or not 0 <= index < len(t.groups):
-            return ErrorCode.UNKNOWN_TOPIC_OR_PARTITION, -1, -1
-        g = self.node.groups.get(t.groups[index])
-        if g is None or g.replica.role != "leader":
-            return ErrorCode.NOT_LEADER_OR_FOLLOWER, -1, -1
-        await self.node.read_barrier(5.0, t.groups[index])
+        code, group = self._led(t, index)
+        if code:
+            return code, -1, -1
+        await self.node.read_barrier(5.0, group)
+        g = self.node.groups[group]
         state = LogState.of(g.replica.kv)
         if timestamp == -1:  # latest
             return ErrorCode.NONE, state.next_offset, -1

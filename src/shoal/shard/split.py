@@ -25,6 +25,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from ..kv.errors import MalformedRequest
+from ..kv.keyvalue import RESERVED
 from ..kv.requests import (
     ShardAssignRequest,
     ShardDropRequest,
@@ -124,7 +125,7 @@ async def _copy(src: Client, dst: Client, start: bytes, end: bytes) -> None:
                              f"keys or {MAX_SPLIT_BYTES >> 20} MiB: split it nearer its start")
         if page.kvs:
             await dst.write_request(ShardImportRequest(page.kvs), ShardResponse)
-        user = [kv.key for kv in page.kvs if not kv.key.startswith(b"\xff\xfe/shoal/")]
+        user = [kv.key for kv in page.kvs if not kv.key.startswith(RESERVED)]
         if not page.more:
             return
         after = user[-1]

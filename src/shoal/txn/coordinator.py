@@ -574,9 +574,8 @@ class TxnClient:
                     pause, delay = delay, min(delay * 2, 0.1)
                 await asyncio.sleep(pause)
                 status = await self._record(group, txn, TxnRecordAction.STATUS)
+            # (the record stays: it is its coordinator's to forget, other keys may need it)
             await self._resolve_keys(txn, status == RecordStatus.COMMITTED, keys)
-            if status != RecordStatus.ABSENT:
-                pass  # (the record is its coordinator's to forget: other keys may need it)
 
     # ---------------------------------------------------------------- the record's lease
     async def _lease(self, group: int) -> int:
