@@ -1,9 +1,10 @@
 """`shoal sim`: a deterministic simulation campaign, one seed per run.
 
 By default the register workload on a simulated Raft (or Paxos) cluster (sim/world.py);
-`--workload bank|list-append` runs the transaction layer instead (sim/txn.py): the production
-coordinator and shards, on a virtual clock, under lost messages, outages, coordinator kills
-and splits."""
+`--workload log` the same world as one partition of the event log, with idempotent producers
+and consumers (sim/log_workload.py); `--workload bank|list-append` runs the transaction layer
+instead (sim/txn.py): the production coordinator and shards, on a virtual clock, under lost
+messages, outages, coordinator kills and splits."""
 
 from __future__ import annotations
 
@@ -34,8 +35,9 @@ def sim(
     workers: int | None = typer.Option(None, "--workers", min=1),
     narrate: bool = typer.Option(False, "--demo", help="explain the run and tabulate every seed"),
     workload: str | None = typer.Option(
-        None, "--workload", help="register (the cluster simulation) [default], or bank or "
-                                 "list-append: transactions across shards (sim/txn.py)"),
+        None, "--workload", help="register (the cluster simulation) [default], log (a "
+                                 "partition of the event log), or bank or list-append: "
+                                 "transactions across shards (sim/txn.py)"),
     ops: int | None = typer.Option(None, "--ops", min=1,
                                    help="bank, list-append: transactions per seed [default: 120]"),
     splits: int | None = typer.Option(None, "--splits", min=0, max=5,
@@ -64,8 +66,8 @@ def sim(
             raise fail(f"{', '.join(given)}: not options of the transaction workloads", 2)
         raise typer.Exit(_txn(workload, bug, seeds, first_seed, seed, workers, ops, splits,
                               as_json, history, crash_steps))
-    if workload not in (None, "register"):
-        raise fail(f"unknown workload {workload!r}: register, {', '.join(TXN_WORKLOADS)}", 2)
+    if workload not in (None, "register", "log"):
+        raise fail(f"unknown workload {workload!r}: register, log, {', '.join(TXN_WORKLOADS)}", 2)
     txn_only = [name for name, v in (("--ops", ops), ("--splits", splits),
                                      ("--history", history)) if v is not None] + [
         name for name, v in (("--json", as_json), ("--crash-steps", crash_steps)) if v]
@@ -74,11 +76,21 @@ def sim(
 
     from ..sim import SimConfig
     from ..sim.bugs import planted
+    from ..sim.log_bugs import LOG_PLANTED, LOG_PROFILE
     from ..sim.report import run_sim
 
     given_cfg: dict[str, Any] = {k: v for k, v in (("nodes", nodes), ("steps", steps),
                                                    ("engine", engine)) if v is not None}
-    if bug is None:
+    if bug in LOG_PLANTED or (workload == "log" and bug is None):
+        if workload == "register":
+            raise fail(f"{bug} is a bug of the event log: --workload log", 2)
+        cfg, default_seeds = ((LOG_PLANTED[bug].config(**given_cfg), LOG_PLANTED[bug].seeds)
+                              if bug is not None
+                              else (SimConfig(**{**LOG_PROFILE, **given_cfg}), 50))
+    elif workload == "log":
+        raise fail(f"unknown bug {bug!r} of the event log; planted: "
+                   f"{', '.join(sorted(LOG_PLANTED))}", 2)
+    elif bug is None:
         cfg, default_seeds = SimConfig(**given_cfg), 100
     else:
         try:
@@ -87,7 +99,8 @@ def sim(
             from ..sim.txn_bugs import TXN_PLANTED
 
             raise fail(f"{exc}; transaction bugs (bank, list-append): "
-                       f"{', '.join(sorted(TXN_PLANTED))}", 2) from None
+                       f"{', '.join(sorted(TXN_PLANTED))}; event log bugs (log): "
+                       f"{', '.join(sorted(LOG_PLANTED))}", 2) from None
         if engine is not None and engine != known.engine:
             raise fail(f"{bug} is a bug of the {known.engine} engine, not of {engine}", 2)
         cfg, default_seeds = known.config(**given_cfg), known.seeds

@@ -63,10 +63,13 @@ from ..consensus.messages import (
     Ready,
     Snapshot,
 )
+from ..events.protocol.records import iter_batches
 from ..kv import KVStore
 from ..kv.errors import CorruptSnapshot, ErrNoSpace, KVError, MalformedRequest
+from ..kv.keyvalue import prefix_end
 from ..kv.limits import KVLimits
 from ..kv.mvcc import RECORD_OVERHEAD
+from ..kv.partition import PRODUCER_PREFIX, LogState
 from ..kv.requests import (
     Command,
     CompactionRequest,
@@ -74,6 +77,8 @@ from ..kv.requests import (
     LeaseGrantRequest,
     LeaseKeepAliveRequest,
     LeasePromoteRequest,
+    LogAppendRequest,
+    LogAppendResponse,
     OpenSessionRequest,
     PutRequest,
     Request,
@@ -88,8 +93,11 @@ from .membership import Members, apply_change, encode_context
 # Planted bugs the simulator must catch (tests only): a membership change applied twice (when
 # its entry is appended, and again when it commits), a re-added member forgotten, and a new
 # leader that expires leases without restarting their clocks, judging stamps another node's
-# clock made by its own.
-BUGS = frozenset({"apply-conf-twice", "forget-readd", "expire-on-follower-clock"})
+# clock made by its own. The event log's (sim/log_bugs.py): a leader that answers a LogAppend
+# once it is in its own log, before a quorum has it, and a replica restored from a snapshot
+# that forgets its idempotent producers.
+BUGS = frozenset({"apply-conf-twice", "forget-readd", "expire-on-follower-clock",
+                  "ack-before-quorum", "lose-idempotence"})
 FOLLOWER_QUIET_TICKS = 2  # above one heartbeat interval, far below an election timeout
 MAX_FORMER = 64  # removed members whose addresses a replica remembers
 ALARM_TYPES = ("NOSPACE", "CORRUPT")  # etcd's AlarmType names (NONE means "any" in a query)
@@ -186,6 +194,7 @@ class Replica:
         self._expiring: set[int] = set()  # leases whose revocation we proposed
         self._compacting = -1  # compact revision when we last proposed a compaction
         self._removed: set[int] = set()  # for the planted forget-readd bug
+        self._early_term = self._early_next = 0  # for ack-before-quorum: offsets answered
         self._leaving: set[int] = set()  # removed, but the engine still counts them
         self._former: Members = {}  # removed members' specs, oldest first (see `addresses`)
         self.alarms: set[tuple[int, str]] = set()  # (member id, alarm type), replicated
@@ -373,6 +382,8 @@ class Replica:
                     for op, n in ConfChange.decode(e.data).changes:
                         if op == "remove":
                             self.members.pop(n, None)
+        if "ack-before-quorum" in self.cfg.bugs and self.role == "leader":
+            self._ack_appended(rd.entries, out)
         for e in rd.committed:
             assert e.index == self.applied + 1, f"applies {e.index} after {self.applied}"
             waiter = self._conf_waits.pop(e.index, None)
@@ -458,6 +469,27 @@ class Replica:
             self._finish(out, Done(token, error=result))
         else:
             self._finish(out, Done(token, result))
+
+    def _ack_appended(self, entries: list[Entry], out: Applied) -> None:
+        """Planted bug: answer our LogAppends as soon as they are in our own log, with the
+        offsets they would get, before a quorum holds them (a new leader may never have them)."""
+        state = LogState.of(self.kv)
+        if self._early_term != self.engine.term:
+            self._early_term, self._early_next = self.engine.term, 0
+        next_offset = max(self._early_next, state.next_offset)
+        for e in entries:
+            if e.kind is EntryKind.CONFIG or not e.data:
+                continue
+            fields = msgpack.unpackb(e.data)
+            if fields[0] != self.id or fields[1] != self.incarnation:
+                continue
+            cmd = self._commands.get(fields[2])
+            if cmd is not None and isinstance(cmd.request, LogAppendRequest):
+                self._finish(out, Done(fields[2], LogAppendResponse(
+                    self.kv._header(), next_offset, 0, state.start_offset)))
+                next_offset += sum(h.last_offset_delta + 1
+                                   for h, _ in iter_batches(cmd.request.batches, verify=False))
+        self._early_next = next_offset
 
     def _apply_alarm(self, fields: list[Any], out: Applied) -> None:
         proposer, incarnation, token, action, member, alarm = fields
@@ -609,6 +641,10 @@ class Replica:
         kv_bytes, members, leaving, *alarms = msgpack.unpackb(data, strict_map_key=False)
         self.alarms = {(int(m), str(a)) for m, a in (alarms[0] if alarms else ())}
         self.kv = KVStore.restore(kv_bytes, self.kv.limits)
+        if "lose-idempotence" in self.cfg.bugs:  # planted: the producer table is not restored
+            self.kv.mvcc.begin()
+            self.kv._delete(PRODUCER_PREFIX, prefix_end(PRODUCER_PREFIX))
+            self.kv.mvcc.end()
         self.hub = WatchHub(self.kv.mvcc)
         self.members = {int(n): str(spec) for n, spec in members.items()}
         self._leaving = {int(n) for n in leaving}

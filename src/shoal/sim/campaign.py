@@ -46,7 +46,8 @@ def run_seed(seed: int, cfg: SimConfig, check_time_limit: float = 30.0) -> SeedR
     if res.violation:
         res.trace = world.trace_text()
     res.committed = max(h.replica.applied for h in world.hosts.values())
-    res.ops = sum(1 for e in world.history if e.type != "invoke")
+    res.ops = sum(1 for e in world.history if e.type != "invoke") + sum(
+        world.stats.get(k, 0) for k in ("batches_acked", "fetches"))  # (the log workload's)
     res.stats = dict(world.stats)
     res.seconds = time.perf_counter() - start
     return res

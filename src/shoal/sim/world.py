@@ -44,6 +44,7 @@ from ..replica import Applied, NodeError, Replica, ReplicaConfig, bootstrap
 from .disk import Disk
 from .host import INBOX_LIMIT, Ask, Change, Host, Input, Step, Tick
 from .invariants import Invariants, Violation
+from .log_workload import LogWorkload
 from .network import Network
 from .workload import MAX_CLOCK_RATE, Workload
 
@@ -57,6 +58,7 @@ class SimConfig:
     nodes: int = 5
     steps: int = 20_000
     engine: str = "raft"
+    workload: str = "register"  # or "log": producers and consumers of a partition (sim/log_workload.py)
     bugs: frozenset[str] = frozenset()  # the engine's and the replica's planted bugs
     clients: int = 8
     keys: int = 3
@@ -82,8 +84,9 @@ class SimConfig:
 
     def replay_command(self, seed: int) -> str:
         bugs = "".join(f" --bug {b}" for b in sorted(self.bugs))
-        return (f"shoal sim --engine {self.engine} --nodes {self.nodes} --steps {self.steps} "
-                f"--seed {seed}{bugs}")
+        workload = f" --workload {self.workload}" if self.workload != "register" else ""
+        return (f"shoal sim{workload} --engine {self.engine} --nodes {self.nodes} "
+                f"--steps {self.steps} --seed {seed}{bugs}")
 
 
 def make_engine(cfg: SimConfig, id: NodeId, conf: ConfState, rng: random.Random,
@@ -141,7 +144,8 @@ class World:
             self.hosts[i] = h
             self._schedule_tick(h, self.rng.randrange(cfg.tick_us))
         self.clients_on = True
-        self.workload = Workload(self, cfg)
+        self.workload: Workload | LogWorkload = (
+            LogWorkload(self, cfg) if cfg.workload == "log" else Workload(self, cfg))
         self._jobs = 0
         self.replacing: _Replacement | None = None
         if cfg.faults:
