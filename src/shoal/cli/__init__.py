@@ -4,6 +4,7 @@
 |---------------|-----------------------------------------------------|
 | check.py      | check                                               |
 | sim.py        | sim                                                 |
+| dashboard.py  | dashboard                                           |
 | demo.py       | demo                                                |
 | bench.py      | bench, lb-report                                    |
 | torture.py    | torture                                             |
@@ -34,6 +35,7 @@ from . import (
     certs,
     check,
     cluster,
+    dashboard,
     demo,
     failover,
     governance,
@@ -50,7 +52,7 @@ from . import (
 )
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Shoal: consensus you can see and verify.")
-for room in (check, sim, demo, bench, cap, torture, node, cluster, kv, recipes, lease, member,
+for room in (check, sim, dashboard, demo, bench, cap, torture, node, cluster, kv, recipes, lease, member,
              group, shard, snapshot, governance, certs, failover):
     app.add_typer(room.app)  # no name: each group's commands sit at the top level
 

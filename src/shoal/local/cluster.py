@@ -37,7 +37,7 @@ from ..server.config import Member, check_port_free
 
 HOST = "127.0.0.1"
 STATE_FILE = "cluster.json"
-OPERATIONS = ("stop", "start", "kill", "restart")
+OPERATIONS = ("stop", "start", "kill", "restart", "pause", "resume")
 
 
 def free_ports(n: int) -> list[int]:
@@ -387,6 +387,11 @@ class ClusterControl:
         if op == "kill":
             c.kill(i)
             return f"node {i} killed (SIGKILL)"
+        if op in ("pause", "resume"):  # the dashboard's fault panel: a process frozen, thawed
+            if not c.alive(i):
+                raise RuntimeError(f"node {i} is not running")
+            c.kill(i, signal.SIGSTOP if op == "pause" else signal.SIGCONT)
+            return f"node {i} {op}d ({'SIGSTOP' if op == 'pause' else 'SIGCONT'})"
         if op not in ("start", "restart"):
             raise ValueError(f"unknown operation {op!r}: use one of {', '.join(OPERATIONS)}")
         from ..server.config import ConfigError

@@ -4,6 +4,8 @@ fault-injection hook the torture test uses to cut links without touching the pro
 /health answers 200 `{"health": true, "leader": ID, "reasons": []}` when the member is healthy,
 and 503 with the reasons when it is not (health.py says when).
 
+/dashboard is the live page (shoal.web.dashboard); its stream is admin-only as /status is.
+
 Who may call what: /health and /metrics are open. /faults exists only when the node runs with
 `allow_faults` (404 otherwise), and every request to it, GET or POST, must carry
 `Authorization: Bearer TOKEN`, TOKEN being the contents of `admin_token_file`; so must /status
@@ -22,6 +24,8 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
+from ..web.dashboard import node_feed
+from ..web.dashboard import routes as dashboard_routes
 from .config import ConfigError
 from .health import unhealthy_reasons
 from .node import Node
@@ -84,17 +88,7 @@ class NodeCollector:
 def make_app(node: Node) -> web.Application:
     registry = CollectorRegistry()
     registry.register(NodeCollector(node))  # type: ignore[arg-type]
-    token = read_admin_token(node.cfg.admin_token_file)
-
-    def admin_only(handler: _Handler) -> _Handler:
-        async def checked(req: web.Request) -> web.StreamResponse:
-            if token is not None and not _bearer_matches(req, token):
-                return web.json_response(
-                    {"error": "this endpoint needs the admin token: send "
-                              "'Authorization: Bearer TOKEN', TOKEN from the node's admin_token_file"},
-                    status=401, headers={"WWW-Authenticate": 'Bearer realm="shoal"'})
-            return await handler(req)
-        return checked
+    admin_only = admin_guard(read_admin_token(node.cfg.admin_token_file))
 
     async def health(_: web.Request) -> web.Response:
         st = node.status()
@@ -131,7 +125,24 @@ def make_app(node: Node) -> web.Application:
     app.add_routes([web.get("/health", health), web.get("/status", admin_only(status)),
                     web.get("/metrics", metrics), web.get("/faults", fault_handler),
                     web.post("/faults", fault_handler)])
+    feed = node_feed(node)  # the live page of this node (shoal.web), its stream admin-only
+    app.add_routes(dashboard_routes(feed, admin_only))
+    app.on_shutdown.append(lambda _: feed.stop())
     return app
+
+
+def admin_guard(token: bytes | None) -> Callable[[_Handler], _Handler]:
+    """Wraps a handler so it answers 401 unless the request carries `token` (None: open)."""
+    def admin_only(handler: _Handler) -> _Handler:
+        async def checked(req: web.Request) -> web.StreamResponse:
+            if token is not None and not _bearer_matches(req, token):
+                return web.json_response(
+                    {"error": "this endpoint needs the admin token: send "
+                              "'Authorization: Bearer TOKEN', TOKEN from the node's admin_token_file"},
+                    status=401, headers={"WWW-Authenticate": 'Bearer realm="shoal"'})
+            return await handler(req)
+        return checked
+    return admin_only
 
 
 def read_admin_token(path: Path | None) -> bytes | None:

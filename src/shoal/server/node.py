@@ -76,6 +76,7 @@ from ..net import (
 )
 from ..replica import Applied, Members, NodeError, Replica, ReplicaConfig, bootstrap, directory
 from ..replica.directory import GroupEntry
+from ..shard.map import MAP_KEY, ShardMap
 from ..storage import Storage
 from ..storage.errors import StorageError
 from .config import Member, NodeConfig, parse_member
@@ -856,7 +857,24 @@ class Node:
             "fsyncs": self.stats["fsyncs"],
             **self.loop_stall.figures("loop_stall"), **self.tick_gap.figures("tick_gap"),
             "groups": {gid: _group_line(g) for gid, g in sorted(self.groups.items())},
+            **self._dashboard_view(),
         }
+
+    def _dashboard_view(self) -> dict[str, Any]:
+        """What the dashboard (shoal.web) draws beyond the groups: each link's counters, the
+        fault plan cutting them, and the meta group's directory and shard map."""
+        net = self.transport.stats() if hasattr(self, "transport") else None
+        links = {p: {"sent_frames": s.sent_frames, "received_frames": s.received_frames,
+                     "fault_dropped": s.fault_dropped, "dropped_frames": s.dropped_frames,
+                     "queue_depth": s.queue_depth, "connected": s.connected}
+                 for p, s in sorted(net.peers.items())} if net else {}
+        shard_map = self.kv.mvcc.get(MAP_KEY)
+        return {"links": links, "allow_faults": self.cfg.allow_faults,
+                "faults": self.faults.as_dict(),
+                "directory": {gid: sorted(e.hosts) for gid, e in sorted(self.listed_groups().items())},
+                "shard_map": [[_text(s.start), _text(s.end), s.group]
+                              for s in ShardMap.decode(shard_map.value).shards]
+                if shard_map is not None else None}
 
     def group_stats(self) -> dict[int, dict[str, int]]:
         return {gid: dict(g.replica.stats) for gid, g in sorted(self.groups.items())}
@@ -867,7 +885,12 @@ def _group_line(g: Group) -> dict[str, Any]:
     kv = g.replica.kv
     return {"role": g.replica.role, "leader": g.replica.leader, "term": st.term,
             "commit": st.commit, "applied": g.replica.applied, "voters": sorted(st.conf.voters),
-            "revision": kv.revision, "size_bytes": kv.size_bytes}
+            "revision": kv.revision, "size_bytes": kv.size_bytes, "last_index": st.last_index,
+            "match": dict(sorted(st.progress.items()))}  # a leader's: each follower's match index
+
+
+def _text(key: bytes) -> str:
+    return key.decode("utf-8", errors="backslashreplace")
 
 
 def _discard(storage: Storage, dir: Path) -> None:

@@ -1,0 +1,161 @@
+"""`shoal dashboard`: one page for the whole cluster. It polls every node's GET /status (with
+the admin token) every `interval_s`, all nodes at once, each with a short timeout, so a node
+that is down or paused costs one timeout, not a stalled page: it is shown down, with why.
+
+Its own port serves the dashboard's routes (shoal.web.dashboard) and two more, each needing
+the same admin token from the viewer when one is configured:
+
+    POST /dashboard/faults/ID    forwarded to node ID's POST /faults, with the viewer's token
+    POST /dashboard/process/ID   {"op": "kill"|"stop"|"start"|"restart"|"pause"|"resume"},
+                                 carried out by the `shoal cluster up` supervisor of `--dir`
+                                 (shoal.local.cluster.ClusterControl); 404 without one"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+
+from ..local.cluster import OPERATIONS, ask_supervisor, read_state
+from ..server.http import MAX_BODY_BYTES, admin_guard
+from .dashboard import routes
+from .feed import Feed
+
+
+@dataclass
+class Target:
+    endpoint: str  # host:port of the node's HTTP port
+    id: int | None = None  # learnt from its first answer, kept while it is down
+
+
+class Aggregator:
+    def __init__(self, endpoints: list[str], token: str | None, root: Path | None = None,
+                 interval_s: float = 0.5, timeout_s: float = 0.4):
+        if not endpoints:
+            raise ValueError("no node endpoints to watch")
+        self.targets = [Target(e) for e in endpoints]
+        self.token, self.root, self.timeout_s = token, root, timeout_s
+        self.feed = Feed(self.view, interval_s, always=True)
+        self._session: aiohttp.ClientSession | None = None
+
+    @classmethod
+    def of_cluster(cls, root: Path, **kw: Any) -> Aggregator:
+        """Watch the `shoal cluster up` cluster in `root`, able to kill and restart its nodes."""
+        state = read_state(root)
+        targets = [n["http"] for n in state["nodes"]]
+        agg = cls(targets, (root / "admin-token").read_text().strip(), root, **kw)
+        for t, n in zip(agg.targets, state["nodes"], strict=True):
+            t.id = n["id"]
+        return agg
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"} if self.token else {}
+
+    async def start(self) -> None:
+        self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.timeout_s))
+        await self.feed.start()
+
+    async def stop(self) -> None:
+        await self.feed.stop()
+        if self._session is not None:
+            await self._session.close()
+
+    async def view(self) -> dict[str, Any]:
+        answers = await asyncio.gather(*(self._poll(t) for t in self.targets))
+        return {"t": time.time(), "source": f"{len(self.targets)} nodes",
+                "process_control": self.root is not None,
+                "nodes": {t.endpoint: a for t, a in zip(self.targets, answers, strict=True)}}
+
+    async def _poll(self, t: Target) -> dict[str, Any]:
+        assert self._session is not None, "start() first"
+        entry: dict[str, Any] = {"id": t.id, "endpoint": t.endpoint, "up": False, "error": None,
+                                 "status": None}
+        try:
+            async with self._session.get(f"http://{t.endpoint}/status", headers=self.headers) as r:
+                if r.status != 200:
+                    entry["error"] = f"/status answered {r.status}: {(await r.text())[:200]}"
+                    return entry
+                st = await r.json()
+        except TimeoutError:
+            entry["error"] = f"no answer within {self.timeout_s * 1000:.0f} ms (paused or overloaded?)"
+            return entry
+        except (aiohttp.ClientError, OSError, ValueError) as exc:
+            entry["error"] = f"unreachable: {exc.__class__.__name__}"
+            return entry
+        t.id = st["id"]
+        entry.update(id=t.id, up=True, status=st, faults_url=f"/dashboard/faults/{t.id}")
+        if self.root is not None:
+            entry["process_url"] = f"/dashboard/process/{t.id}"
+        return entry
+
+    def _target(self, req: web.Request) -> Target:
+        raw = req.match_info["node"]
+        t = next((t for t in self.targets if str(t.id) == raw), None)
+        if t is None:
+            raise web.HTTPNotFound(text=json.dumps({"error": f"no node {raw} among the watched: "
+                                                   f"{[x.id for x in self.targets]}"}),
+                                   content_type="application/json")
+        return t
+
+    async def forward_faults(self, req: web.Request) -> web.Response:
+        assert self._session is not None
+        t = self._target(req)
+        headers = {"Authorization": req.headers.get("Authorization", ""),
+                   "Content-Type": "application/json"}
+        try:
+            async with self._session.post(f"http://{t.endpoint}/faults", data=await req.read(),
+                                          headers=headers) as r:
+                return web.Response(body=await r.read(), status=r.status,
+                                    content_type="application/json")
+        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+            return web.json_response({"error": f"node {t.id} at {t.endpoint} did not answer: "
+                                               f"{exc.__class__.__name__}"}, status=502)
+
+    async def process(self, req: web.Request) -> web.Response:
+        t = self._target(req)
+        if self.root is None:
+            return web.json_response({"error": "no supervisor: start `shoal dashboard --dir ROOT` "
+                                               "on a `shoal cluster up` directory"}, status=404)
+        try:
+            op = (await req.json())["op"]
+        except (ValueError, KeyError, TypeError):
+            return web.json_response({"error": 'the body must be {"op": OPERATION}'}, status=400)
+        if op not in OPERATIONS:
+            return web.json_response({"error": f"unknown operation {op!r}: one of "
+                                               f"{', '.join(OPERATIONS)}"}, status=400)
+        assert t.id is not None
+        loop = asyncio.get_running_loop()
+        try:
+            message = await loop.run_in_executor(None, partial(ask_supervisor, self.root, op, t.id))
+        except RuntimeError as exc:
+            return web.json_response({"error": str(exc)}, status=409)
+        return web.json_response({"message": message})
+
+    def app(self) -> web.Application:
+        guard = admin_guard(self.token.encode() if self.token else None)
+
+        async def home(_: web.Request) -> web.Response:
+            raise web.HTTPFound("/dashboard")
+
+        app = web.Application(client_max_size=MAX_BODY_BYTES)
+        app.add_routes([web.get("/", home), *routes(self.feed, guard),
+                        web.post("/dashboard/faults/{node}", guard(self.forward_faults)),
+                        web.post("/dashboard/process/{node}", guard(self.process))])
+
+        async def started(_: web.Application) -> None:
+            await self.start()
+
+        async def stopped(_: web.Application) -> None:
+            await self.stop()
+
+        app.on_startup.append(started)
+        app.on_shutdown.append(stopped)  # before the server waits for the open streams
+        return app

@@ -1,0 +1,74 @@
+"""A real browser for the page tests: headless Chromium from Debian (installed by
+shoal_bench.debian when absent), driven by selenium through chromedriver.
+
+`chromium()` starts one; `wait_until` polls a condition on the page with a deadline (no
+sleeps); `dashboard_process` runs `shoal dashboard` on a free port for a LocalProcessCluster."""
+
+from __future__ import annotations
+
+import contextlib
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
+
+from selenium import webdriver
+from selenium.common.exceptions import StaleElementReferenceException, WebDriverException
+from selenium.webdriver.chrome.service import Service
+
+from shoal.local.cluster import LocalProcessCluster, free_ports
+from shoal_bench.debian import ensure
+
+T = TypeVar("T")
+
+
+def chromium(width: int = 1280, height: int = 1000) -> webdriver.Chrome:
+    paths = ensure({"chromium": "chromium", "chromedriver": "chromium-driver"})
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = paths["chromium"]
+    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
+                f"--window-size={width},{height}", "--no-first-run", "--disable-extensions"):
+        opts.add_argument(arg)
+    return webdriver.Chrome(service=Service(paths["chromedriver"]), options=opts)
+
+
+def wait_until(probe: Callable[[], T], timeout: float, what: str) -> T:
+    """The first truthy value `probe` returns within `timeout` seconds; AssertionError naming
+    `what` otherwise. Elements redrawn between lookups are looked up again."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while True:
+        try:
+            last = probe()
+            if last:
+                return last
+        except (StaleElementReferenceException, WebDriverException) as exc:
+            last = exc
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not within {timeout:.1f}s (last: {last!r})")
+        time.sleep(0.02)
+
+
+@contextlib.contextmanager
+def dashboard_process(cluster: LocalProcessCluster, interval: float = 0.25) -> Iterator[str]:
+    """`shoal dashboard` watching `cluster`; yields the page's URL."""
+    port = free_ports(1)[0]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "shoal", "dashboard", "--endpoints", ",".join(cluster.http_endpoints),
+         "--admin-token-file", str(cluster.admin_token_file), "--listen", f"127.0.0.1:{port}",
+         "--interval", str(interval)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        url = proc.stdout.readline().strip()
+        assert url.startswith("http://"), f"shoal dashboard did not start: {proc.stderr.read() if proc.stderr else ''}"
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def enter_token(driver: webdriver.Chrome, token: str) -> None:
+    box = driver.find_element("id", "token")
+    box.send_keys(token)
+    driver.find_element("id", "token-go").click()

@@ -1,0 +1,118 @@
+"""The live dashboard in a real browser (headless Chromium): three node processes with faults
+allowed behind an admin token, `shoal dashboard` watching them, and the page it serves."""
+
+from __future__ import annotations
+
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+
+import pytest
+from selenium import webdriver
+
+from browser import chromium, dashboard_process, enter_token, wait_until
+from shoal.local.cluster import LocalProcessCluster
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[LocalProcessCluster]:
+    with LocalProcessCluster(3, node_args=["--tick-ms", "20"]) as c:
+        c.start(timeout=30)
+        yield c
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[webdriver.Chrome]:
+    driver = chromium()
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+@pytest.fixture(scope="module")
+def page(cluster: LocalProcessCluster, browser: webdriver.Chrome) -> Iterator[webdriver.Chrome]:
+    with dashboard_process(cluster) as url:
+        browser.get(url)
+        wait_until(lambda: browser.find_element("id", "conn").get_attribute("data-state") == "token",
+                   10, "the page asks for the admin token")
+        enter_token(browser, cluster.admin_token)
+        yield browser
+
+
+def text(driver: webdriver.Chrome, css: str) -> str:
+    return str(driver.find_element("css selector", css).text)
+
+
+def test_stream_needs_the_token(cluster: LocalProcessCluster) -> None:
+    # the page is open (it holds no data); the stream is the admin's, as /status is
+    url = f"http://{cluster.http_endpoints[0]}/dashboard"
+    assert b"<title>Shoal dashboard</title>" in urllib.request.urlopen(url, timeout=5).read()
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(url + "/stream", timeout=5)
+    assert refused.value.code == 401
+
+
+def test_page_shows_the_leader(cluster: LocalProcessCluster, page: webdriver.Chrome) -> None:
+    leader = cluster.wait_leader()
+    wait_until(lambda: text(page, "#leader") == f"n{leader}", 10, f"the page names n{leader} leader")
+    card = page.find_element("css selector", f'.card[data-node="{leader}"]')
+    assert "is-leader" in str(card.get_attribute("class"))
+    assert text(page, "#groups tbody tr[data-group='0'] td:nth-child(2)") == f"n{leader}"
+    assert page.find_element("id", "fault-panel").is_displayed()  # faults allowed, token given
+
+
+def test_a_node_serves_its_own_page(cluster: LocalProcessCluster, page: webdriver.Chrome) -> None:
+    node = next(i for i in cluster.ids if i != cluster.wait_leader())
+    home = page.current_window_handle
+    page.switch_to.new_window("tab")  # another origin: it asks for the token again
+    try:
+        page.get(f"http://{cluster.http_endpoints[node - 1]}/dashboard")
+        wait_until(lambda: page.find_element("id", "conn").get_attribute("data-state") == "token",
+                   10, "the node's page asks for the admin token")
+        enter_token(page, cluster.admin_token)
+        wait_until(lambda: text(page, f'.card[data-node="{node}"] .state') == "follower", 5,
+                   f"n{node}'s page shows it following")
+        assert page.find_element("id", "fault-panel").is_displayed()
+    finally:
+        page.close()
+        page.switch_to.window(home)
+
+
+def test_fault_button_cuts_a_link(cluster: LocalProcessCluster, page: webdriver.Chrome) -> None:
+    leader = cluster.wait_leader()
+    a, b = (i for i in cluster.ids if i != leader)  # two followers: the leader keeps its quorum
+    page.find_element("css selector", f'#fault-a option[value="{a}"]').click()
+    wait_until(lambda: page.find_elements("css selector", f'#fault-b option[value="{b}"]'), 5,
+               "the peer list follows the chosen node")
+    page.find_element("css selector", f'#fault-b option[value="{b}"]').click()
+    page.find_element("id", "cut-link").click()
+    line = f'#links line[data-link="{min(a, b)}-{max(a, b)}"]'
+    wait_until(lambda: "cut" in str(page.find_element("css selector", line).get_attribute("class")),
+               5, f"the link n{a}-n{b} drawn cut")
+    plan = cluster.faults(a)
+    assert b in plan["block_to"] and b in plan["block_from"]  # the node itself was told
+    page.find_element("id", "heal-link").click()
+    wait_until(lambda: "cut" not in str(page.find_element("css selector", line).get_attribute("class")),
+               5, f"the link n{a}-n{b} drawn whole again")
+    assert cluster.faults(a)["block_to"] == []
+    wait_until(lambda: "fault" in text(page, "#events"), 5, "the fault listed among the events")
+
+
+def test_leader_kill_shows_within_2s(cluster: LocalProcessCluster, page: webdriver.Chrome) -> None:
+    leader = cluster.wait_leader()
+    wait_until(lambda: text(page, "#leader") == f"n{leader}", 10, "the page names the leader")
+    cluster.kill(leader)
+    killed = time.monotonic()
+    card = f'.card[data-node="{leader}"]'
+    wait_until(lambda: "is-down" in str(page.find_element("css selector", card).get_attribute("class")),
+               2, f"n{leader} shown down")
+    assert text(page, card + " .state") == "DOWN"
+    new = wait_until(lambda: text(page, "#leader") not in ("", f"n{leader}", "none")
+                     and text(page, "#leader"), max(0.1, 2 - (time.monotonic() - killed)),
+                     "a new leader shown within 2 s of the kill")
+    assert new in {f"n{i}" for i in cluster.ids if i != leader}
+    circle = page.find_element("css selector", f'#links circle[data-node="{leader}"]')
+    assert circle.get_attribute("class") == "down"
+    wait_until(lambda: "down" in text(page, "#events"), 2, "the kill listed among the events")
