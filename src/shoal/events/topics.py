@@ -22,7 +22,13 @@ _LEGAL = re.compile(r"[a-zA-Z0-9._-]{1,249}")
 DAY_MS = 24 * 3600 * 1000
 # The topic configurations this log honours, with Kafka's defaults.
 DEFAULTS = {"retention.ms": str(7 * DAY_MS), "retention.bytes": "-1",
-            "cleanup.policy": "delete", "max.message.bytes": str(1024 * 1024)}
+            "cleanup.policy": "delete", "max.message.bytes": str(1024 * 1024),
+            "segment.bytes": str(1 << 30), "segment.ms": str(7 * DAY_MS),
+            "delete.retention.ms": str(DAY_MS)}
+POLICIES = ("delete", "compact", "compact,delete", "delete,compact")
+# The smallest value of each integer config (Kafka's; -1 means "no limit" where allowed).
+MINIMUM = {"retention.ms": -1, "retention.bytes": -1, "max.message.bytes": 1,
+           "segment.bytes": 14, "segment.ms": 1, "delete.retention.ms": 0}
 
 
 class TopicError(ValueError):
@@ -47,17 +53,33 @@ def check_config(config: dict[str, str]) -> dict[str, str]:
             raise TopicError(f"topic config {name!r} is not supported (supported: "
                              f"{', '.join(sorted(DEFAULTS))})", 40)  # INVALID_CONFIG
         if name == "cleanup.policy":
-            if value != "delete":
-                raise TopicError(f"cleanup.policy {value!r}: only 'delete' is supported", 40)
+            value = value.replace(" ", "")
+            if value not in POLICIES:
+                raise TopicError(f"cleanup.policy {value!r}: one of {', '.join(POLICIES)}", 40)
         else:
             try:
                 number = int(value)
             except ValueError:
                 raise TopicError(f"{name} must be an integer, not {value!r}", 40) from None
-            if number < -1 or (name == "max.message.bytes" and number <= 0):
-                raise TopicError(f"{name} {number} is out of range", 40)
+            if not MINIMUM[name] <= number < 1 << 63:
+                raise TopicError(f"{name} {number} is out of range (at least {MINIMUM[name]})",
+                                 40)
         out[name] = value
     return out
+
+
+def setting(config: dict[str, str], name: str) -> int:
+    """An integer config (a topic made before `name` existed has its default)."""
+    return int(config.get(name, DEFAULTS[name]))
+
+
+def compacted(config: dict[str, str]) -> bool:
+    return "compact" in config.get("cleanup.policy", "delete").split(",")
+
+
+def deletes(config: dict[str, str]) -> bool:
+    """Whether retention by time and size applies (Kafka: only with 'delete' in the policy)."""
+    return "delete" in config.get("cleanup.policy", "delete").split(",")
 
 
 @dataclass(frozen=True, slots=True)

@@ -246,11 +246,21 @@ class LogAppendRequest:
 
     batches: bytes
     now_ms: int = 0  # the proposing leader's clock
+    segment_bytes: int = 1 << 30  # the topic's segment.bytes and segment.ms: when to roll
+    segment_ms: int = 7 * 24 * 3600 * 1000
 
 
 @dataclass(frozen=True, slots=True)
 class LogTrimRequest:
-    before_offset: int  # drop every batch wholly before it (retention)
+    before_offset: int  # delete the whole segments before it (retention)
+
+
+@dataclass(frozen=True, slots=True)
+class LogCompactRequest:
+    """Run the log cleaner over the closed segments (cleanup.policy=compact)."""
+
+    now_ms: int  # the proposing leader's clock: tombstones older than the horizon go
+    delete_retention_ms: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -311,6 +321,7 @@ Request = (
     | ShardDropRequest
     | LogAppendRequest
     | LogTrimRequest
+    | LogCompactRequest
 )
 
 
@@ -652,8 +663,12 @@ def validate(request: Request, limits: KVLimits) -> None:
             if not 0 < len(request.batches) <= limits.max_value_bytes:
                 raise ErrRequestTooLarge(f"{name}: {len(request.batches)} bytes of batches, "
                                          f"limit {limits.max_value_bytes}")
+            if request.segment_bytes <= 0 or request.segment_ms <= 0:
+                raise MalformedRequest(f"{name}: segment_bytes and segment_ms must be positive")
         case LogTrimRequest():
             _non_negative(request.before_offset, f"{name}.before_offset")
+        case LogCompactRequest():
+            _non_negative(request.delete_retention_ms, f"{name}.delete_retention_ms")
         case _:
             raise MalformedRequest(f"not a request: {type(request).__name__}")
     now_ms = getattr(request, "now_ms", 0)

@@ -11,6 +11,7 @@ import zlib
 from operator import attrgetter
 from typing import Any
 
+from ..events.segments import Directory, MemoryDirectory, SegmentLog
 from . import intents, partition, shards
 from .codec import pack, unpack
 from .errors import (
@@ -49,6 +50,7 @@ from .requests import (
     LeaseTimeToLiveRequest,
     LeaseTimeToLiveResponse,
     LogAppendRequest,
+    LogCompactRequest,
     LogTrimRequest,
     Op,
     OpenSessionRequest,
@@ -92,8 +94,11 @@ _SORT_KEYS = {  # attrgetter: sorting 100k keys calls it 100k times
 
 
 class KVStore:
-    def __init__(self, limits: KVLimits | None = None) -> None:
+    def __init__(self, limits: KVLimits | None = None, files: Directory | None = None) -> None:
         self.limits = limits or KVLimits()
+        # An event-log partition's segment files (kv/partition.py), opened at first use.
+        self.files: Directory = files if files is not None else MemoryDirectory()
+        self._segments: SegmentLog | None = None
         self.mvcc = MVCC()
         self.lessor = Lessor(self.limits.max_leases)
         self.sessions = SessionTable(self.limits.max_sessions)
@@ -204,7 +209,15 @@ class KVStore:
                 return partition.append(self, request)
             case LogTrimRequest():
                 return partition.trim(self, request)
+            case LogCompactRequest():
+                return partition.compact(self, request)
         raise MalformedRequest(f"not a request: {type(request).__name__}")
+
+    @property
+    def segments(self) -> SegmentLog:
+        if self._segments is None:
+            self._segments = partition.open_segments(self)
+        return self._segments
 
     def _header(self) -> ResponseHeader:
         return ResponseHeader(self.mvcc.read_revision)
@@ -377,18 +390,21 @@ class KVStore:
     # --- snapshot ---
 
     def snapshot(self) -> bytes:
-        """The replicated state (not watchers), msgpack in a fixed order, then a crc32."""
+        """The replicated state (not watchers), msgpack in a fixed order, then a crc32; a
+        partition's segments, synced, follow (kv/partition.py says why)."""
         body = pack([
             SNAPSHOT_FORMAT,
             self.applied_index,
             self.mvcc.dump(),
             self.lessor.dump(),
             self.sessions.dump(),
+            *([self.segments.dump()] if partition.is_partition(self) else []),
         ])  # fmt: skip
         return body + zlib.crc32(body).to_bytes(4, "big")
 
     @classmethod
-    def restore(cls, data: bytes, limits: KVLimits | None = None) -> KVStore:
+    def restore(cls, data: bytes, limits: KVLimits | None = None,
+                files: Directory | None = None) -> KVStore:
         if not isinstance(data, bytes) or len(data) < 5:
             raise CorruptSnapshot("snapshot: too short")
         body, crc = data[:-4], int.from_bytes(data[-4:], "big")
@@ -398,12 +414,12 @@ class KVStore:
             raw = unpack(body, "snapshot")
         except MalformedRequest as e:
             raise CorruptSnapshot(str(e)) from None
-        if not (isinstance(raw, list) and len(raw) == 5 and raw[0] == SNAPSHOT_FORMAT):
+        if not (isinstance(raw, list) and len(raw) in (5, 6) and raw[0] == SNAPSHOT_FORMAT):
             raise CorruptSnapshot(f"snapshot: not format {SNAPSHOT_FORMAT}")
-        _, applied_index, mvcc, leases, sessions = raw
+        _, applied_index, mvcc, leases, sessions, *segments = raw
         if type(applied_index) is not int or applied_index < 0:
             raise CorruptSnapshot(f"snapshot: bad applied index {applied_index!r}")
-        store = cls(limits)
+        store = cls(limits, files)
         store.applied_index = applied_index
         store.mvcc = MVCC.load(mvcc)
         store.lessor = Lessor.load(leases, store.limits.max_leases)
@@ -411,6 +427,9 @@ class KVStore:
         store._check_leases()
         store.intents = IntentIndex.rebuild(store)
         store.span = shards.load_span(store)
+        if segments:
+            store._segments = SegmentLog.open(store.files)
+            store._segments.load(segments[0])
         return store
 
     def _check_leases(self) -> None:

@@ -64,6 +64,7 @@ from ..consensus.messages import (
     Snapshot,
 )
 from ..events.protocol.records import iter_batches
+from ..events.segments import Directory
 from ..kv import KVStore
 from ..kv.errors import CorruptSnapshot, ErrNoSpace, KVError, MalformedRequest
 from ..kv.keyvalue import prefix_end
@@ -160,14 +161,14 @@ class Applied:
 class Replica:
     def __init__(self, node_id: int, engine: Engine, durable: Durable, members: Members,
                  incarnation: int, cfg: ReplicaConfig | None = None,
-                 limits: KVLimits | None = None):
+                 limits: KVLimits | None = None, files: Directory | None = None):
         assert node_id > 0 and engine.id == node_id
         assert incarnation > 0, "draw the incarnation from the host's generator, at every start"
         self.id = node_id
         self.engine = engine
         self.cfg = cfg or ReplicaConfig()
         self.incarnation = incarnation
-        self.kv = KVStore(limits)
+        self.kv = KVStore(limits, files)  # files: an event-log partition's segments
         self.hub = WatchHub(self.kv.mvcc)
         # Until the log or a snapshot says otherwise: a joining node needs these to answer.
         self.members: Members = dict(members)
@@ -640,7 +641,7 @@ class Replica:
         # Snapshots written before alarms existed have three fields.
         kv_bytes, members, leaving, *alarms = msgpack.unpackb(data, strict_map_key=False)
         self.alarms = {(int(m), str(a)) for m, a in (alarms[0] if alarms else ())}
-        self.kv = KVStore.restore(kv_bytes, self.kv.limits)
+        self.kv = KVStore.restore(kv_bytes, self.kv.limits, self.kv.files)
         if "lose-idempotence" in self.cfg.bugs:  # planted: the producer table is not restored
             self.kv.mvcc.begin()
             self.kv._delete(PRODUCER_PREFIX, prefix_end(PRODUCER_PREFIX))

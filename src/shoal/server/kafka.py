@@ -52,8 +52,9 @@ from ..events.protocol import init_producer_id as ip
 from ..events.protocol import list_offsets as lo
 from ..events.protocol import metadata as md
 from ..events.protocol import produce as pr
-from ..events.protocol.records import iter_batches, read_header
-from ..kv.partition import BATCH_END, BATCH_PREFIX, LogState, batch_key, offset_of
+from ..events.protocol.records import iter_batches
+from ..events.segments import Segment
+from ..kv.partition import STATE_KEY, LogState
 from ..kv.requests import (
     Command,
     Compare,
@@ -62,10 +63,10 @@ from ..kv.requests import (
     DeleteRangeRequest,
     LogAppendRequest,
     LogAppendResponse,
+    LogCompactRequest,
     LogTrimRequest,
     PutRequest,
     RangeRequest,
-    SortOrder,
     TxnRequest,
 )
 from .kafka_groups import GROUP_APIS, GroupService
@@ -372,7 +373,7 @@ class KafkaServer:
         assert t is not None
         data = records or b""
         try:
-            limit = int(t.config["max.message.bytes"])
+            limit = T.setting(t.config, "max.message.bytes")
             for _ in iter_batches(data, max_batch_size=limit):
                 pass
         except RecordError as exc:
@@ -381,7 +382,9 @@ class KafkaServer:
             return ErrorCode.CORRUPT_MESSAGE, -1, -1
         try:
             resp = await self.node.write(b"", max(timeout_ms, 1000) / 1000, group=group,
-                                         decoded=Command(LogAppendRequest(data, now_ms())))
+                                         decoded=Command(LogAppendRequest(
+                                             data, now_ms(), T.setting(t.config, "segment.bytes"),
+                                             T.setting(t.config, "segment.ms"))))
         except NodeError as exc:
             code = ErrorCode.NOT_LEADER_OR_FOLLOWER if exc.code in ("not_leader", "no_leader") \
                 else ErrorCode.REQUEST_TIMED_OUT
@@ -399,14 +402,13 @@ class KafkaServer:
         return ErrorCode.NONE, t.groups[index]
 
     def appended(self, group: int) -> asyncio.Event:
-        """Set whenever a batch is applied to `group` here (a watch on its batches), so a
-        long-polling fetch wakes at once."""
+        """Set whenever a batch is applied to `group` here (a watch on the partition's state,
+        which every append moves), so a long-polling fetch wakes at once."""
         ev = self._appended.get(group)
         if ev is None:
             ev = self._appended[group] = asyncio.Event()
             try:
-                self.node.watch(lambda _resp: ev.set(), group=group, key=BATCH_PREFIX,
-                                range_end=BATCH_END)
+                self.node.watch(lambda _resp: ev.set(), group=group, key=STATE_KEY)
             except NodeError:
                 del self._appended[group]  # (no replica here: a fetch says NOT_LEADER anyway)
         return ev
@@ -469,19 +471,12 @@ class KafkaServer:
             return fe.PartitionData(partition_index=fp.partition,
                                     error_code=ErrorCode.OFFSET_OUT_OF_RANGE, high_watermark=hw,
                                     log_start_offset=state.start_offset, records=None)
-        data = bytearray()
-        if fp.fetch_offset < hw:
-            first = kv.range(RangeRequest(BATCH_PREFIX, batch_key(fp.fetch_offset + 1),
-                                          limit=1, sort_order=SortOrder.DESCEND)).kvs
-            start = first[0].key if first else BATCH_PREFIX
-            more = kv.range(RangeRequest(start, BATCH_END, limit=1000)).kvs
-            for b in more:
-                if data and len(data) + len(b.value) > max_bytes:
-                    break  # (at least one batch, as Kafka: a consumer must always progress)
-                data += b.value
+        # The segments, by their index (at least one batch, as Kafka: a consumer must always
+        # progress).
+        data = kv.segments.read(fp.fetch_offset, max_bytes) if fp.fetch_offset < hw else b""
         return fe.PartitionData(partition_index=fp.partition, error_code=ErrorCode.NONE,
                                 high_watermark=hw, last_stable_offset=hw,
-                                log_start_offset=state.start_offset, records=bytes(data))
+                                log_start_offset=state.start_offset, records=data)
 
     async def list_offsets(self, req: lo.ListOffsetsRequest,
                            version: int) -> lo.ListOffsetsResponse:
@@ -511,10 +506,9 @@ class KafkaServer:
             return ErrorCode.NONE, state.next_offset, -1
         if timestamp == -2:  # earliest
             return ErrorCode.NONE, state.start_offset, -1
-        for kv in g.replica.kv.range(RangeRequest(BATCH_PREFIX, BATCH_END)).kvs:
-            h = read_header(kv.value)
-            if h.max_timestamp >= timestamp:
-                return ErrorCode.NONE, offset_of(kv.key), h.max_timestamp
+        found = g.replica.kv.segments.offset_for_time(timestamp)  # by the time indexes
+        if found is not None:
+            return ErrorCode.NONE, max(found[0], state.start_offset), found[1]
         return ErrorCode.NONE, state.next_offset, -1
 
     # ---------------------------------------------------------------- configs, coordinator
@@ -555,36 +549,54 @@ class KafkaServer:
                 key=k, node_id=node_id, host=host, port=port, error_code=code) for k in keys])
         return fc.FindCoordinatorResponse(error_code=code, node_id=node_id, host=host, port=port)
 
-    # ---------------------------------------------------------------- retention
+    # ---------------------------------------------------------------- retention, compaction
     async def _retention(self) -> None:
-        """Trim what the topics' retention.ms and retention.bytes no longer keep, on the
-        partitions this node leads."""
+        """Delete what the topics' retention.ms and retention.bytes no longer keep, and
+        compact the compacted topics, on the partitions this node leads."""
         while True:
             await asyncio.sleep(RETENTION_EVERY_S)
             try:
                 for t in self.topics().values():
                     for group in t.groups:
-                        await self._trim(t, group)
+                        await self.clean(t, group)
             except Exception:  # noqa: BLE001 - retention waits for the next round
                 log.exception("kafka: retention round failed")
 
-    async def _trim(self, t: T.Topic, group: int) -> None:
+    async def clean(self, t: T.Topic, group: int) -> None:
+        """One round of `t`'s cleanup.policy on `group`, if this node leads it: whole closed
+        segments past retention go (LogTrimRequest), then the cleaner runs over the closed
+        segments not yet compacted (LogCompactRequest); both through the log, so every
+        replica does the same."""
         g = self.node.groups.get(group)
         if g is None or g.replica.role != "leader":
             return
         kv = g.replica.kv
+        if not kv.segments.segments:
+            return
         state = LogState.of(kv)
-        keep_ms, keep_bytes = int(t.config["retention.ms"]), int(t.config["retention.bytes"])
-        cut = state.start_offset
-        size = state.size
-        oldest_ok = now_ms() - keep_ms if keep_ms >= 0 else None
-        for b in kv.range(RangeRequest(BATCH_PREFIX, BATCH_END)).kvs:
-            h = read_header(b.value)
-            too_old = oldest_ok is not None and 0 <= h.max_timestamp < oldest_ok
-            too_big = keep_bytes >= 0 and size > keep_bytes
-            if not (too_old or too_big) or h.next_offset >= state.next_offset:
-                break  # (the last batch stays, so the next offset is always known)
-            cut, size = h.next_offset, size - len(b.value)
-        if cut > state.start_offset:
-            await self.node.write(b"", 5.0, group=group, decoded=Command(LogTrimRequest(cut)))
+        if T.deletes(t.config):
+            cut = retention_cut(kv.segments.segments, now_ms(),
+                                T.setting(t.config, "retention.ms"),
+                                T.setting(t.config, "retention.bytes"))
+            if cut > state.start_offset:
+                await self.node.write(b"", 5.0, group=group,
+                                      decoded=Command(LogTrimRequest(cut)))
+        closed = kv.segments.closed()
+        if T.compacted(t.config) and closed and closed[-1].next_offset > state.cleaned:
+            await self.node.write(b"", 30.0, group=group, decoded=Command(LogCompactRequest(
+                now_ms(), T.setting(t.config, "delete.retention.ms"))))
 
+
+def retention_cut(segments: list[Segment], now: int, keep_ms: int, keep_bytes: int) -> int:
+    """The offset before which whole segments are past retention (the active one never is):
+    too old when their newest record is older than `keep_ms`, too big while dropping them
+    leaves at least `keep_bytes` (Kafka's rule)."""
+    size = sum(s.size for s in segments)
+    cut = segments[0].base
+    for seg, nxt in zip(segments, segments[1:], strict=False):
+        too_old = keep_ms >= 0 and 0 <= seg.max_ts < now - keep_ms
+        too_big = keep_bytes >= 0 and size - seg.size >= keep_bytes
+        if not (too_old or too_big):
+            break
+        cut, size = nxt.base, size - seg.size
+    return cut

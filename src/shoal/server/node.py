@@ -79,6 +79,7 @@ from ..replica.directory import GroupEntry
 from ..shard.map import MAP_KEY, ShardMap
 from ..storage import Storage
 from ..storage.errors import StorageError
+from ..storage.segment_files import SegmentFiles
 from .config import Member, NodeConfig, parse_member
 from .group import Group
 from .slices import in_slices
@@ -292,7 +293,7 @@ class Node:
                               if self.cfg.engine == "raft" else 0,
                               quota_bytes=self.cfg.quota_backend_bytes,
                               batch_proposals=self.cfg.engine == "paxos"),
-                          limits=KVLimits(quota_bytes=0))
+                          limits=KVLimits(quota_bytes=0), files=SegmentFiles(dir / "log"))
         group = Group(group_id, replica, storage)
         self.groups[group_id] = group
         log.info("node %d group %d opened: %d entries after index %d, term %d", self.id,

@@ -1,0 +1,223 @@
+"""A partition's segment files (events/segments.py), its state machine over them
+(kv/partition.py) and the log cleaner (events/compaction.py): rolling, index lookups,
+recovery of a torn tail and of a corrupt index, refusal of corruption in the middle,
+retention by whole segments, compaction keeping the latest record of each key, and a
+snapshot carrying the segments to a store with other files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from shoal.events import topics as T
+from shoal.events.protocol.records import NewRecord, RecordBatch, build_batch, decode_batches
+from shoal.events.segments import INDEX_INTERVAL, CorruptSegment, MemoryDirectory, SegmentLog
+from shoal.kv import KVStore
+from shoal.kv.partition import LogState
+from shoal.kv.requests import LogAppendRequest, LogCompactRequest, LogTrimRequest
+from shoal.server.kafka import retention_cut
+from shoal.storage.segment_files import SegmentFiles
+
+DAY = 24 * 3600 * 1000
+
+
+def batch(offset: int, n: int = 1, ts: int = 1000, key: bytes | None = None,
+          value: bytes | None = b"v" * 100) -> bytes:
+    return build_batch([NewRecord(value, key, ts) for _ in range(n)],
+                       base_offset=offset).encode()
+
+
+def filled(dir: MemoryDirectory | SegmentFiles, batches: int, segment_bytes: int = 1 << 30
+           ) -> SegmentLog:
+    log = SegmentLog.open(dir)
+    for i in range(batches):
+        log.append(batch(i * 2, 2, ts=1000 + i), segment_bytes, 7 * DAY)
+    return log
+
+
+def offsets(data: bytes) -> list[int]:
+    return [b.base_offset + r.offset_delta for b in decode_batches(data) for r in b.records]
+
+
+def test_segments_roll_at_segment_bytes_and_segment_ms() -> None:
+    dir = MemoryDirectory()
+    log = filled(dir, 50, segment_bytes=1000)
+    size = len(batch(0, 2))
+    per = 1000 // size
+    assert len(log.segments) == -(-50 // per)
+    assert [s.base for s in log.segments] == list(range(0, 100, 2 * per))
+    assert all(s.size <= 1000 for s in log.segments)
+    assert {n.split(".")[1] for n in dir.names()} == {"log", "index", "timeindex"}
+    assert "00000000000000000000.log" in dir.names()
+    # segment.ms: a batch 10 ms past the segment's first one starts a new segment
+    timed = SegmentLog(MemoryDirectory())
+    for i, ts in enumerate([0, 5, 9, 10, 15, 25]):
+        timed.append(batch(i, ts=ts), 1 << 30, 10)
+    assert [s.base for s in timed.segments] == [0, 3, 5]
+
+
+def test_fetch_finds_its_batch_by_the_index_and_stops_at_max_bytes() -> None:
+    dir = MemoryDirectory()
+    log = filled(dir, 400, segment_bytes=64 * 1024)
+    assert len(log.segments) > 1 and len(log.segments[0].index) > 1  # sparse, not per batch
+    assert all(b - a >= INDEX_INTERVAL for (_, a), (_, b) in
+               zip(log.segments[0].index, log.segments[0].index[1:], strict=False))
+    for offset in (0, 1, 2, 377, 501, 799):
+        got = offsets(log.read(offset, 1000))
+        assert got[0] == offset - offset % 2 and offset in got
+        assert got == list(range(got[0], got[0] + len(got)))
+        assert len(log.read(offset, 1000)) <= 1000
+    assert log.read(0, 1) == batch(0, 2, ts=1000)  # at least one batch, however small the limit
+    assert log.read(800, 1000) == b""
+    # the reads go through the index: a corrupt byte before the indexed position is not read
+    seg = log.segments[0]
+    off, pos = seg.index[-1]
+    dir.files[seg.log][pos - 30] ^= 0xFF
+    assert offsets(log.read(off, 10_000))[0] == off
+
+
+def test_recovery_cuts_a_torn_tail_and_rebuilds_a_corrupt_or_missing_index(
+        tmp_path: Path) -> None:
+    files = SegmentFiles(tmp_path)
+    log = filled(files, 300, segment_bytes=16 * 1024)
+    expected = b"".join(log.batches())
+    last = log.segments[-1]
+    index = files.read(log.segments[0].offset_index)
+    files.truncate(last.log, last.size - 7)  # a torn write
+    files.write(log.segments[0].offset_index, index[:-3])  # an index cut mid-entry
+    files.delete(log.segments[1].time_index)
+    files.close()
+    again = SegmentLog.open(SegmentFiles(tmp_path))
+    assert again.next_offset == 598  # the torn last batch is gone, nothing else
+    assert b"".join(again.batches()) == expected[:-len(batch(598, 2, ts=1299))]
+    assert (tmp_path / last.log).stat().st_size == last.size - len(batch(598, 2, ts=1299))
+    assert SegmentFiles(tmp_path).read(log.segments[0].offset_index) == index
+    assert [s.index for s in again.segments] == [s.index for s in log.segments]
+    assert again.segments[1].times == log.segments[1].times
+    assert offsets(again.read(301, 100))[0] == 300
+
+
+def test_a_bad_crc_in_the_middle_is_refused_naming_the_file() -> None:
+    dir = MemoryDirectory()
+    log = filled(dir, 100, segment_bytes=8 * 1024)
+    seg = log.segments[1]
+    dir.files[seg.log][200] ^= 0x01
+    with pytest.raises(CorruptSegment, match=seg.log + ": corrupt record batch at position"):
+        SegmentLog.open(dir)
+
+
+def test_retention_deletes_whole_closed_segments_never_the_active_one() -> None:
+    log = filled(MemoryDirectory(), 100, segment_bytes=2000)
+    segs = list(log.segments)
+    total = sum(s.size for s in segs)
+    # by size: keep at least retention.bytes
+    cut = retention_cut(segs, 0, -1, total - segs[0].size - 1)
+    assert cut == segs[1].base
+    assert retention_cut(segs, 0, -1, 0) == segs[-1].base  # the active segment stays
+    # by time: segments whose newest record is older than retention.ms
+    assert retention_cut(segs, segs[2].max_ts + 11, 10, -1) == segs[3].base
+    assert retention_cut(segs, 10**9, -1, -1) == segs[0].base
+    assert log.delete_before(segs[3].base) == segs[3].base
+    assert log.start_offset == segs[3].base and offsets(log.read(0, 100))[0] == segs[3].base
+
+
+def keyed(offset: int, items: list[tuple[bytes, bytes | None]], ts: int = 1000) -> bytes:
+    return build_batch([NewRecord(v, k, ts) for k, v in items], base_offset=offset).encode()
+
+
+def store_with(batches: list[list[tuple[bytes, bytes | None]]], segment_bytes: int,
+               ts: int = 1000) -> KVStore:
+    kv = KVStore()
+    for i, items in enumerate(batches, 1):
+        kv.apply(LogAppendRequest(keyed(0, items, ts), ts, segment_bytes, 7 * DAY), i)
+    return kv
+
+
+def test_compaction_keeps_each_keys_latest_record_with_its_offset() -> None:
+    rounds = [[(b"k%d" % (j % 5), b"v%d" % j) for j in range(i * 4, i * 4 + 4)]
+              for i in range(30)]
+    kv = store_with(rounds, segment_bytes=400)
+    closed = kv.segments.closed()
+    assert len(closed) >= 3
+    before = {b.base_offset: b for b in map(RecordBatch.decode, kv.segments.batches())}
+    kv.apply(LogCompactRequest(now_ms=2000, delete_retention_ms=DAY), 100)
+    after = [RecordBatch.decode(raw) for raw in kv.segments.batches()]
+    active = kv.segments.active
+    assert active is not None
+    seen: dict[bytes, int] = {}
+    cleaned = [(b.offset_of(r), r.key, r.value) for b in after if b.base_offset < active.base
+               for r in b.records]
+    for off, key, value in cleaned:
+        assert key is not None and key not in seen  # one record per key in the closed part
+        seen[key] = off
+        assert value == b"v%d" % off  # at its original offset
+    # the closed part keeps, per key, its last offset there
+    last = {}
+    for b in before.values():
+        if b.base_offset < active.base:
+            for r in b.records:
+                last[r.key] = b.offset_of(r)
+    assert seen == last
+    # every kept batch still checks (CRC-32C recomputed) and keeps its offsets
+    for b in after:
+        assert b.last_offset == before[b.base_offset].last_offset
+    assert [o for o, _, _ in cleaned] == sorted(o for o, _, _ in cleaned)
+    assert LogState.of(kv).next_offset == 120  # offsets are not reused
+    # a fetch across a gap lands on the next batch kept
+    assert offsets(kv.segments.read(1, 10_000))[0] >= 1
+
+
+def test_tombstones_go_after_delete_retention_ms() -> None:
+    kv = store_with([[(b"a", b"1"), (b"b", b"1")], [(b"a", None)], [(b"c", b"1")] * 3,
+                     [(b"d", b"1")]], segment_bytes=120, ts=1000)
+    assert len(kv.segments.closed()) >= 2
+    kv.apply(LogCompactRequest(now_ms=1500, delete_retention_ms=1000), 10)  # too young
+    kept = {r.key: r.value for raw in kv.segments.batches() for r in RecordBatch.decode(raw).records}
+    assert kept[b"a"] is None and kept[b"b"] == b"1"
+    # a new closed segment triggers the cleaner again; now the tombstone is old enough
+    kv.apply(LogAppendRequest(keyed(0, [(b"e", b"1")] * 3), 5000, 120, 7 * DAY), 11)
+    kv.apply(LogAppendRequest(keyed(0, [(b"f", b"1")]), 5000, 120, 7 * DAY), 12)
+    kv.apply(LogCompactRequest(now_ms=5000, delete_retention_ms=1000), 13)
+    keys = [r.key for raw in kv.segments.batches() for r in RecordBatch.decode(raw).records]
+    assert b"a" not in keys and b"b" in keys
+
+
+def test_trim_and_snapshot_carry_the_segments_to_other_files() -> None:
+    kv = store_with([[(b"k", b"x" * 50)]] * 40, segment_bytes=500)
+    kv.apply(LogTrimRequest(kv.segments.segments[2].base), 41)
+    state = LogState.of(kv)
+    assert state.start_offset == kv.segments.start_offset > 0
+    snap = kv.snapshot()
+    other = MemoryDirectory()
+    other.write("00000000000000000000.log", b"stale")  # a follower's old files
+    restored = KVStore.restore(snap, files=other)
+    assert list(restored.segments.batches()) == list(kv.segments.batches())
+    assert "00000000000000000000.log" not in other.names()
+    assert restored.snapshot() == snap
+    # a restart over files that went further than the snapshot: cut back to it
+    kv.apply(LogAppendRequest(keyed(0, [(b"k", b"y")]), 1000, 500, 7 * DAY), 42)
+    again = KVStore.restore(snap, files=kv.files)
+    assert again.segments.next_offset == state.next_offset
+    assert again.snapshot() == snap
+
+
+def test_a_store_with_no_segment_for_its_state_refuses_to_open() -> None:
+    kv = store_with([[(b"k", b"v")]] * 3, segment_bytes=1 << 20)
+    fresh = KVStore(files=MemoryDirectory())
+    fresh.mvcc = kv.mvcc  # the state says 3 offsets, the files hold none
+    with pytest.raises(CorruptSegment, match="acknowledged batches are missing"):
+        _ = fresh.segments
+
+
+def test_topic_configs_for_segments_and_compaction_are_checked() -> None:
+    config = T.check_config({"cleanup.policy": "compact,delete", "segment.bytes": "1048576",
+                             "segment.ms": "60000", "delete.retention.ms": "0"})
+    assert T.compacted(config) and T.deletes(config)
+    assert T.compacted(T.check_config({"cleanup.policy": "compact"}))
+    assert not T.deletes(T.check_config({"cleanup.policy": "compact"}))
+    for bad in ({"cleanup.policy": "shred"}, {"segment.bytes": "10"}, {"segment.ms": "0"},
+                {"delete.retention.ms": "-1"}, {"segment.bytes": "big"}):
+        with pytest.raises(T.TopicError, match=next(iter(bad))):
+            T.check_config(bad)
+    assert T.DEFAULTS["segment.bytes"] == str(1 << 30)
