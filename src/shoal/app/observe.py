@@ -125,9 +125,9 @@ class _Call:
         if span is not None:
             if error is not None:
                 span.record_exception(error)
-                span.set_status(Status(StatusCode.ERROR, f"{kind.__name__}: {error}"))  # type: ignore[union-attr]
-            elif failed:
-                span.set_status(Status(StatusCode.ERROR, self.reason))
+            if failed:  # a reason given before an exception (an abort) says more than it
+                reason = self.reason or f"{type(error).__name__}: {error}"
+                span.set_status(Status(StatusCode.ERROR, reason))
             span.end()
 
 
