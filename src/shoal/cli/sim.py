@@ -32,6 +32,8 @@ def sim(
         None, "--bug", help="plant a broken rule (e.g. forget-vote) and run the profile that "
                             "catches it, stopping at the first violation"),
     trace: Path | None = typer.Option(None, "--trace", help="write the full event trace of --seed here"),
+    timeline: Path | None = typer.Option(
+        None, "--timeline", help="write a page replaying --seed here (HTML, self-contained)"),
     workers: int | None = typer.Option(None, "--workers", min=1),
     narrate: bool = typer.Option(False, "--demo", help="explain the run and tabulate every seed"),
     workload: str | None = typer.Option(
@@ -60,7 +62,8 @@ def sim(
         txn_bug = bug in TXN_PLANTED
     if workload in TXN_WORKLOADS or txn_bug:
         given = [name for name, v in (("--nodes", nodes), ("--steps", steps), ("--engine", engine),
-                                      ("--trace", trace)) if v is not None] + (
+                                      ("--trace", trace), ("--timeline", timeline))
+                 if v is not None] + (
             ["--demo"] if narrate else [])
         if given:
             raise fail(f"{', '.join(given)}: not options of the transaction workloads", 2)
@@ -104,6 +107,12 @@ def sim(
         if engine is not None and engine != known.engine:
             raise fail(f"{bug} is a bug of the {known.engine} engine, not of {engine}", 2)
         cfg, default_seeds = known.config(**given_cfg), known.seeds
+    if timeline is not None:
+        if seed is None:
+            raise fail("--timeline replays one seed: give --seed", 2)
+        from ..sim.report import write_timeline
+
+        raise typer.Exit(write_timeline(cfg, seed, timeline))
     raise typer.Exit(run_sim(cfg, seeds=seeds or default_seeds, first_seed=first_seed, seed=seed,
                              trace=trace, workers=workers, demo=narrate,
                              stop_at_first=bug is not None))

@@ -29,9 +29,11 @@ class SeedResult:
         return self.violation is None
 
 
-def run_seed(seed: int, cfg: SimConfig, check_time_limit: float = 30.0) -> SeedResult:
+def run_seed(seed: int, cfg: SimConfig, check_time_limit: float = 30.0,
+             world: World | None = None) -> SeedResult:
+    """`world`: a World of this seed and config to run (a recording one, sim/timeline.py)."""
     start = time.perf_counter()
-    world = World(seed, cfg)
+    world = world if world is not None else World(seed, cfg)
     res = SeedResult(seed)
     try:
         world.run()

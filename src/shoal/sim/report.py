@@ -81,7 +81,24 @@ def _replay(cfg: SimConfig, seed: int, trace: Path | None) -> int:
             console.print(f"[red]{exc}[/]")
         trace.write_text(world.trace_text() + "\n")
         console.print(f"wrote {len(world.trace)} events to {trace}")
-    res = run_seed(seed, cfg)
+    return _verdict(cfg, run_seed(seed, cfg))
+
+
+def write_timeline(cfg: SimConfig, seed: int, path: Path) -> int:
+    """`shoal sim --seed N --timeline PATH`: run the seed recording it (sim/timeline.py), write
+    the page that replays it (web/timeline.py), and report its verdict."""
+    from ..web.timeline import write
+    from .timeline import record_seed
+
+    res, record = record_seed(seed, cfg)
+    size = write(path, record)
+    console.print(f"wrote the timeline of seed {seed} to {path} ({size / 1e6:.1f} MB: "
+                  f"{len(record['frames'])} node states, {len(record['messages'])} messages)")
+    return _verdict(cfg, res)
+
+
+def _verdict(cfg: SimConfig, res: SeedResult) -> int:
+    seed = res.seed
     if res.ok:
         console.print(f"seed {seed}: [green]ok[/] — {res.committed} committed, {res.ops} operations, "
                       f"history {res.verdict}, {res.stats}")
