@@ -7,6 +7,7 @@ module and write text; neither starts anything."""
 from __future__ import annotations
 
 import importlib
+from pathlib import Path
 from typing import Any
 
 import typer
@@ -42,5 +43,30 @@ def proto(target: str = typer.Argument(..., help="the interface, as module:Inter
     typer.echo(text, nl=False)
 
 
+def manifests(
+    target: str = typer.Argument(..., help="the application, as module:App"),
+    config: Path = typer.Option(..., "--config", help="the deploy file (deploy.toml)"),
+    out: Path = typer.Option(..., "--out", help="the directory to write them into"),
+    name: str | None = typer.Option(None, "--name", help="the app's name in Kubernetes "
+                                    "(default: the module's last name)"),
+    nodes: int = typer.Option(3, "--nodes", help="Shoal nodes in the StatefulSet (odd)"),
+    node_storage: str = typer.Option("1Gi", "--node-storage", help="each node's volume"),
+) -> None:
+    """Write Kubernetes manifests and a Containerfile for the deploy file's process groups."""
+    from ..app.config import ConfigError, load_deploy
+    from ..app.manifests import ManifestError, render
+
+    try:
+        files = render(load_deploy(config), target, name=name, nodes=nodes,
+                       node_storage=node_storage)
+    except (ConfigError, ManifestError) as e:
+        raise fail(str(e)) from None
+    out.mkdir(parents=True, exist_ok=True)
+    for file_name, text in files.items():
+        (out / file_name).write_text(text)
+        typer.echo(out / file_name)
+
+
 def register(group: typer.Typer) -> None:
     group.command("proto")(proto)
+    group.command("manifests")(manifests)
