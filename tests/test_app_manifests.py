@@ -136,17 +136,25 @@ def test_groups_run_their_replicas_with_health_probes_and_the_config_mounted(doc
         template, container = _pod(deployment)
         assert container["image"] == "registry.example/shop:1.2"
         assert container["livenessProbe"]["httpGet"]["path"] == "/health"
-        (volume,) = template["spec"]["volumes"]
+        volume, work = template["spec"]["volumes"]
         assert ("ConfigMap", volume["configMap"]["name"]) in docs
-        (mount,) = container["volumeMounts"]
-        assert mount["name"] == volume["name"]
+        mount, work_mount = container["volumeMounts"]
+        assert mount["name"] == volume["name"] and work_mount["name"] == work["name"]
+        assert container["command"][container["command"].index("--root") + 1] == \
+            work_mount["mountPath"]
         config_path = container["command"][container["command"].index("--config") + 1]
         assert config_path == f"{mount['mountPath']}/deploy.toml"
         assert container["command"][container["command"].index("--group") + 1] == group
     # Only the group holding a component with grpc = true opens the gRPC port.
     assert _container_ports(_pod(docs["Deployment", "shop-back"])[1])["grpc"] == GRPC_PORT
     assert "grpc" not in _container_ports(_pod(docs["Deployment", "shop-front"])[1])
-    assert "--grpc" not in _pod(docs["Deployment", "shop-front"])[1]["command"]
+    assert "--grpc-port" not in _pod(docs["Deployment", "shop-front"])[1]["command"]
+    # What the command refers to, $(VAR), the pod's environment defines.
+    for group in ("front", "back"):
+        _, container = _pod(docs["Deployment", f"shop-{group}"])
+        defined = {e["name"] for e in container["env"]}
+        used = {part[2:-1] for part in container["command"] if part.startswith("$(")}
+        assert used and used <= defined
 
 
 def test_the_config_map_points_the_app_at_the_statefulset(docs: dict) -> None:

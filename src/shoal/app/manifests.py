@@ -22,7 +22,8 @@ Every pod has resource requests and a memory limit, liveness and readiness probe
 of its HTTP port (a node's liveness only asks that its client port answer: its /health fails
 while there is no leader, and restarting it then would not help), runs as a non-root user, and carries a checksum of the deploy file, so that a
 change to the ConfigMap rolls the Deployments. A group's pod runs `GROUP_COMMAND`, one process
-of that group, which registers its components under the pod's IP with a lease.
+of that group (shoal.app.process) on fixed ports, which registers its components under the
+pod's name and IP with a lease.
 
 Pure: `render(...)` returns {file name: text}; the CLI writes them. YAML is written by a small
 emitter here (block style, every string double-quoted, multi-line strings as literal blocks), so
@@ -48,10 +49,15 @@ CONFIG_DIR = "/etc/shoal"
 DATA_DIR = "/var/lib/shoal"
 USER_ID = 10001
 PYTHON_IMAGE = "python:3.11-slim"
+WORK_DIR = "/var/lib/shoal-app"  # the process's --root (traces, scratch), an emptyDir
+# One process of a group (shoal.app.process). The pod, not a counter, names the instance; the
+# ports are fixed, since a Service must name them; the pod's IP is what the registry gets.
 GROUP_COMMAND = (
-    "shoal", "app", "group", "{main}", "--config", CONFIG_DIR + "/deploy.toml",
-    "--group", "{group}", "--listen", f"0.0.0.0:{RPC_PORT}", "--advertise",
-    f"$(POD_IP):{RPC_PORT}", "--http", f"0.0.0.0:{HTTP_PORT}", "--grpc", f"0.0.0.0:{GRPC_PORT}",
+    "python", "-m", "shoal.app.process", "--app", "{main}", "--config",
+    CONFIG_DIR + "/deploy.toml", "--group", "{group}", "--endpoints", "$(SHOAL_ENDPOINTS)",
+    "--root", WORK_DIR, "--host", "0.0.0.0", "--advertise", "$(POD_IP)",
+    "--instance", "$(POD_NAME)", "--rpc-port", str(RPC_PORT), "--http-port", str(HTTP_PORT),
+    "--grpc-port", str(GRPC_PORT),
 )  # fmt: skip
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 
@@ -198,16 +204,19 @@ def _group(app: str, group: str, config: DeployConfig, main: str, endpoints: lis
     ports = [("rpc", RPC_PORT), ("http", HTTP_PORT)] + ([("grpc", GRPC_PORT)] if grpc else [])
     command = [part.format(main=main, group=group) for part in GROUP_COMMAND]
     if not grpc:
-        command = command[:-2]  # no --grpc: nothing in this group is served over gRPC
+        command = command[:-2]  # no --grpc-port: nothing in this group is served over gRPC
     container = {
         "name": group, "image": config.image, "command": command,
         "env": [
             {"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
+            {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
             {"name": "SHOAL_ENDPOINTS", "value": ",".join(endpoints)},
-        ],
+            {"name": "SHOAL_TRACES", "value": "console"},  # spans beside the logs, for the
+        ],                                                  # cluster's log collector
         "ports": [{"name": n, "containerPort": p} for n, p in ports],
         "resources": GROUP_RESOURCES.spec(),
-        "volumeMounts": [{"name": "deploy", "mountPath": CONFIG_DIR, "readOnly": True}],
+        "volumeMounts": [{"name": "deploy", "mountPath": CONFIG_DIR, "readOnly": True},
+                         {"name": "work", "mountPath": WORK_DIR}],
     } | _probes("http")
     deployment = {
         "apiVersion": "apps/v1", "kind": "Deployment",
@@ -221,7 +230,8 @@ def _group(app: str, group: str, config: DeployConfig, main: str, endpoints: lis
                                              "shoal.dev/components": ",".join(spec.components)}},
                 "spec": {"securityContext": _pod_security(), "containers": [container],
                          "volumes": [{"name": "deploy",
-                                      "configMap": {"name": f"{app}-deploy"}}]},
+                                      "configMap": {"name": f"{app}-deploy"}},
+                                     {"name": "work", "emptyDir": {"sizeLimit": "256Mi"}}]},
             },
         },
     }
