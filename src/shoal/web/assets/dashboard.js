@@ -126,6 +126,7 @@
   function draw() {
     const view = state.view;
     if (!view) return;
+    const started = performance.now();
     setText($('#source'), view.source);
     const nodes = nodesById(view);
     const leaders = groupLeaders(nodes);
@@ -135,6 +136,7 @@
     drawGroups(nodes, leaders, view);
     drawDirectory(nodes);
     drawFaultPanel(nodes, view);
+    document.body.dataset.drawMs = (performance.now() - started).toFixed(1); // for scale checks
   }
 
   function drawSummary(nodes, leaders, view) {
