@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from .common import duration
+from .common import Output, duration, emit_json, output_option, print_rows, print_table
 
 app = typer.Typer()
 
@@ -20,8 +20,12 @@ def torture(
     history: Path = typer.Option(Path("torture-history.jsonl"), "--history"),
     no_wipe: bool = typer.Option(False, "--no-wipe", help="skip the replaced-disk fault"),
     workload: str = typer.Option("register", "--workload",
-                                 help="register (linearizable reads, writes, cas) or bank "
-                                      "(transfers across 3 shards in transactions)"),
+                                 help="register (linearizable reads, writes, cas), bank "
+                                      "(transfers across 3 shards in transactions) or log "
+                                      "(Kafka producers and a consumer group)"),
+    partitions: int = typer.Option(3, "--partitions", min=1, max=64,
+                                   help="log: the topic's partitions"),
+    output: Output = output_option(Output.table),
 ) -> None:
     """Real processes under SIGKILL, SIGSTOP, link cuts and a replaced disk; the history is checked."""
     from rich.console import Console
@@ -31,8 +35,12 @@ def torture(
 
     console = Console()
     seconds = duration(time_)
-    if workload not in ("register", "bank"):
-        raise typer.BadParameter(f"unknown workload {workload!r}: register or bank")
+    if workload not in ("register", "bank", "log"):
+        raise typer.BadParameter(f"unknown workload {workload!r}: register, bank or log")
+    if output is not Output.table and workload != "log":
+        raise typer.BadParameter(f"-o {output.value}: only with --workload log")
+    if workload == "log":
+        _log(nodes, seconds, seed, clients, partitions, output)
     if workload == "bank":
         console.print(f"torture bank: {nodes} nodes, {seconds:.0f}s, {clients} tellers, seed {seed}")
         result, faults = torture_bank(nodes=nodes, seconds=seconds, seed=seed, clients=clients,
@@ -52,4 +60,34 @@ def torture(
     console.print("[green]every node converged to the same state[/]" if r.converged
                   else "[red]nodes did not converge after healing[/]")
     console.print(f"history: {history} (re-check with: shoal check {history})")
+    raise typer.Exit(0 if r.ok else 1)
+
+
+def _log(nodes: int, seconds: float, seed: int, clients: int, partitions: int,
+         output: Output) -> None:
+    from rich.console import Console
+
+    from ..torture.log import TOPIC, torture_log
+
+    err = Console(stderr=True)  # progress on stderr: stdout holds the table or the JSON
+    err.print(f"torture log: {nodes} nodes, {seconds:.0f}s, {clients} producers and "
+              f"{clients} consumers, {partitions} partitions, seed {seed}")
+    r = torture_log(nodes=nodes, seconds=seconds, seed=seed, producers=clients,
+                    consumers=clients, partitions=partitions,
+                    say=lambda s: err.print(f"  [dim]{s}[/]"))
+    if output is Output.json:
+        emit_json(r.to_json())
+        raise typer.Exit(0 if r.ok else 1)
+    cols = ["partition", "records", "acknowledged", "consumed", "committed"]
+    rows = [[str(p[c]) for c in cols] for p in r.partitions]
+    if output is Output.simple:
+        print_rows(rows)
+    else:
+        print_table(cols, rows, title=f"{TOPIC} after {len(r.faults)} faults: "
+                    + ", ".join(f"{k} {v}" for k, v in sorted(r.counts.items())), right=tuple(cols))
+    for problem in r.problems:
+        err.print(f"[red]{problem}[/]", markup=True, highlight=False)
+    err.print("[green]every acknowledged record is in the log once, in order, at its offset; "
+              "consumers saw everything committed; no committed offset moved back[/]" if r.ok
+              else f"[red]{r.counts['problems']} problems[/]")
     raise typer.Exit(0 if r.ok else 1)
