@@ -126,14 +126,15 @@ class Caller:
     async def call(self, attempt: Callable[[Backend], Awaitable[T]], *,
                    key: str | bytes | None = None, client: str | None = None,
                    idempotent: bool = False, deadline_s: float | None = None,
-                   timer: Any = None) -> Exchange[T]:
+                   timer: Any = None, avoid: Sequence[str] = ()) -> Exchange[T]:
         """Run `attempt(backend)` until one succeeds or the policy says stop. On success the
         caller must `finish` the returned exchange. `timer` is handed to `_timed` untouched
-        (a subclass's own timeout mechanism, e.g. the gateway's per-connection watchdog)."""
+        (a subclass's own timeout mechanism, e.g. the gateway's per-connection watchdog).
+        Backends in `avoid` are never chosen (a fan-out sends each branch to its own)."""
         policy = self.policy
         start = self.clock()
         end = start + (deadline_s if deadline_s is not None else policy.deadline_s)
-        tried: list[str] = []
+        tried: list[str] = list(avoid)
         last: Exception | None = None
         self.budget.start_request()
         try:
@@ -146,7 +147,7 @@ class Caller:
                 try:
                     backend = self.select(key, client, tried, now)
                     if backend is None:
-                        if not tried:
+                        if len(tried) == len(avoid):
                             raise NoBackend(f"no available backend ({len(self.backends)} "
                                             f"registered, {len(self.outlier.ejected())} ejected)")
                         break
@@ -165,12 +166,13 @@ class Caller:
             self.budget.end_request()
             raise
         self.budget.end_request()
+        n_tried = len(tried) - len(avoid)
         if isinstance(last, TimeoutError):
             what = "the call's deadline" if self.clock() >= end - 1e-3 else "the attempt timeout"
             raise DeadlineExceeded(f"backend {tried[-1]} did not answer within {what} "
-                                   f"({len(tried)} attempt{'s' * (len(tried) > 1)})") from last
+                                   f"({n_tried} attempt{'s' * (n_tried > 1)})") from last
         raise UpstreamFailed(f"backend {tried[-1]} failed: {last} "
-                             f"({len(tried)} attempt{'s' * (len(tried) > 1)})") from last
+                             f"({n_tried} attempt{'s' * (n_tried > 1)})") from last
 
     async def _attempt(self, attempt: Callable[[Backend], Awaitable[T]], backend: Backend,
                        timeout: float, timer: Any) -> T | Exception:
