@@ -45,6 +45,16 @@ class Address(msgspec.Struct, frozen=True):
     lines: list[str]
 
 
+class Tag(msgspec.Struct, rename="camel", omit_defaults=True):
+    tag_name: str
+    weight: int = 5  # omitted from msgspec's builtins when 5: must still reach the client
+
+
+class Pt(msgspec.Struct, array_like=True):
+    x: int
+    y: int
+
+
 @dataclass(frozen=True)
 class Order:
     id: int
@@ -68,6 +78,8 @@ class Inventory(Protocol):
 
     @deadline(50)
     async def stall(self) -> int: ...
+
+    async def relabel(self, tag: Tag, at: Pt) -> Tag: ...
 
 
 class InventoryImpl:
@@ -93,6 +105,10 @@ class InventoryImpl:
 
     async def forget(self, sku: str) -> None:
         self.forgotten.append(sku)
+
+    async def relabel(self, tag: Tag, at: Pt) -> Tag:
+        assert isinstance(tag, Tag) and isinstance(at, Pt)
+        return Tag(f"{tag.tag_name}@{at.x},{at.y}") if tag.weight == 5 else tag
 
     async def stall(self) -> int:
         await self.never.wait()  # never set: only the method's deadline ends this
@@ -196,6 +212,12 @@ def test_a_grpcio_client_calls_the_component(stubs: Stubs) -> None:
         assert (weighed.value.item_0, weighed.value.item_1) == (8.0, "KG")
         assert not (await stub.Blob(pb2.BlobRequest(data=b"ab"))).HasField("value")
         assert (await stub.Blob(pb2.BlobRequest(data=b"ab", maybe=2))).value == b"abab"
+        relabeled = await stub.Relabel(pb2.RelabelRequest(
+            tag=pb2.Tag(tag_name="t", weight=5), at=pb2.Pt(x=1, y=2)))
+        assert (relabeled.value.tag_name, relabeled.value.weight) == ("t@1,2", 5)
+        kept = await stub.Relabel(pb2.RelabelRequest(tag=pb2.Tag(tag_name="t", weight=0),
+                                                     at=pb2.Pt()))
+        assert (kept.value.tag_name, kept.value.weight) == ("t", 0)
         await stub.Forget(pb2.ForgetRequest(sku="x"))
         assert impl.forgotten == ["x"]
         metrics = observer.metrics_text().decode()

@@ -84,8 +84,8 @@ class ProtoEnum:
     values: tuple[Any, ...]  # the Python members' values, in order; proto numbers from 1
     proto_names: tuple[str, ...]
 
-    def number(self, value: Any) -> int:
-        return self.values.index(value) + 1
+    def number(self, member: enum.Enum) -> int:
+        return self.values.index(member.value) + 1
 
 
 @dataclass(eq=False)
@@ -402,7 +402,8 @@ def proto_for(spec: InterfaceSpec) -> str:
     return proto_schema(spec).text()
 
 
-# -- values: protobuf messages <-> msgspec builtins, guided by the shapes ----------------------
+# -- values, guided by the shapes: protobuf -> msgspec builtins (for the method's codec to
+# decode, as it decodes Shoal's calls), Python objects -> protobuf --------------------------
 
 
 def read_field(msg: Any, name: str, shape: Shape, path: str) -> Any:
@@ -469,13 +470,15 @@ def _scalar(shape: Scalar | ProtoEnum, value: Any) -> Any:
 
 
 def _write_message(msg: Any, shape: Shape, value: Any) -> None:
+    """From the Python object itself (a record's attributes, a tuple's items), so that a
+    Struct's defaults, renames and array-likeness do not matter on the way out."""
     msg.SetInParent()  # present even when every field is at its default
     if isinstance(shape, Wrapper):
         write_field(msg, "value", shape.inner, value)
         return
     assert isinstance(shape, ProtoMessage), shape
-    for i, (name, key, s) in enumerate(shape.fields):
-        write_field(msg, name, s, value[i] if shape.as_list else value[key])
+    for name, key, s in shape.fields:
+        write_field(msg, name, s, value[key] if isinstance(key, int) else getattr(value, name))
 
 
 # -- serving ---------------------------------------------------------------------------------
@@ -567,8 +570,7 @@ def _handler(
                     result = await fn(*args, **kwargs)
                 response = response_cls()
                 if pm.response.fields:
-                    write_field(response, "value", pm.response.fields[0][2],
-                                msgspec.to_builtins(result, builtin_types=(bytes,)))
+                    write_field(response, "value", pm.response.fields[0][2], result)
                 return response
             except TimeoutError:
                 code = grpc.StatusCode.DEADLINE_EXCEEDED
