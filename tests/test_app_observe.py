@@ -195,8 +195,9 @@ def test_overhead_of_the_no_exporter_path_is_small(tmp_path: Path) -> None:
     traced.close()
     print(f"observe overhead per call (client+server): none {none_us:.2f} us, "
           f"file {traced_us:.2f} us")
-    assert none_us < 25
-    assert none_us < traced_us
+    # Relative to recording spans on this machine at this moment, and a loose ceiling.
+    assert none_us * 4 < traced_us
+    assert none_us < 100
 
 
 def test_an_unsampled_caller_keeps_the_whole_trace_unsampled(tmp_path: Path) -> None:
