@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from shoal.app.observe import LATENCY_BUCKETS_S, LOG_FORMAT, Observer, TraceIdFilter
+from shoal.app.observe import _PASSED_ON, LATENCY_BUCKETS_S, LOG_FORMAT, Observer, TraceIdFilter
 
 
 def _spans(path: Path) -> list[dict]:
@@ -64,6 +64,7 @@ def test_a_process_without_exporter_passes_the_trace_on(tmp_path: Path) -> None:
             with relay.client_call("B", "m", second):
                 pass
     assert second["traceparent"] == first["traceparent"]
+    assert _PASSED_ON.get() is None  # left where it was found
     # Outside any trace a non-exporting process starts none.
     third: dict[str, str] = {}
     with relay.client_call("B", "m", third):
@@ -150,6 +151,21 @@ def test_log_lines_carry_the_trace_id(tmp_path: Path) -> None:
     assert span["parent_id"] == "b7ad6b7169203331"
     assert "[trace=- span=-]" in records[1]
     o.close()
+
+
+def test_log_lines_carry_the_callers_trace_id_without_an_exporter() -> None:
+    o = Observer("p", exporter="none")
+    record = logging.LogRecord("x", logging.INFO, __file__, 1, "m", None, None)
+    metadata = {"traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+                "tracestate": "vendor=1"}
+    with o.server_call("Cart", "add", metadata):
+        TraceIdFilter().filter(record)
+        onward: dict[str, str] = {}
+        with o.client_call("Stock", "take", onward):
+            pass
+    assert (record.trace_id, record.span_id) == ("0af7651916cd43dd8448eb211c80319c",
+                                                 "b7ad6b7169203331")
+    assert onward == metadata
 
 
 def test_the_span_file_is_bounded(tmp_path: Path) -> None:

@@ -24,8 +24,8 @@ imported only then; the endpoint comes from OTEL_EXPORTER_OTLP_ENDPOINT, as ever
 it). Spans leave through the SDK's BatchSpanProcessor, off the event loop, its queue bounded.
 A span costs tens of microseconds in the Python SDK, so `sample_ratio` traces only that share
 of the requests that start a trace (a sampled caller's decision holds for every later hop).
-With "none" no span is recorded at all, but an incoming traceparent is still made current and
-passed on unchanged, so a process that does not export does not break the trace of those that
+With "none" no span is recorded at all, but an incoming traceparent is still kept (in a
+context variable, as it came) and passed on unchanged, so a process that does not export does not break the trace of those that
 do; that path costs a few microseconds per call (tests/test_app_observe.py measures it).
 
 Metrics are plain ints bumped on the hot path (a prometheus-client Counter takes a lock per
@@ -46,6 +46,7 @@ import sys
 import time
 from bisect import bisect_left
 from collections.abc import Iterator, Mapping, Sequence
+from contextvars import ContextVar
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Any, Literal
@@ -73,6 +74,9 @@ LATENCY_BUCKETS_S = (
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s [trace=%(trace_id)s span=%(span_id)s] %(message)s"
 MAX_FILE_BYTES = 64 * 1024 * 1024
 _PROPAGATOR = TraceContextTextMapPropagator()
+# Without an exporter no span is made: the caller's traceparent (and tracestate) are kept as they
+# came, for the calls this one makes and for the log lines, which is all they are needed for.
+_PASSED_ON: ContextVar[tuple[str, str | None] | None] = ContextVar("shoal_trace", default=None)
 
 
 class MethodStats:
@@ -119,9 +123,12 @@ class _Call:
         latency_s = (time.perf_counter_ns() - self._start_ns) / 1e9
         failed = self.failed or error is not None
         self._stats.record(latency_s, failed)
-        if self._token is not None:
-            otel_context.detach(self._token)  # type: ignore[arg-type]
         span = self._span
+        if self._token is not None:
+            if span is None:
+                _PASSED_ON.reset(self._token)  # type: ignore[arg-type]
+            else:
+                otel_context.detach(self._token)  # type: ignore[arg-type]
         if span is not None:
             if error is not None:
                 span.record_exception(error)
@@ -174,7 +181,11 @@ class Observer:
         stats = self._client.get((component, method)) or self._stats(
             self._client, component, method)
         if self._tracer is None:
-            _PROPAGATOR.inject(metadata)  # pass on the trace we are in, if any
+            passed = _PASSED_ON.get()
+            if passed is not None:  # pass on the trace we are in, as it came
+                metadata["traceparent"] = passed[0]
+                if passed[1] is not None:
+                    metadata["tracestate"] = passed[1]
             return _Call(stats, None, None)
         span = self._tracer.start_span(f"{component}/{method}", kind=SpanKind.CLIENT)
         _PROPAGATOR.inject(metadata, context=trace.set_span_in_context(span))
@@ -184,10 +195,12 @@ class Observer:
         """Observe a dispatch; the caller's trace (from `traceparent`) is current inside."""
         stats = self._server.get((component, method)) or self._stats(
             self._server, component, method)
-        parent = _PROPAGATOR.extract(metadata) if "traceparent" in metadata else None
         if self._tracer is None:
-            token = otel_context.attach(parent) if parent is not None else None
-            return _Call(stats, None, token)
+            traceparent = metadata.get("traceparent")
+            if traceparent is None:
+                return _Call(stats, None, None)
+            return _Call(stats, None, _PASSED_ON.set((traceparent, metadata.get("tracestate"))))
+        parent = _PROPAGATOR.extract(metadata) if "traceparent" in metadata else None
         span = self._tracer.start_span(f"{component}/{method}", context=parent, kind=SpanKind.SERVER)
         token = otel_context.attach(trace.set_span_in_context(span, parent))
         return _Call(stats, span, token)
@@ -216,9 +229,13 @@ class TraceIdFilter(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         ctx = trace.get_current_span().get_span_context()
+        passed = _PASSED_ON.get()
         if ctx.is_valid:
             record.trace_id = format(ctx.trace_id, "032x")
             record.span_id = format(ctx.span_id, "016x")
+        elif passed is not None and passed[0].count("-") >= 3:
+            # version-trace_id-parent_id-flags: the caller's span, this process making none
+            record.trace_id, record.span_id = passed[0].split("-")[1:3]
         else:
             record.trace_id = record.span_id = "-"
         return True
