@@ -221,3 +221,116 @@ def test_topic_configs_for_segments_and_compaction_are_checked() -> None:
         with pytest.raises(T.TopicError, match=next(iter(bad))):
             T.check_config(bad)
     assert T.DEFAULTS["segment.bytes"] == str(1 << 30)
+
+
+# ---------------------------------------------------------------- end to end, real processes
+
+def _produce(bs: str, topic: str, items: list[tuple[bytes, bytes]]) -> dict[int, tuple[bytes, bytes]]:
+    """Produce with acks=all and idempotence; the acknowledged records by offset."""
+    from confluent_kafka import Producer
+
+    acked: dict[int, tuple[bytes, bytes]] = {}
+
+    def done(err: object, msg: object) -> None:
+        if err is None:
+            acked[msg.offset()] = (msg.key(), msg.value())  # type: ignore[attr-defined]
+
+    p = Producer({"bootstrap.servers": bs, "acks": "all", "enable.idempotence": True,
+                  "linger.ms": 5, "batch.num.messages": 10,  # many batches, many segments
+                  "message.timeout.ms": 60_000})
+    for key, value in items:
+        p.produce(topic, key=key, value=value, on_delivery=done)
+        p.poll(0)
+    assert p.flush(90) == 0
+    assert len(acked) == len(items)
+    return acked
+
+
+def _consume(bs: str, topic: str, deadline_s: float = 60.0) -> list[tuple[int, bytes, bytes]]:
+    """Everything in partition 0 from the beginning, (offset, key, value), read to its end."""
+    import time
+
+    from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
+
+    end = time.monotonic() + deadline_s
+    while True:  # (after a restart the partition may have no leader for a moment)
+        c = Consumer({"bootstrap.servers": bs, "group.id": "segments-check",
+                      "enable.auto.commit": False, "enable.partition.eof": True})
+        try:
+            c.assign([TopicPartition(topic, 0, OFFSET_BEGINNING)])
+            got = []
+            while time.monotonic() < end:
+                m = c.poll(1.0)
+                if m is None:
+                    continue
+                if m.error():
+                    if m.error().code() == KafkaError._PARTITION_EOF:
+                        return got
+                    continue
+                got.append((m.offset(), m.key(), m.value()))
+        finally:
+            c.close()
+        assert time.monotonic() < end, f"{topic}: not read to its end in {deadline_s}s"
+
+
+def test_a_compacted_topic_and_a_kill_9_of_every_node_keep_acknowledged_records(
+        tmp_path: Path) -> None:
+    import time
+
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    from shoal.local.cluster import LocalProcessCluster
+
+    with LocalProcessCluster(3, tmp_path, node_args=["--snapshot-entries", "10"]) as cluster:
+        cluster.start()
+        bs = ",".join(cluster.kafka_bootstrap)
+        admin = AdminClient({"bootstrap.servers": bs})
+        futures = admin.create_topics([
+            NewTopic("latest", 1, 3, config={"cleanup.policy": "compact", "segment.bytes": "2048"}),
+            NewTopic("plain", 1, 3, config={"segment.bytes": "4096"})])
+        for f in futures.values():
+            f.result(30)
+        keys = [(b"key-%d" % (i % 10), b"value-%03d" % i) for i in range(300)]
+        compacted = _produce(bs, "latest", keys)
+        plain = _produce(bs, "plain", [(b"p", b"first-%03d" % i) for i in range(300)])
+        assert sorted(plain) == list(range(300))  # dense offsets
+
+        # The cleaner runs on the leader's round: wait until a consumer sees it.
+        deadline = time.monotonic() + 30
+        while len(seen := _consume(bs, "latest")) >= 300:
+            assert time.monotonic() < deadline, "the compacted topic was never compacted"
+            time.sleep(0.5)
+        offsets = [o for o, _, _ in seen]
+        assert offsets == sorted(set(offsets))  # increasing, with gaps
+        assert all(compacted[o] == (k, v) for o, k, v in seen)  # each at its own offset
+        last = {k: v for _, (k, v) in sorted(compacted.items())}
+        assert {k: v for _, k, v in seen} == last  # the latest of every key survives
+
+        # kill -9 one node (whoever leads), write on, bring it back; then kill -9 them all.
+        cluster.kill(cluster.wait_leader())
+        after = _produce(bs, "plain", [(b"p", b"after-%03d" % i) for i in range(100)])
+        assert sorted(after) == list(range(300, 400))
+        plain.update(after)
+        for i in cluster.ids:
+            if not cluster.alive(i):
+                cluster.start_node(i)
+        for i in cluster.ids:
+            cluster.kill(i)
+        for i in cluster.ids:
+            cluster.start_node(i)
+        cluster.wait_leader(30)
+        assert {o: (k, v) for o, k, v in _consume(bs, "plain")} == plain
+        assert [(o, k, v) for o, k, v in _consume(bs, "latest")] == seen
+        # Every replica, the one that came back behind included, holds the same segment
+        # bytes: appends, rolls and the cleaner are deterministic.
+        deadline = time.monotonic() + 30
+        while len({str(_segment_files(cluster.data_dir(i))) for i in cluster.ids}) > 1:
+            assert time.monotonic() < deadline, "the replicas' segments differ"
+            time.sleep(0.2)
+        files = _segment_files(cluster.data_dir(1))
+        assert len([n for n in files if n.endswith(".log")]) >= 4  # several segments each
+
+
+def _segment_files(data_dir: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(data_dir)): p.read_bytes()
+            for p in sorted(data_dir.glob("groups/*/log/*")) if not p.name.endswith(".tmp")}
