@@ -81,6 +81,20 @@ def test_every_manifest_is_valid_against_the_kubernetes_schemas(docs: dict, vers
         kubernetes_validate.validate(doc, version, strict=True)  # raises on any schema error
 
 
+def test_validation_needs_no_network(docs: dict, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The schemas come with kubernetes-validate: no connection is even tried."""
+    import socket
+
+    def refuse(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("kubernetes-validate tried the network")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    monkeypatch.setattr(socket, "getaddrinfo", refuse)
+    # A version no other test loads, so its schemas are read here and now.
+    kubernetes_validate.validate(docs["StatefulSet", "shop-shoal"], "1.33.0", strict=True)
+
+
 def test_the_validator_catches_a_planted_mistake(docs: dict) -> None:
     bad = copy.deepcopy(docs["Deployment", "shop-front"])
     bad["spec"]["replica"] = bad["spec"].pop("replicas")  # a typo strict mode must refuse
