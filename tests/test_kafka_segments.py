@@ -7,6 +7,7 @@ snapshot carrying the segments to a store with other files."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -135,8 +136,8 @@ def store_with(batches: list[list[tuple[bytes, bytes | None]]], segment_bytes: i
 
 
 def test_compaction_keeps_each_keys_latest_record_with_its_offset() -> None:
-    rounds = [[(b"k%d" % (j % 5), b"v%d" % j) for j in range(i * 4, i * 4 + 4)]
-              for i in range(30)]
+    rounds: list[list[tuple[bytes, bytes | None]]] = [
+        [(b"k%d" % (j % 5), b"v%d" % j) for j in range(i * 4, i * 4 + 4)] for i in range(30)]
     kv = store_with(rounds, segment_bytes=400)
     closed = kv.segments.closed()
     assert len(closed) >= 3
@@ -246,7 +247,7 @@ def _produce(bs: str, topic: str, items: list[tuple[bytes, bytes]]) -> dict[int,
     return acked
 
 
-def _consume(bs: str, topic: str, deadline_s: float = 60.0) -> list[tuple[int, bytes, bytes]]:
+def _consume(bs: str, topic: str, deadline_s: float = 60.0) -> list[tuple[int, Any, Any]]:
     """Everything in partition 0 from the beginning, (offset, key, value), read to its end."""
     import time
 
@@ -258,16 +259,16 @@ def _consume(bs: str, topic: str, deadline_s: float = 60.0) -> list[tuple[int, b
                       "enable.auto.commit": False, "enable.partition.eof": True})
         try:
             c.assign([TopicPartition(topic, 0, OFFSET_BEGINNING)])
-            got = []
+            got: list[tuple[int, Any, Any]] = []
             while time.monotonic() < end:
                 m = c.poll(1.0)
                 if m is None:
                     continue
-                if m.error():
-                    if m.error().code() == KafkaError._PARTITION_EOF:
+                if (error := m.error()) is not None:
+                    if error.code() == KafkaError._PARTITION_EOF:
                         return got
                     continue
-                got.append((m.offset(), m.key(), m.value()))
+                got.append((m.offset() or 0, m.key(), m.value()))
         finally:
             c.close()
         assert time.monotonic() < end, f"{topic}: not read to its end in {deadline_s}s"
