@@ -234,7 +234,19 @@ def test_deploy_toml_round_trips_a_config() -> None:
     assert again.endpoints == ("h:1",) and again.main == "m:App"
 
 
-def test_shoal_app_manifests_writes_the_files(tmp_path: Path) -> None:
+def test_groups_are_checked_against_the_applications_components() -> None:
+    config = parse_deploy(tomllib.loads(DEPLOY))
+    render(config, "m:App", components={"Frontend", "Orders", "Inventory"})
+    with pytest.raises(ManifestError, match=r"groups\.back\.components: 'Orders' is not a "
+                                            r"component of the application"):
+        render(config, "m:App", components={"Frontend", "Inventory"})
+    with pytest.raises(ManifestError, match="component 'Payments' is in no"):
+        render(config, "m:App", components={"Frontend", "Orders", "Inventory", "Payments"})
+
+
+def test_shoal_app_manifests_writes_the_files(tmp_path: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.syspath_prepend(str(Path(__file__).parents[1]))  # the sample, examples/shop.py
     (tmp_path / "deploy.toml").write_text(DEPLOY)
     app = typer.Typer()
     app.callback()(lambda: None)  # a group, as `shoal app` is
@@ -246,7 +258,15 @@ def test_shoal_app_manifests_writes_the_files(tmp_path: Path) -> None:
     assert sorted(p.name for p in out.iterdir()) == [
         "Containerfile", "config.yaml", "group-back.yaml", "group-front.yaml",
         "shoal-nodes.yaml"]
+    assert "name: shop-front" in (out / "group-front.yaml").read_text()  # the App's name
     (tmp_path / "bad.toml").write_text("[groups.front]\nreplicas = 2\n")
-    bad = CliRunner().invoke(app, ["manifests", "m:App", "--config",
+    bad = CliRunner().invoke(app, ["manifests", "examples.shop:App", "--config",
                                    str(tmp_path / "bad.toml"), "--out", str(out)])
     assert bad.exit_code == 1 and "groups.front.components" in bad.output
+    (tmp_path / "partial.toml").write_text("[groups.front]\ncomponents = ['Frontend']\n")
+    partial = CliRunner().invoke(app, ["manifests", "examples.shop:App", "--config",
+                                       str(tmp_path / "partial.toml"), "--out", str(out)])
+    assert partial.exit_code == 1 and "is in no [groups.NAME]" in partial.output
+    no_app = CliRunner().invoke(app, ["manifests", "examples.nope:App", "--config",
+                                      str(tmp_path / "deploy.toml"), "--out", str(out)])
+    assert no_app.exit_code == 1 and "cannot import examples.nope" in no_app.output

@@ -4,7 +4,7 @@ Shoal nodes that hold their registry.
 
     shoal app manifests examples.shop:App --config deploy.toml --out k8s/
 
-writes, for an app named `shop` (the module's last name, or `--name`):
+writes, for an app named `shop` (the Application's name, or `--name`):
 
     shoal-nodes.yaml    Service `shop-shoal` (headless, publishes not-ready pods so that peers
                         find each other before there is a leader) and StatefulSet `shop-shoal`:
@@ -35,6 +35,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections.abc import Collection
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -86,14 +87,18 @@ def render(
     main: str,
     *,
     name: str | None = None,
+    components: Collection[str] | None = None,
     nodes: int = 3,
     node_storage: str = "1Gi",
 ) -> dict[str, str]:
-    """The manifests and Containerfile for `main` (module:App) deployed as `config` says."""
+    """The manifests and Containerfile for `main` (module:App) deployed as `config` says;
+    `components`, the application's, are checked against the groups when given."""
     app = name or main.partition(":")[0].rpartition(".")[2].lower().replace("_", "-")
     _check_name(app, "the app's name (give --name)", longest=50)
     if not config.groups:
         raise ManifestError("the deploy config has no [groups.NAME]: nothing to deploy")
+    if components is not None:
+        _check_components(config, components)
     for group in config.groups:
         _check_name(group, f"groups.{group}", longest=62 - len(app))
     if not 1 <= nodes <= 9 or nodes % 2 == 0:
@@ -111,6 +116,19 @@ def render(
                                                       checksum))
     files["Containerfile"] = containerfile(app)
     return files
+
+
+def _check_components(config: DeployConfig, components: Collection[str]) -> None:
+    """Every group's components exist, and every component runs somewhere."""
+    for group, spec in config.groups.items():
+        for c in spec.components:
+            if c not in components:
+                raise ManifestError(f"groups.{group}.components: {c!r} is not a component of "
+                                    f"the application (it has {', '.join(sorted(components))})")
+    placed = {c for spec in config.groups.values() for c in spec.components}
+    for c in components:
+        if c not in placed:
+            raise ManifestError(f"component {c!r} is in no [groups.NAME]: it would run nowhere")
 
 
 def _check_name(value: str, what: str, longest: int) -> None:

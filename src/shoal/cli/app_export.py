@@ -48,18 +48,21 @@ def manifests(
     config: Path = typer.Option(..., "--config", help="the deploy file (deploy.toml)"),
     out: Path = typer.Option(..., "--out", help="the directory to write them into"),
     name: str | None = typer.Option(None, "--name", help="the app's name in Kubernetes "
-                                    "(default: the module's last name)"),
+                                    "(default: the Application's name)"),
     nodes: int = typer.Option(3, "--nodes", help="Shoal nodes in the StatefulSet (odd)"),
     node_storage: str = typer.Option("1Gi", "--node-storage", help="each node's volume"),
 ) -> None:
     """Write Kubernetes manifests and a Containerfile for the deploy file's process groups."""
-    from ..app.config import ConfigError, load_deploy
-    from ..app.manifests import ManifestError, render
+    from ..app.component import load_app
+    from ..app.config import load_deploy
+    from ..app.manifests import render
 
     try:
-        files = render(load_deploy(config), target, name=name, nodes=nodes,
+        application = load_app(target)
+        files = render(load_deploy(config), target, name=name or application.name.lower(),
+                       components=application.components, nodes=nodes,
                        node_storage=node_storage)
-    except (ConfigError, ManifestError) as e:
+    except (ValueError, TypeError) as e:  # ConfigError, ManifestError, a bad app or module
         raise fail(str(e)) from None
     out.mkdir(parents=True, exist_ok=True)
     for file_name, text in files.items():
