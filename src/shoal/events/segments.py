@@ -52,6 +52,7 @@ class Directory(Protocol):
     def write(self, name: str, data: bytes) -> None: ...  # the whole file, replaced
     def delete(self, name: str) -> None: ...
     def sync(self) -> None: ...
+    def close(self) -> None: ...  # (what it holds open; it may be used again after)
 
 
 class MemoryDirectory:
@@ -83,6 +84,9 @@ class MemoryDirectory:
         self.files.pop(name, None)
 
     def sync(self) -> None:
+        pass
+
+    def close(self) -> None:
         pass
 
 

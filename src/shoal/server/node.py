@@ -326,6 +326,7 @@ class Node:
         self._disk.shutdown(wait=True)
         for g in self.groups.values():
             g.storage.close()
+            g.replica.kv.files.close()
 
     async def _transfer_before_stop(self) -> None:
         st = self.core.status()
@@ -660,6 +661,7 @@ class Node:
         for gid in sorted(set(self.groups) - set(want) - {META}):
             g = self.groups.pop(gid)
             g.fail_all(NodeError("unavailable", f"group {gid} was removed from node {self.id}"))
+            g.replica.kv.files.close()  # (its segment files' descriptors)
             self._disk.submit(_discard, g.storage, self._group_dir(gid))
             log.info("node %d group %d closed: the directory no longer lists it here", self.id, gid)
         self._sync_peers()
