@@ -25,106 +25,132 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .component import load_app
-from .config import load_deploy
+from .component import Application, load_app
+from .config import DeployConfig, load_deploy
+
+
+class GroupProcess:
+    """A process group's replica, startable in any event loop (tests run several in one)."""
+
+    def __init__(self, app: Application, config: DeployConfig, group: str, replica: int,
+                 client: Any, root: Path, *, ttl: int = 5, host: str = "127.0.0.1",
+                 exporter: str = "file", breaker: Any = None):
+        if group not in config.groups:
+            raise ValueError(f"group {group!r} is not in the deploy config "
+                             f"(groups: {', '.join(config.groups)})")
+        self.app, self.config, self.group, self.replica = app, config, group, replica
+        self.client, self.root, self.ttl, self.host = client, root, ttl, host
+        self.names = list(config.groups[group].components)
+        self.process = f"{app.name}-{group}-{replica}"
+        from .observe import Observer
+
+        self.observer = Observer(self.process, exporter,  # type: ignore[arg-type]
+                                 root / "traces" / f"{self.process}.jsonl")
+        from ..rpc import RpcServer
+        from .deployed import Deployed
+
+        self.deployed = Deployed(app, client, config, local=self.names, observer=self.observer,
+                                 breaker=breaker)
+        self.rpc = RpcServer()
+        self.impls: list[Any] = []
+        self.addresses: dict[str, str] = {}
+        self._grpc: Any = None
+        self._web: Any = None
+        self._regs: list[Any] = []
+
+    async def start(self) -> dict[str, Any]:
+        """Up and registered; returns the ready line's fields."""
+        from ..registry import Instance, Registration
+        from .runtime import handlers, start_components
+
+        await self.deployed.start()
+        self.impls = await start_components(self.deployed.runtime, self.names, self.client,
+                                            self.observer.registry)
+        defs = self.app.select(self.names)
+        for d, impl in zip(defs, self.impls, strict=True):
+            self.rpc.handlers.update(handlers(d.spec, impl, self.observer))
+        self.addresses["rpc"] = await self.rpc.start(self.host, 0)
+        grpc_defs = [(d, i) for d, i in zip(defs, self.impls, strict=True)
+                     if self.config.component(d.name).grpc]
+        if grpc_defs:
+            import grpc
+
+            from . import grpc_bridge
+
+            self._grpc = grpc.aio.server()
+            for d, impl in grpc_defs:
+                grpc_bridge.serve(self._grpc, d.spec, impl, observer=self.observer)
+            port = self._grpc.add_insecure_port(f"{self.host}:0")
+            await self._grpc.start()
+            self.addresses["grpc"] = f"{self.host}:{port}"
+        self.addresses["http"] = await self._start_http()
+        tags = [f"{k}={v}" for k, v in self.addresses.items() if k != "rpc"]
+        tags += [f"group={self.group}", f"pid={os.getpid()}"]
+        self._regs = [Registration(self.client, Instance(
+            self.app.service(n), f"{self.group}-{self.replica}", self.addresses["rpc"],
+            tags=tuple(tags)), ttl=self.ttl) for n in self.names]
+        for r in self._regs:
+            await r.start()
+        return {"group": self.group, "replica": self.replica, "pid": os.getpid(),
+                **self.addresses, "components": self.names}
+
+    async def _start_http(self) -> str:
+        from aiohttp import web
+
+        async def health(_: web.Request) -> web.Response:
+            draining = self.rpc.draining
+            return web.json_response({"status": "draining" if draining else "ok",
+                                      "components": self.names, "group": self.group,
+                                      "replica": self.replica,
+                                      "running_calls": self.rpc.running()},
+                                     status=503 if draining else 200)
+
+        async def metrics(_: web.Request) -> web.Response:
+            return web.Response(body=self.observer.metrics_text(),
+                                content_type="text/plain", charset="utf-8")
+
+        web_app = web.Application()
+        web_app.router.add_get("/health", health)
+        web_app.router.add_get("/metrics", metrics)
+        self._web = web.AppRunner(web_app, access_log=None)
+        await self._web.setup()
+        site = web.TCPSite(self._web, self.host, 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        return f"{self.host}:{port}"
+
+    async def stop(self) -> None:
+        """Deregister (callers stop picking it), drain, stop the components."""
+        for r in self._regs:
+            await r.stop()
+        await self.rpc.stop(grace_s=2.0)
+        if self._grpc is not None:
+            await self._grpc.stop(1.0)
+        for impl in reversed(self.impls):
+            with contextlib.suppress(Exception):
+                await impl.stop()
+        await self.deployed.stop()
+        if self._web is not None:
+            await self._web.cleanup()
+        self.observer.close()
 
 
 async def serve(app_path: str, config_path: str, group: str, replica: int,
-                endpoints: list[str], root: Path, ttl: int = 5,
-                host: str = "127.0.0.1") -> None:
-    from aiohttp import web
-
+                endpoints: list[str], root: Path, ttl: int = 5) -> None:
+    """The process's life: up, the ready line on stdout, then until SIGTERM."""
     from ..client import Client
-    from ..registry import Instance, Registration
-    from ..rpc import RpcServer
-    from .deployed import Deployed
-    from .observe import Observer, TraceIdFilter
-    from .runtime import handlers, start_components
 
-    app, config = load_app(app_path), load_deploy(config_path)
-    if group not in config.groups:
-        raise SystemExit(f"error: group {group!r} is not in {config_path}")
-    names = list(config.groups[group].components)
-    process = f"{app.name}-{group}-{replica}"
-    exporter: Any = os.environ.get("SHOAL_TRACES", "file")
-    observer = Observer(process, exporter, root / "traces" / f"{process}.jsonl")
-    import logging
-
-    for h in logging.getLogger().handlers:
-        h.addFilter(TraceIdFilter())
     client = Client(endpoints)
-    deployed = Deployed(app, client, config, local=names, observer=observer)
-    await deployed.start()
-    impls = await start_components(deployed.runtime, names, client, observer.registry)
-    table: dict[str, Any] = {}
-    for d, impl in zip(app.select(names), impls, strict=True):
-        table.update(handlers(d.spec, impl, observer))
-    rpc = RpcServer(table)
-    rpc_address = await rpc.start(host, 0)
-
-    grpc_server, grpc_address = None, ""
-    grpc_names = [n for n in names if config.component(n).grpc]
-    if grpc_names:
-        import grpc
-
-        from . import grpc_bridge
-
-        grpc_server = grpc.aio.server()
-        for d, impl in zip(app.select(names), impls, strict=True):
-            if d.name in grpc_names:
-                grpc_bridge.serve(grpc_server, d.spec, impl, observer=observer)
-        port = grpc_server.add_insecure_port(f"{host}:0")
-        await grpc_server.start()
-        grpc_address = f"{host}:{port}"
-
-    async def health(_: web.Request) -> web.Response:
-        return web.json_response({"status": "draining" if rpc.draining else "ok",
-                                  "components": names, "group": group, "replica": replica,
-                                  "running_calls": rpc.running()},
-                                 status=503 if rpc.draining else 200)
-
-    async def metrics(_: web.Request) -> web.Response:
-        return web.Response(body=observer.metrics_text(),
-                            content_type="text/plain", charset="utf-8")
-
-    web_app = web.Application()
-    web_app.router.add_get("/health", health)
-    web_app.router.add_get("/metrics", metrics)
-    runner = web.AppRunner(web_app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, host, 0)
-    await site.start()
-    http_port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    http_address = f"{host}:{http_port}"
-
-    tags = [f"http={http_address}", f"group={group}", f"pid={os.getpid()}"]
-    if grpc_address:
-        tags.append(f"grpc={grpc_address}")
-    regs = [Registration(client, Instance(app.service(n), f"{group}-{replica}", rpc_address,
-                                          tags=tuple(tags)), ttl=ttl) for n in names]
-    for r in regs:
-        await r.start()
-    print(json.dumps({"group": group, "replica": replica, "pid": os.getpid(),
-                      "rpc": rpc_address, "http": http_address, "grpc": grpc_address,
-                      "components": names}), flush=True)
-
+    proc = GroupProcess(load_app(app_path), load_deploy(config_path), group, replica, client,
+                        root, ttl=ttl, exporter=os.environ.get("SHOAL_TRACES", "file"))
+    print(json.dumps(await proc.start()), flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
-    for r in regs:
-        await r.stop()
-    await rpc.stop(grace_s=2.0)
-    if grpc_server is not None:
-        await grpc_server.stop(1.0)
-    for impl in reversed(impls):
-        with contextlib.suppress(Exception):
-            await impl.stop()
-    await deployed.stop()
-    await runner.cleanup()
+    await proc.stop()
     await client.close()
-    observer.close()
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -140,9 +166,11 @@ def main(argv: list[str] | None = None) -> None:
     import logging
 
     from ..net.loop import install_event_loop
-    from .observe import LOG_FORMAT
+    from .observe import LOG_FORMAT, TraceIdFilter
 
     logging.basicConfig(level=logging.WARNING, format=LOG_FORMAT, stream=sys.stderr)
+    for h in logging.getLogger().handlers:
+        h.addFilter(TraceIdFilter())
     install_event_loop()
     asyncio.run(serve(args.app, args.config, args.group, args.replica,
                       [e for e in args.endpoints.split(",") if e], args.root, args.ttl))

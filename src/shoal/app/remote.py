@@ -118,7 +118,7 @@ class Remote:
             except MAY_HAVE_RUN as exc:
                 if isinstance(exc, TimeoutError):
                     raise
-                raise SendFailed(str(exc)) from exc
+                raise SendFailed(f"{exc}; it may or may not have run") from exc
             return reply.payload
 
         exchange = await self.caller.call(attempt, idempotent=idempotent and not fast,

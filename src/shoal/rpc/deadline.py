@@ -6,7 +6,9 @@ application passing it along. Absolute, on this process's time.monotonic() clock
 
 from __future__ import annotations
 
+import contextlib
 import time
+from collections.abc import Iterator
 from contextvars import ContextVar
 
 current: ContextVar[float | None] = ContextVar("shoal_rpc_deadline", default=None)
@@ -28,3 +30,18 @@ def remaining_ms(deadline: float | None) -> int:
         return 0
     left = deadline - time.monotonic()
     return max(1, int(left * 1000)) if left > 0 else -1
+
+
+@contextlib.contextmanager
+def within(seconds: float) -> Iterator[float]:
+    """Calls made inside must finish within `seconds` from now (or sooner, if the current
+    deadline already is): `with within(0.5): await inventory.stock("a")`."""
+    if seconds <= 0:
+        raise ValueError(f"within: expected a positive number of seconds, got {seconds!r}")
+    deadline = effective(seconds)
+    assert deadline is not None
+    token = current.set(deadline)
+    try:
+        yield deadline
+    finally:
+        current.reset(token)
