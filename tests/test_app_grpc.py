@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import enum
 import importlib
+import json
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Iterator
@@ -162,11 +163,12 @@ def test_proto_text_maps_each_kind_of_hint() -> None:
 
 @contextlib.asynccontextmanager
 async def _served(
-    stubs: Stubs,
+    stubs: Stubs, observer: Observer | None = None,
 ) -> AsyncIterator[tuple[Any, InventoryImpl, Observer, ModuleType, grpc.aio.Channel]]:
     """The component on a grpc.aio server on a free port, and a grpcio stub connected to it."""
     pb2, pb2_grpc = stubs
-    impl, observer = InventoryImpl(), Observer("grpc-test", exporter="none")
+    impl = InventoryImpl()
+    observer = observer or Observer("grpc-test", exporter="none")
 
     def authorize(metadata: Any) -> None:
         if metadata.get("authorization") == "Bearer wrong":
@@ -184,9 +186,9 @@ async def _served(
         await server.stop(None)
 
 
-def _against_server(stubs: Stubs, body: Any) -> None:
+def _against_server(stubs: Stubs, body: Any, observer: Observer | None = None) -> None:
     async def main() -> None:
-        async with _served(stubs) as served:
+        async with _served(stubs, observer) as served:
             await asyncio.wait_for(body(*served), 30)
 
     asyncio.run(main())
@@ -277,6 +279,24 @@ def test_implementation_errors_deadlines_and_auth(stubs: Stubs) -> None:
                'process="grpc-test"} 1.0' in metrics
 
     _against_server(stubs, body)
+
+
+def test_a_grpc_callers_traceparent_is_the_server_spans_parent(stubs: Stubs,
+                                                                 tmp_path: Path) -> None:
+    observer = Observer("grpc-traced", path=tmp_path / "spans.jsonl")
+    caller = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+
+    async def body(stub: Any, impl: InventoryImpl, observer: Observer, pb2: Any,
+                   channel: Any) -> None:
+        await stub.Stock(pb2.StockRequest(sku="a"), metadata=(("traceparent", caller),))
+
+    _against_server(stubs, body, observer)
+    observer.flush()
+    observer.close()
+    (span,) = [json.loads(line) for line in (tmp_path / "spans.jsonl").read_text().splitlines()]
+    assert (span["name"], span["kind"]) == ("Inventory/stock", "SERVER")
+    assert span["trace_id"] == "4bf92f3577b34da6a3ce929d0e0e4736"
+    assert span["parent_id"] == "00f067aa0ba902b7"
 
 
 def test_a_tuple_without_item_types_has_no_protobuf_type() -> None:
