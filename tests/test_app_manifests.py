@@ -70,6 +70,7 @@ def test_writes_the_expected_files_and_resources(files: dict, docs: dict) -> Non
                           "group-back.yaml", "Containerfile"}
     assert set(docs) == {
         ("ConfigMap", "shop-deploy"), ("Service", "shop-shoal"), ("StatefulSet", "shop-shoal"),
+        ("PodDisruptionBudget", "shop-shoal"),
         ("Deployment", "shop-front"), ("Service", "shop-front"),
         ("Deployment", "shop-back"), ("Service", "shop-back"),
     }
@@ -200,6 +201,9 @@ def test_nodes_keep_their_data_on_a_claim_from_the_template(docs: dict) -> None:
     assert "1=shop-shoal-0.shop-shoal:7001/shop-shoal-0.shop-shoal:2379" in script
     assert "3=shop-shoal-2.shop-shoal:7001" in script
     assert nodes["spec"]["podManagementPolicy"] == "Parallel"
+    budget = docs["PodDisruptionBudget", "shop-shoal"]
+    assert budget["spec"]["selector"] == nodes["spec"]["selector"]
+    assert budget["spec"]["maxUnavailable"] == 1  # of 3: the other two keep the majority
 
 
 def test_containerfile_installs_the_project_and_runs_unprivileged(files: dict) -> None:

@@ -9,7 +9,8 @@ writes, for an app named `shop` (the Application's name, or `--name`):
     shoal-nodes.yaml    Service `shop-shoal` (headless, publishes not-ready pods so that peers
                         find each other before there is a leader) and StatefulSet `shop-shoal`:
                         `nodes` Shoal nodes, node i+1 in pod `shop-shoal-i`, its WAL and
-                        snapshots on a PersistentVolumeClaim from a volumeClaimTemplate
+                        snapshots on a PersistentVolumeClaim from a volumeClaimTemplate;
+                        a PodDisruptionBudget that lets a drain take only a minority of them
     config.yaml         ConfigMap `shop-deploy` with deploy.toml, its [cluster] endpoints
                         rewritten to the StatefulSet's pods
     group-NAME.yaml     per process group, Deployment `shop-NAME` (the group's replicas) and
@@ -210,7 +211,13 @@ def _nodes(app: str, name: str, nodes: int, image: str, storage: str) -> list[di
             }],
         },
     }
-    return [service, stateful_set]
+    # A drain or an upgrade takes down at most the nodes whose loss keeps a majority.
+    budget = {
+        "apiVersion": "policy/v1", "kind": "PodDisruptionBudget",
+        "metadata": _metadata(name, app, "shoal-node"),
+        "spec": {"maxUnavailable": (nodes - 1) // 2 or 1, "selector": {"matchLabels": labels}},
+    }
+    return [service, stateful_set, budget]
 
 
 def _group(app: str, group: str, config: DeployConfig, main: str, endpoints: list[str],
