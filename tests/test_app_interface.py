@@ -168,6 +168,13 @@ def test_unencodable_argument_is_named() -> None:
         codec.encode_args((object(),), {})
 
 
+def test_an_int_too_big_for_the_wire_is_named() -> None:
+    codec = interface_spec(Shop).methods["cancel"].codec
+    with pytest.raises(CallTypeError, match=r"Shop\.cancel: parameter 'order_id' expects int, "
+                                            r"got int: can't serialize ints"):
+        codec.encode_args((2**70,), {})
+
+
 def test_keywords_and_defaults_bind_like_python() -> None:
     codec = interface_spec(Shop).methods["place"].codec
     order = Order(1, [], Point(0.0, 0.0), {})

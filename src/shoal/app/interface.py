@@ -136,7 +136,7 @@ class MethodCodec:
             args = self._bind(args, kwargs)
         try:
             data = _ENCODER.encode(args)
-        except (TypeError, msgspec.EncodeError) as e:
+        except (TypeError, OverflowError, msgspec.EncodeError) as e:
             raise self._unencodable(args, e) from None
         try:
             self._args_decode(data)
@@ -161,7 +161,7 @@ class MethodCodec:
     def encode_result(self, value: Any) -> bytes:
         try:
             return _ENCODER.encode(value)
-        except (TypeError, msgspec.EncodeError) as e:
+        except (TypeError, OverflowError, msgspec.EncodeError) as e:
             raise CallTypeError(
                 f"{self.spec.qualname}: the result cannot be sent "
                 f"(expected {type_name(self.spec.result)}): {e}"
@@ -213,7 +213,7 @@ class MethodCodec:
         for (name, hint), value in zip(self.spec.params, args, strict=True):
             try:
                 _ENCODER.encode(value)
-            except (TypeError, msgspec.EncodeError) as e:
+            except (TypeError, OverflowError, msgspec.EncodeError) as e:
                 return CallTypeError(
                     f"{self.spec.qualname}: parameter {name!r} expects {type_name(hint)}, "
                     f"got {type(value).__name__}: {e}"
