@@ -7,7 +7,7 @@ import asyncio
 import time
 from typing import Protocol
 
-from shoal.app import Application, Component
+from shoal.app import Application, Component, idempotent
 from shoal.rpc.deadline import current as current_deadline
 
 
@@ -19,6 +19,11 @@ def _left() -> float:
 class C(Protocol):
     async def probe(self, sleep_ms: int) -> list[float]: ...
     async def hold(self, key: str) -> None: ...
+
+    @idempotent
+    async def ping(self) -> int: ...
+
+    async def bump(self) -> int: ...
 
 
 class B(Protocol):
@@ -32,6 +37,15 @@ class A(Protocol):
 
 
 class CImpl(Component, C):
+    pings = 0  # calls this replica served, for the strategy tests
+
+    async def ping(self) -> int:
+        self.pings += 1
+        return self.pings
+
+    async def bump(self) -> int:
+        return await self.ping()
+
     async def probe(self, sleep_ms: int) -> list[float]:
         left = _left()
         await asyncio.sleep(sleep_ms / 1000)
