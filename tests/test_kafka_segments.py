@@ -78,6 +78,15 @@ def test_fetch_finds_its_batch_by_the_index_and_stops_at_max_bytes() -> None:
     assert offsets(log.read(off, 10_000))[0] == off
 
 
+def test_list_offsets_by_time_uses_the_time_index() -> None:
+    log = filled(MemoryDirectory(), 400, segment_bytes=64 * 1024)  # batch i: offset 2i, ts 1000+i
+    assert len(log.segments[0].times) > 1
+    for i in (0, 1, 150, 333, 399):
+        assert log.offset_for_time(1000 + i) == (2 * i, 1000 + i)
+    assert log.offset_for_time(0) == (0, 1000)
+    assert log.offset_for_time(1400) is None
+
+
 def test_recovery_cuts_a_torn_tail_and_rebuilds_a_corrupt_or_missing_index(
         tmp_path: Path) -> None:
     files = SegmentFiles(tmp_path)
@@ -288,7 +297,8 @@ def test_a_compacted_topic_and_a_kill_9_of_every_node_keep_acknowledged_records(
         admin = AdminClient({"bootstrap.servers": bs})
         futures = admin.create_topics([
             NewTopic("latest", 1, 3, config={"cleanup.policy": "compact", "segment.bytes": "2048"}),
-            NewTopic("plain", 1, 3, config={"segment.bytes": "4096"})])
+            NewTopic("plain", 1, 3, config={"segment.bytes": "4096"}),
+            NewTopic("short", 1, 3, config={"segment.bytes": "1024", "retention.bytes": "3000"})])
         for f in futures.values():
             f.result(30)
         keys = [(b"key-%d" % (i % 10), b"value-%03d" % i) for i in range(300)]
@@ -306,6 +316,17 @@ def test_a_compacted_topic_and_a_kill_9_of_every_node_keep_acknowledged_records(
         assert all(compacted[o] == (k, v) for o, k, v in seen)  # each at its own offset
         last = {k: v for _, (k, v) in sorted(compacted.items())}
         assert {k: v for _, k, v in seen} == last  # the latest of every key survives
+
+        # Retention deletes whole old segments; the log start moves, the rest stays dense.
+        _produce(bs, "short", [(b"s", b"%03d" % i) for i in range(300)])
+        deadline = time.monotonic() + 30
+        while (start := _consume(bs, "short")[0][0]) == 0:
+            assert time.monotonic() < deadline, "retention never deleted a segment"
+            time.sleep(0.5)
+        kept = _consume(bs, "short")
+        assert [o for o, _, _ in kept] == list(range(start, 300))
+        assert any(n.endswith(f"/log/{start:020d}.log") for n in
+                   _segment_files(cluster.data_dir(1)))  # it starts a segment: whole ones went
 
         # kill -9 one node (whoever leads), write on, bring it back; then kill -9 them all.
         cluster.kill(cluster.wait_leader())

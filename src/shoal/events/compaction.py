@@ -32,13 +32,16 @@ def latest_offsets(batches: Iterable[RecordBatch]) -> dict[bytes, int]:
 
 def clean(raw: bytes, batch: RecordBatch, latest: dict[bytes, int], tombstones_before: int
           ) -> bytes | None:
-    """`batch` (whose bytes are `raw`) with only the records compaction keeps; None if none."""
+    """`batch` (whose bytes are `raw`) with only the records compaction keeps; None if none.
+    Control batches (transaction markers) are kept as they are."""
+    if batch.is_control:
+        return raw
     kept = [r for r in batch.records
             if r.key is None or (latest.get(r.key) == batch.offset_of(r) and not (
                 r.value is None and batch.timestamp_of(r) < tombstones_before))]
     if len(kept) == len(batch.records):
         return raw
-    if not kept or batch.is_control:
-        return None if not kept else raw
+    if not kept:
+        return None
     batch.records = kept
     return batch.encode()

@@ -29,7 +29,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from .protocol.records import CorruptRecord, iter_batches, read_header
+from .protocol.records import HEADER_SIZE, BatchHeader, CorruptRecord, iter_batches, read_header
 
 INDEX_INTERVAL = 4096  # Kafka's index.interval.bytes
 SCAN_BYTES = 64 * 1024  # read at a time when walking batch headers from an index entry
@@ -303,22 +303,27 @@ class SegmentLog:
         """The position of the first batch of `seg` ending after `offset` (`seg.size` if
         none): the index narrows it to INDEX_INTERVAL bytes, headers do the rest."""
         k = bisect.bisect_right(seg.index, (offset, 1 << 62)) - 1
-        pos = seg.index[k][1] if k >= 0 else 0
+        start = seg.index[k][1] if k >= 0 else 0
+        return next((pos for pos, h in self._headers(seg, start) if h.next_offset > offset),
+                    seg.size)
+
+    def _headers(self, seg: Segment, pos: int) -> Iterator[tuple[int, BatchHeader]]:
+        """(position, header) of each batch of `seg` from `pos`, read SCAN_BYTES at a time."""
         while pos < seg.size:
             chunk = self.dir.read(seg.log, pos, SCAN_BYTES)
             at = 0
-            while at + 61 <= len(chunk):
+            while at + HEADER_SIZE <= len(chunk):
                 h = read_header(chunk, at)
-                if h.next_offset > offset:
-                    return pos + at
+                yield pos + at, h
                 at += h.size
             if at == 0:  # a batch longer than the chunk
-                at = read_header(self.dir.read(seg.log, pos, 61)).size
+                h = read_header(self.dir.read(seg.log, pos, HEADER_SIZE))
+                yield pos, h
+                at = h.size
             pos += at
-        return seg.size
 
     def _read_from(self, seg: Segment, pos: int, max_bytes: int) -> bytes:
-        first = read_header(self.dir.read(seg.log, pos, 61)).size
+        first = read_header(self.dir.read(seg.log, pos, HEADER_SIZE)).size
         data = self.dir.read(seg.log, pos, max(first, max_bytes))
         end = 0
         while end < len(data) and end + 12 <= len(data):
@@ -346,10 +351,8 @@ class SegmentLog:
             if seg.max_ts < timestamp:
                 continue
             k = bisect.bisect_left(seg.times, (timestamp, -1)) - 1
-            start = seg.times[k][1] if k >= 0 else seg.base
-            pos = self._position(seg, start)
-            data = self.dir.read(seg.log, pos)
-            for h, _ in iter_batches(data, verify=False):
+            start = self._position(seg, seg.times[k][1] if k >= 0 else seg.base)
+            for _, h in self._headers(seg, start):
                 if h.max_timestamp >= timestamp:
                     return h.base_offset, h.max_timestamp
         return None
