@@ -18,6 +18,7 @@
 | shard.py      | shard list / split / resume / autosplit             |
 | snapshot.py   | snapshot save / status / restore                    |
 | governance.py | service register / list / watch, gateway            |
+| app.py        | app run / deploy / status (+ proto, manifests)      |
 | certs.py      | certs                                               |
 
 common.py holds what they share (`--endpoints`, `-o`, one-line failures, running a client);
@@ -30,6 +31,7 @@ from __future__ import annotations
 import typer
 
 from . import (
+    app as app_cmd,
     bench,
     cap,
     certs,
@@ -53,7 +55,7 @@ from . import (
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Shoal: consensus you can see and verify.")
 for room in (check, sim, dashboard, demo, bench, cap, torture, node, cluster, kv, recipes, lease, member,
-             group, shard, snapshot, governance, certs, failover):
+             group, shard, snapshot, governance, certs, failover, app_cmd):
     app.add_typer(room.app)  # no name: each group's commands sit at the top level
 
 __all__ = ["app"]

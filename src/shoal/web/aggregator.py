@@ -1,6 +1,7 @@
 """`shoal dashboard`: one page for the whole cluster. It polls every node's GET /status (with
-the admin token) every `interval_s`, all nodes at once, each with a short timeout, so a node
-that is down or paused costs one timeout, not a stalled page: it is shown down, with why.
+the admin token) every `interval_s`, each node on its own task with a timeout, and the view
+is the latest answer of each: a slow node delays nobody else's figures, and one that is down
+or paused is shown down, with why (refused at once; no answer within the timeout).
 
 Its own port serves the dashboard's routes (shoal.web.dashboard) and two more, each needing
 the same admin token from the viewer when one is configured:
@@ -37,13 +38,16 @@ class Target:
 
 class Aggregator:
     def __init__(self, endpoints: list[str], token: str | None, root: Path | None = None,
-                 interval_s: float = 0.5, timeout_s: float = 0.4):
+                 interval_s: float = 0.5, timeout_s: float = 1.0):
         if not endpoints:
             raise ValueError("no node endpoints to watch")
         self.targets = [Target(e) for e in endpoints]
-        self.token, self.root, self.timeout_s = token, root, timeout_s
-        self.feed = Feed(self.view, interval_s, always=True)
+        self.token, self.root = token, root
+        self.interval_s, self.timeout_s = interval_s, timeout_s
+        self.latest = {t.endpoint: _entry(t, "not polled yet") for t in self.targets}
+        self.feed = Feed(self.current, interval_s, always=True)
         self._session: aiohttp.ClientSession | None = None
+        self._pollers: list[asyncio.Task[None]] = []
 
     @classmethod
     def of_cluster(cls, root: Path, **kw: Any) -> Aggregator:
@@ -60,24 +64,47 @@ class Aggregator:
         return {"Authorization": f"Bearer {self.token}"} if self.token else {}
 
     async def start(self) -> None:
+        """Open the HTTP session; `poll` too: keep polling every node (what the server does)."""
         self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.timeout_s))
+
+    async def poll(self) -> None:
+        self._pollers = [asyncio.create_task(self._poll_forever(t), name=f"poll-{t.endpoint}")
+                         for t in self.targets]
         await self.feed.start()
 
     async def stop(self) -> None:
         await self.feed.stop()
+        for task in self._pollers:
+            task.cancel()
+        await asyncio.gather(*self._pollers, return_exceptions=True)
         if self._session is not None:
             await self._session.close()
 
+    async def current(self) -> dict[str, Any]:
+        """The view of the latest answers."""
+        return self._view(dict(self.latest))
+
     async def view(self) -> dict[str, Any]:
+        """A view of fresh answers: every node polled now."""
         answers = await asyncio.gather(*(self._poll(t) for t in self.targets))
+        return self._view({t.endpoint: a for t, a in zip(self.targets, answers, strict=True)})
+
+    def _view(self, nodes: dict[str, dict[str, Any]]) -> dict[str, Any]:
         return {"t": time.time(), "source": f"{len(self.targets)} nodes",
-                "process_control": self.root is not None,
-                "nodes": {t.endpoint: a for t, a in zip(self.targets, answers, strict=True)}}
+                "process_control": self.root is not None, "nodes": nodes}
+
+    async def _poll_forever(self, t: Target) -> None:
+        while True:
+            started = time.monotonic()
+            entry = await self._poll(t)
+            if entry["up"] != self.latest[t.endpoint]["up"]:
+                self.feed.kick()  # a node went down or came back: show it now
+            self.latest[t.endpoint] = entry
+            await asyncio.sleep(max(0.0, self.interval_s - (time.monotonic() - started)))
 
     async def _poll(self, t: Target) -> dict[str, Any]:
         assert self._session is not None, "start() first"
-        entry: dict[str, Any] = {"id": t.id, "endpoint": t.endpoint, "up": False, "error": None,
-                                 "status": None}
+        entry = _entry(t, None)
         try:
             async with self._session.get(f"http://{t.endpoint}/status", headers=self.headers) as r:
                 if r.status != 200:
@@ -91,7 +118,8 @@ class Aggregator:
             entry["error"] = f"unreachable: {exc.__class__.__name__}"
             return entry
         t.id = st["id"]
-        entry.update(id=t.id, up=True, status=st, faults_url=f"/dashboard/faults/{t.id}")
+        entry.update(id=t.id, up=True, status=st, faults_url=f"/dashboard/faults/{t.id}",
+                     at=time.time())
         if self.root is not None:
             entry["process_url"] = f"/dashboard/process/{t.id}"
         return entry
@@ -152,6 +180,7 @@ class Aggregator:
 
         async def started(_: web.Application) -> None:
             await self.start()
+            await self.poll()
 
         async def stopped(_: web.Application) -> None:
             await self.stop()
@@ -159,3 +188,8 @@ class Aggregator:
         app.on_startup.append(started)
         app.on_shutdown.append(stopped)  # before the server waits for the open streams
         return app
+
+
+def _entry(t: Target, error: str | None) -> dict[str, Any]:
+    """A node's place in the view before it has answered (or when it does not)."""
+    return {"id": t.id, "endpoint": t.endpoint, "up": False, "error": error, "status": None}

@@ -119,12 +119,15 @@ def _why(prev: dict[str, Any], cur: dict[str, Any], old_leader: int) -> str:
 
 
 def _rates(prev: dict[str, Any], cur: dict[str, Any]) -> None:
-    """Messages per second each way on each of a node's links, from two counter readings."""
-    dt = cur["t"] - prev["t"]
+    """Messages per second each way on each of a node's links, from two counter readings
+    (taken at the node's `at` when it has one: nodes polled apart are each timed alone)."""
     for key, node in cur["nodes"].items():
-        old = (prev["nodes"].get(key) or {}).get("status")
-        st = node.get("status")
+        before = prev["nodes"].get(key) or {}
+        old, st = before.get("status"), node.get("status")
+        dt = node.get("at", cur["t"]) - before.get("at", prev["t"])
         if old is None or st is None or dt <= 0:
+            if st is not None and old is st:  # the same answer again: the same rates
+                node["rates"] = before.get("rates", {})
             continue
         rates = {}
         for peer, link in st.get("links", {}).items():

@@ -43,6 +43,7 @@ class Feed:
         self._fresh = asyncio.Event()  # set and replaced whenever a new view is in
         self._viewers = 0
         self._closed = False
+        self._kicked = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -54,6 +55,7 @@ class Feed:
         the server waits for open requests: a stream never ends by itself)."""
         self._closed = True
         self._fresh.set()
+        self._kicked.set()
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -71,8 +73,15 @@ class Feed:
                 self.publish(await self.source())
             except Exception:  # a bad view must not end the feed; the log says what broke
                 log.exception("dashboard: taking a view failed")
-            await asyncio.sleep(max(0.0, self.interval_s - (time.monotonic() - started)))
+            self._kicked.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._kicked.wait(),
+                                       max(0.0, self.interval_s - (time.monotonic() - started)))
         self._task = None
+
+    def kick(self) -> None:
+        """Take the next view now, not at the next interval (news worth showing at once)."""
+        self._kicked.set()
 
     def publish(self, view: dict[str, Any]) -> None:
         for e in self.observer.observe(view):
