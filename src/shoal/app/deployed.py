@@ -12,11 +12,12 @@ benchmark, a front door) builds one with none:
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import Iterable
 from typing import Any, TypeVar
 
 from ..caller import BreakerConfig
-from ..registry import ServiceWatcher
+from ..registry import ServiceWatcher, Snapshot
 from ..registry.outlier import OutlierConfig
 from ..rpc import Pool
 from .component import Application
@@ -54,7 +55,7 @@ class Deployed:
         for name, remote in self.remotes.items():
             w = ServiceWatcher(self.client, self.app.service(name))
             await w.start()
-            w.listen(lambda snap, r=remote: r.update(snap.instances))
+            w.listen(functools.partial(_follow, remote))
             remote.update(w.snapshot().instances)
             self.watchers[name] = w
 
@@ -71,3 +72,7 @@ class Deployed:
 
     def replicas(self, component: str) -> int:
         return len(self.watchers[component].snapshot().instances)
+
+
+def _follow(remote: Remote, snapshot: Snapshot) -> None:
+    remote.update(snapshot.instances)

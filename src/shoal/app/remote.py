@@ -91,7 +91,8 @@ class Remote:
                     log.warning("%s (failsafe): %s", method.qualname, exc)
                     return None
             if strategy == "failback":
-                return await self._failback_call(method, payload, deadline, metadata)
+                await self._failback_call(method, payload, deadline, metadata)
+                return None
             if strategy == "forking":
                 return await self._forking(method, payload, deadline, metadata)
             if strategy == "broadcast":
