@@ -21,7 +21,6 @@ from shoal.check import (
     dump_history,
     load_history,
 )
-from shoal.check.bench import bench_checker
 from shoal.check.cli import parse_size, run_check
 from shoal.check.generate import random_history
 from shoal.check.history import operations
@@ -29,6 +28,7 @@ from shoal.check.register import ABSENT, RegOp, Values, compile_ops, step
 from shoal.check.search import Budget, linearizable, resident_bytes
 from shoal.check.window import find_window
 from shoal.cli import app as cli_app
+from shoal_bench.checker import bench_checker, with_stale_read
 
 # --- building histories --------------------------------------------------------------------
 
@@ -477,3 +477,12 @@ def test_max_memory_option(tmp_path: Path) -> None:
     assert "UNDECIDED" in out.getvalue() and "memory passed" in out.getvalue()
     result = CliRunner().invoke(cli_app, ["check", str(path), "--max-memory", "lots"])
     assert result.exit_code == 2 and "not a size" in result.output
+
+
+def test_bench_stale_variant_is_not_linearizable(tmp_path: Path) -> None:
+    # The history `python -m shoal_bench.checker` times both checkers on must fail for the
+    # read it appends, and pass without it.
+    base = random_history(2_000, 10, 5, seed=3)
+    dump_history(with_stale_read(base), tmp_path / "stale.jsonl")
+    assert run_check(tmp_path / "stale.jsonl", 20.0, Console(file=io.StringIO())) == 1
+    assert check_history(base).ok is True

@@ -10,10 +10,10 @@ from functools import partial
 from rich.console import Console
 from rich.table import Table
 
-from shoal.check.bench import bench_checker
 from shoal.kv.requests import Command, PutRequest, RangeRequest
 from shoal.sim import SimConfig, World
 from shoal.sim.host import Ask
+from shoal_bench.checker import bench_checker
 
 console = Console()
 

@@ -14,8 +14,8 @@ from rich.markup import escape
 from rich.table import Table
 
 from .elle import TxnCheckResult, check_txn_history
-from .history import Event, HistoryError, Operation, cas_args, load_history, operations
-from .linearizability import CheckResult, check_history
+from .history import Event, HistoryError, Operation, cas_args, load_operations, operations
+from .linearizability import CheckResult, check_operations
 from .search import DEFAULT_MAX_MEMORY
 from .txn_anomalies import Anomaly
 from .txn_history import DEFAULT_MAX_EVENTS, read_txn_file
@@ -47,7 +47,7 @@ def run_check(
     `max_memory` caps the checker's resident memory in bytes."""
     console = console or Console()
     try:
-        events = load_history(path)
+        events, ops = load_operations(path)
     except HistoryError as e:
         console.print(f"[bold red]malformed history[/] {path}: {e}", highlight=False,
                       soft_wrap=True)
@@ -55,7 +55,7 @@ def run_check(
     except OSError as e:
         console.print(f"[bold red]cannot read history[/] {path}: {e.strerror}", highlight=False)
         return EXIT_MALFORMED
-    result = check_history(events, time_limit=time_limit, max_memory=max_memory)
+    result = check_operations(ops, time_limit=time_limit, max_memory=max_memory)
     _print(console, path, len(events), result)
     return EXIT_CODES[result.verdict]
 

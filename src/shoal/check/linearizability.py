@@ -39,9 +39,16 @@ def check_history(
 ) -> CheckResult:
     """Check a history; raises HistoryError if it is malformed. `max_memory` caps the
     process's resident memory in bytes, measured during the search."""
+    return check_operations(operations(events), time_limit, max_memory)
+
+
+def check_operations(
+    ops: Sequence[Operation], time_limit: float = 60.0, max_memory: int = DEFAULT_MAX_MEMORY
+) -> CheckResult:
+    """Check a history already paired into operations (by `operations` or `load_operations`)."""
     budget = Budget(time.monotonic() + time_limit, max_memory)
     by_key: dict[str, list[Operation]] = {}
-    for op in operations(events):
+    for op in ops:
         by_key.setdefault(op.key, []).append(op)
 
     checked = 0
@@ -51,13 +58,13 @@ def check_history(
             undecided.extend(k for k in sorted(by_key) if k >= key)
             break
         values = Values()
-        ops = compile_ops(by_key[key], values)
-        verdict = linearizable(ops, ABSENT, budget)
+        reg_ops = compile_ops(by_key[key], values)
+        verdict = linearizable(reg_ops, ABSENT, budget)
         checked += len(by_key[key])
         if verdict is None:
             undecided.append(key)
         elif not verdict:
-            window = find_window(ops, budget)
+            window = find_window(reg_ops, budget)
             return CheckResult(
                 NOT_LINEARIZABLE,
                 False,

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from .history import Operation, cas_args
 
@@ -34,19 +34,26 @@ class Values:
     """Interns JSON values to ints; `None` (absent) is 0."""
 
     def __init__(self) -> None:
-        self._ids: dict[object, int] = {"null": ABSENT}
+        # Ints and strings, the usual values, are looked up as they are, each kind in its own
+        # table (JSON keeps 1 and "1" apart); any other value by its canonical JSON.
+        self._ints: dict[int, int] = {}
+        self._strs: dict[str, int] = {}
+        self._others: dict[str, int] = {"null": ABSENT}
         self._values: list[object] = [None]
 
     def id(self, value: object) -> int:
-        # Ints and strings, the usual values, skip json.dumps; JSON keeps them apart from each
-        # other and from every other value, so the tagged key is as canonical.
         kind = type(value)
-        canonical: object = (kind is int, value) if kind is int or kind is str else None
-        if canonical is None:
-            canonical = json.dumps(value, sort_keys=True)
-        found = self._ids.get(canonical)
+        table: dict[Any, int]
+        canonical: Any
+        if kind is int:
+            table, canonical = self._ints, value
+        elif kind is str:
+            table, canonical = self._strs, value
+        else:
+            table, canonical = self._others, json.dumps(value, sort_keys=True)
+        found = table.get(canonical)
         if found is None:
-            found = self._ids[canonical] = len(self._values)
+            found = table[canonical] = len(self._values)
             self._values.append(value)
         return found
 
@@ -58,18 +65,20 @@ def compile_ops(ops: Iterable[Operation], values: Values) -> list[RegOp]:
     """Compile one key's operations. Failed operations did not happen, and a read whose outcome
     is unknown constrains nothing, so both are dropped."""
     out = []
+    intern = values.id
     for op in ops:
-        if op.status == "fail" or (op.status == "info" and op.f == "read"):
+        status = op.status
+        if status == "fail" or (status == "info" and op.f == "read"):
             continue
         kind = _KINDS[op.f]
         if kind == READ:
-            a, b = values.id(op.result), ABSENT
+            a, b = intern(op.result), ABSENT
         elif kind == WRITE:
-            a, b = values.id(op.value), ABSENT
+            a, b = intern(op.value), ABSENT
         else:
             expected, new = cas_args(op.value)
-            a, b = values.id(expected), values.id(new)
-        out.append(RegOp(kind, a, b, op.call, op.ret if op.status == "ok" else None, op))
+            a, b = intern(expected), intern(new)
+        out.append(RegOp(kind, a, b, op.call, op.ret if status == "ok" else None, op))
     return out
 
 

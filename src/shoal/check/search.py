@@ -27,6 +27,8 @@ import sys
 import time
 from itertools import pairwise
 
+import numpy as np
+
 from .register import CAS, WRITE, RegOp, relevant
 
 _CHECK_EVERY = 4096  # search steps between deadline and memory checks
@@ -92,16 +94,16 @@ def linearizable(ops: list[RegOp], init: int, budget: Budget) -> bool | None:
     # Completed ops: entry 2j is op j's call, 2j+1 its return; head and tail sentinels after.
     n = len(done)
     head, tail = 2 * n, 2 * n + 1
-    pos = [0] * (2 * n + 2)
-    order = sorted(
-        [(op.call, 2 * j) for j, op in enumerate(done)]
-        + [(op.ret, 2 * j + 1) for j, op in enumerate(done) if op.ret is not None]
-    )
-    for p, entry in order:
-        pos[entry] = p
-    nxt, prv = [0] * (2 * n + 2), [0] * (2 * n + 2)
-    for x, y in pairwise([head, *(entry for _, entry in order), tail]):
-        nxt[x], prv[y] = y, x
+    # Built with numpy, as the search's own loop would take longer over every entry than the
+    # search itself takes on a history that linearizes at the first try.
+    where = np.zeros(2 * n + 2, dtype=np.int64)
+    where[0 : 2 * n : 2] = [op.call for op in done]
+    where[1 : 2 * n : 2] = [op.ret for op in done]  # type: ignore[assignment]  # all set
+    chain = np.concatenate(([head], np.argsort(where[: 2 * n], kind="stable"), [tail]))
+    nxt_a, prv_a = np.zeros(2 * n + 2, dtype=np.int64), np.zeros(2 * n + 2, dtype=np.int64)
+    nxt_a[chain[:-1]], prv_a[chain[1:]] = chain[1:], chain[:-1]
+    nxt, prv = nxt_a.tolist(), prv_a.tolist()
+    pos = where.tolist()
 
     # Unknown-outcome ops: entry i is maybe[i]; their own sentinels after.
     m = len(maybe)
@@ -159,7 +161,13 @@ def linearizable(ops: list[RegOp], init: int, budget: Budget) -> bool | None:
                     new_low, new_bits = low + run, b >> run
                 else:
                     new_low, new_bits = low, bits | 1 << (j - low)
-                if visit(((new_bits << low_bits | new_low) << state_bits) | new, used):
+                key = ((new_bits << low_bits | new_low) << state_bits) | new
+                if key not in cache:  # the usual case, inlined: a configuration never seen
+                    cache[key] = used
+                    fresh = True
+                else:
+                    fresh = visit(key, used)
+                if fresh:
                     stack.append((False, e, state, bound, low, bits))
                     state, low, bits, remaining = new, new_low, new_bits, remaining - 1
                     ret = e + 1
