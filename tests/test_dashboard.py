@@ -12,7 +12,9 @@ import pytest
 from selenium import webdriver
 
 from browser import chromium, dashboard_process, enter_token, wait_until
+from shoal.client import SyncClient
 from shoal.local.cluster import LocalProcessCluster
+from shoal.registry import Instance
 
 
 @pytest.fixture(scope="module")
@@ -78,6 +80,21 @@ def test_a_node_serves_its_own_page(cluster: LocalProcessCluster, page: webdrive
     finally:
         page.close()
         page.switch_to.window(home)
+
+
+def test_registered_services_are_listed(cluster: LocalProcessCluster, page: webdriver.Chrome) -> None:
+    api = Instance("api", "a1", "127.0.0.1:9000", zone="z1", version="2")
+    row = '#services tr[data-service="api"]'
+    with SyncClient(cluster.endpoints) as client:
+        client.put(api.key, api.to_json())  # (a live one keeps it on its lease)
+        try:
+            wait_until(lambda: page.find_elements("css selector", row), 5, "the service listed")
+            cells = [td.text for td in page.find_elements("css selector", row + " td")]
+            assert cells == ["api", "1", "a1 127.0.0.1:9000 z1 v2"]
+        finally:
+            client.delete(api.key)
+    wait_until(lambda: "no service registered" in text(page, "#services"), 5,
+               "the instance gone from the list")
 
 
 def test_fault_button_cuts_a_link(cluster: LocalProcessCluster, page: webdriver.Chrome) -> None:

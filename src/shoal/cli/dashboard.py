@@ -10,7 +10,16 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from .common import Output, emit_json, endpoint_list, fail, interruptible, note, output_option
+from .common import (
+    Output,
+    client_options,
+    emit_json,
+    endpoint_list,
+    fail,
+    interruptible,
+    note,
+    output_option,
+)
 
 if TYPE_CHECKING:
     from ..web.aggregator import Aggregator
@@ -50,12 +59,12 @@ def dashboard(
             if endpoints is not None or admin_token_file is not None:
                 raise fail("--dir names the nodes and their token: not with --endpoints or "
                            "--admin-token-file", 2)
-            agg = Aggregator.of_cluster(root, interval_s=interval)
+            agg = Aggregator.of_cluster(root, interval_s=interval, client_options=client_options())
         else:
             assert endpoints is not None
             token = read_admin_token(admin_token_file)
             agg = Aggregator(endpoint_list(endpoints), token.decode() if token else None,
-                             interval_s=interval)
+                             interval_s=interval, client_options=client_options())
         host, port = parse_addr(listen, "--listen")
     except (RuntimeError, ConfigError, OSError) as exc:
         raise fail(str(exc), 2) from None

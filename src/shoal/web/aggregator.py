@@ -1,7 +1,8 @@
 """`shoal dashboard`: one page for the whole cluster. It polls every node's GET /status (with
 the admin token) every `interval_s`, each node on its own task with a timeout, and the view
 is the latest answer of each: a slow node delays nobody else's figures, and one that is down
-or paused is shown down, with why (refused at once; no answer within the timeout).
+or paused is shown down, with why (refused at once; no answer within the timeout). Every
+couple of seconds it also reads the service registry through a client (shoal.web.services).
 
 Its own port serves the dashboard's routes (shoal.web.dashboard) and two more, each needing
 the same admin token from the viewer when one is configured:
@@ -24,10 +25,16 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
+from ..client import Client, ClientError
+from ..kv.errors import KVError
 from ..local.cluster import OPERATIONS, ask_supervisor, read_state
+from ..server.config import parse_member
 from ..server.http import MAX_BODY_BYTES, admin_guard
 from .dashboard import routes
 from .feed import Feed
+from .services import registered
+
+SERVICES_EVERY_S = 2.0
 
 
 @dataclass
@@ -38,13 +45,16 @@ class Target:
 
 class Aggregator:
     def __init__(self, endpoints: list[str], token: str | None, root: Path | None = None,
-                 interval_s: float = 0.5, timeout_s: float = 1.0):
+                 interval_s: float = 0.5, timeout_s: float = 1.0,
+                 client_options: dict[str, Any] | None = None):
         if not endpoints:
             raise ValueError("no node endpoints to watch")
         self.targets = [Target(e) for e in endpoints]
         self.token, self.root = token, root
         self.interval_s, self.timeout_s = interval_s, timeout_s
         self.latest = {t.endpoint: _entry(t, "not polled yet") for t in self.targets}
+        self.client_options = client_options or {}  # credentials and TLS for the registry
+        self.services: dict[str, Any] | None = None  # what registered() last read
         self.feed = Feed(self.current, interval_s, always=True)
         self._session: aiohttp.ClientSession | None = None
         self._pollers: list[asyncio.Task[None]] = []
@@ -70,6 +80,7 @@ class Aggregator:
     async def poll(self) -> None:
         self._pollers = [asyncio.create_task(self._poll_forever(t), name=f"poll-{t.endpoint}")
                          for t in self.targets]
+        self._pollers.append(asyncio.create_task(self._services_forever(), name="poll-services"))
         await self.feed.start()
 
     async def stop(self) -> None:
@@ -91,7 +102,30 @@ class Aggregator:
 
     def _view(self, nodes: dict[str, dict[str, Any]]) -> dict[str, Any]:
         return {"t": time.time(), "source": f"{len(self.targets)} nodes",
-                "process_control": self.root is not None, "nodes": nodes}
+                "process_control": self.root is not None, "nodes": nodes,
+                "services": self.services}
+
+    async def _services_forever(self) -> None:
+        """The registry, read through a client of the members' client ports (learnt from
+        their /status) every SERVICES_EVERY_S."""
+        client: Client | None = None
+        try:
+            while True:
+                if client is None:
+                    ends = sorted({"{}:{}".format(*parse_member(spec).client)
+                                   for e in self.latest.values() if e["status"]
+                                   for spec in e["status"]["members"].values()})
+                    client = Client(ends, timeout=self.timeout_s * 2, **self.client_options) \
+                        if ends else None
+                if client is not None:
+                    try:
+                        self.services = await registered(client)
+                    except (ClientError, KVError, OSError, ValueError) as exc:
+                        self.services = {"error": f"the registry could not be read: {exc}"}
+                await asyncio.sleep(SERVICES_EVERY_S)
+        finally:
+            if client is not None:
+                await client.close()
 
     async def _poll_forever(self, t: Target) -> None:
         while True:

@@ -136,6 +136,7 @@
     drawGroups(nodes, leaders, view);
     drawDirectory(nodes);
     drawFaultPanel(nodes, view);
+    drawServices(view);
     document.body.dataset.drawMs = (performance.now() - started).toFixed(1); // for scale checks
   }
 
@@ -313,6 +314,24 @@
       ? map.map(([s, e, g]) => `[${JSON.stringify(s)}, ${e ? JSON.stringify(e) : '∞'}) → group ${g}`).join(' · ')
       : 'not sharded: the meta group holds every key');
   }
+
+  function drawServices(view) {
+    const panel = $('#services-panel');
+    panel.hidden = !('services' in view); // a node's own page has no registry reader
+    if (panel.hidden) return;
+    const reg = view.services;
+    const rows = !reg ? [['', 'reading the registry…', '']]
+      : reg.error ? [['', reg.error, '']]
+        : Object.entries(reg.services).map(([name, list]) => [name, String(list.length),
+          list.slice(0, 20).map((i) => `${i.id} ${i.address}${i.zone ? ' ' + i.zone : ''}${i.version ? ' v' + i.version : ''}`)
+            .join(' · ') + (list.length > 20 ? ` … and ${list.length - 20} more` : '')]);
+    if (reg && !reg.error && !rows.length) rows.push(['', 'no service registered', '']);
+    const html = rows.map((r) => `<tr data-service="${esc(r[0])}">${r.map((c) => `<td>${esc(c)}</td>`).join('')}</tr>`).join('');
+    const body = $('#services tbody');
+    if (body.dataset.last !== html) { body.innerHTML = html; body.dataset.last = html; }
+  }
+
+  const esc = (t) => String(t).replace(/[&<>"]/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;' }[c]));
 
   // ------------------------------------------------------------------ the fault panel
   function fill(select, ids) {
