@@ -10,7 +10,8 @@ process on the file, alternately, `repeat` times:
   interpreter's start-up (timed inside the process);
 - Porcupine: tools/porcupine (the library at a pinned commit, and a reader of Shoal's format),
   built here with Debian's Go, timed inside its process too.
-Each side reports the whole check (reading the file included) and the search alone; the table
+Each side reports the whole check (reading the file included) and the search alone, in wall
+time inside its process, and the CPU time of its whole process (start-up included); the table
 quotes medians and Shoal's time over Porcupine's. Both use one core, and the same time limit
 and memory cap (a checker that passes either is "undecided" or "out of memory" at that time).
 """
@@ -110,15 +111,20 @@ def _run(cmd: list[str], max_memory: int) -> dict[str, float | str]:
     def cap() -> None:
         resource.setrlimit(resource.RLIMIT_AS, (max_memory, max_memory))
 
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True, preexec_fn=cap)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
     if proc.returncode != 0:
         if "out of memory" not in proc.stderr and "MemoryError" not in proc.stderr:
             raise RuntimeError(f"{cmd[0]} failed: {proc.stderr.strip()[-500:]}")
         spent = time.perf_counter() - start
-        return {"verdict": "out of memory", "parse_s": 0.0, "check_s": spent, "whole_s": spent}
+        return {"verdict": "out of memory", "parse_s": 0.0, "check_s": spent, "whole_s": spent,
+                "cpu_s": cpu}
     report = json.loads(proc.stdout.strip().splitlines()[-1])
     report["whole_s"] = report["parse_s"] + report["check_s"]
+    report["cpu_s"] = cpu
     return report
 
 
@@ -145,9 +151,9 @@ def compare(ops_list: list[int], repeat: int, console: Console, time_limit: floa
                 for side, reports in runs.items():
                     verdicts = {str(r["verdict"]) for r in reports}
                     row[f"{side}_verdict"] = "/".join(sorted(verdicts))
-                    for what in ("whole_s", "check_s"):
+                    for what in ("whole_s", "check_s", "cpu_s"):
                         row[f"{side}_{what}"] = statistics.median(float(r[what]) for r in reports)
-                for what in ("whole_s", "check_s"):
+                for what in ("whole_s", "check_s", "cpu_s"):
                     row[f"ratio_{what}"] = (float(row[f"shoal_{what}"]) /  # type: ignore[arg-type]
                                             float(row[f"porcupine_{what}"]))  # type: ignore[arg-type]
                 rows.append(row)
@@ -158,14 +164,17 @@ def table(rows: list[dict[str, object]], repeat: int) -> Table:
     t = Table(title=f"shoal check beside Porcupine (medians of {repeat}; ratio = Shoal / "
                     "Porcupine, lower is better)")
     for col in ("ops", "history", "verdicts", "Shoal whole s", "Porcupine whole s", "ratio",
-                "Shoal search s", "Porcupine search s", "ratio "):
+                "Shoal search s", "Porcupine search s", "ratio ", "Shoal CPU s",
+                "Porcupine CPU s", "ratio  "):
         t.add_column(col, justify="right")
     for r in rows:
         t.add_row(f"{r['ops']:,}", str(r["history"]),
                   f"{r['shoal_verdict']} / {r['porcupine_verdict']}",
                   f"{r['shoal_whole_s']:.3f}", f"{r['porcupine_whole_s']:.3f}",
                   f"{r['ratio_whole_s']:.2f}x", f"{r['shoal_check_s']:.3f}",
-                  f"{r['porcupine_check_s']:.3f}", f"{r['ratio_check_s']:.2f}x")
+                  f"{r['porcupine_check_s']:.3f}", f"{r['ratio_check_s']:.2f}x",
+                  f"{r['shoal_cpu_s']:.3f}", f"{r['porcupine_cpu_s']:.3f}",
+                  f"{r['ratio_cpu_s']:.2f}x")
     return t
 
 

@@ -11,7 +11,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from .history import Event, Operation, operations
+from .history import Event, Operation, collector_paused, operations
 from .register import ABSENT, Values, compile_ops
 from .search import DEFAULT_MAX_MEMORY, Budget, linearizable
 from .window import explain, find_window
@@ -39,13 +39,19 @@ def check_history(
 ) -> CheckResult:
     """Check a history; raises HistoryError if it is malformed. `max_memory` caps the
     process's resident memory in bytes, measured during the search."""
-    return check_operations(operations(events), time_limit, max_memory)
+    with collector_paused():
+        return _check_operations(operations(events), time_limit, max_memory)
 
 
 def check_operations(
     ops: Sequence[Operation], time_limit: float = 60.0, max_memory: int = DEFAULT_MAX_MEMORY
 ) -> CheckResult:
     """Check a history already paired into operations (by `operations` or `load_operations`)."""
+    with collector_paused():
+        return _check_operations(ops, time_limit, max_memory)
+
+
+def _check_operations(ops: Sequence[Operation], time_limit: float, max_memory: int) -> CheckResult:
     budget = Budget(time.monotonic() + time_limit, max_memory)
     by_key: dict[str, list[Operation]] = {}
     for op in ops:
