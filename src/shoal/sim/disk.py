@@ -1,11 +1,14 @@
 """A simulated disk: writes land in a page cache and become durable only when synced. A crash
-keeps a random prefix of the unsynced writes (the OS may have flushed some) and loses the rest."""
+keeps a random prefix of the unsynced writes (the OS may have flushed some) and loses the rest.
+An event-log partition's segment files (events/segments.py) sit on it too, harsher still: a
+crash loses every append, truncation and deletion since their last sync."""
 
 from __future__ import annotations
 
 import random
 
 from ..consensus.messages import Durable, Entry, HardState, Ready, Snapshot
+from ..events.segments import MemoryDirectory
 
 
 class Disk:
@@ -14,6 +17,7 @@ class Disk:
         self.snapshot: Snapshot | None = None
         self.entries: list[Entry] = []  # durable, contiguous after the snapshot
         self.pending: list[tuple[str, object]] = []  # written, not yet synced, in write order
+        self.segments = SegmentFiles()
 
     def write(self, rd: Ready) -> None:
         if rd.snapshot is not None:
@@ -35,6 +39,7 @@ class Disk:
             self._apply(op)
         lost = len(self.pending) - keep
         self.pending.clear()
+        self.segments.crash()
         return lost
 
     def save_snapshot(self, snap: Snapshot) -> None:
@@ -75,3 +80,22 @@ class Disk:
             drop = value.meta.index - self.offset()
             self.snapshot = value
             del self.entries[:drop]
+
+
+class SegmentFiles(MemoryDirectory):
+    """Segment files whose appends, truncations and deletions are durable only once synced;
+    a whole-file write is atomic and synced, as storage/segment_files.py makes it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.synced: dict[str, bytes] = {}
+
+    def write(self, name: str, data: bytes) -> None:
+        super().write(name, data)
+        self.synced[name] = bytes(data)
+
+    def sync(self) -> None:
+        self.synced = {n: bytes(d) for n, d in self.files.items()}
+
+    def crash(self) -> None:
+        self.files = {n: bytearray(d) for n, d in self.synced.items()}

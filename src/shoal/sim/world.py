@@ -139,7 +139,7 @@ class World:
             disk.write(Ready(hard_state=first.hard_state, entries=list(first.entries), must_sync=True))
             disk.sync()
             skew = self.rng.randint(-cfg.max_clock_skew_ms, cfg.max_clock_skew_ms)
-            h = Host(i, self._new_replica(i, disk.durable()), disk=disk,
+            h = Host(i, self._new_replica(i, disk), disk=disk,
                      drift=self.rng.uniform(0.9, 1.1), clock_ms=1_000_000 + skew)
             self.hosts[i] = h
             self._schedule_tick(h, self.rng.randrange(cfg.tick_us))
@@ -248,7 +248,8 @@ class World:
             self._replace_step()
 
     # ------------------------------------------------------------------ nodes
-    def _new_replica(self, id: NodeId, durable: Durable) -> Replica:
+    def _new_replica(self, id: NodeId, disk: Disk, durable: Durable | None = None) -> Replica:
+        durable = durable or disk.durable()
         rng = random.Random(self.rng.getrandbits(64))
         conf = ConfState(voters=frozenset(self.specs)) if self.cfg.engine == "paxos" else ConfState()
         engine = make_engine(self.cfg, id, conf, rng, durable)
@@ -259,7 +260,7 @@ class World:
                                          auto_compact_revisions=self.cfg.auto_compact_revisions,
                                          batch_proposals=self.cfg.engine == "paxos",
                                          bugs=self.cfg.bugs - _RAFT_BUGS - _PAXOS_BUGS),
-                       limits=KVLimits())
+                       limits=KVLimits(), files=disk.segments)
 
     def _schedule_tick(self, h: Host, delay: int) -> None:
         life = h.life
@@ -452,7 +453,7 @@ class World:
             return
         d = h.disk.durable()
         self.log(f"restart n{h.id} from term {d.hard_state.term} commit {d.hard_state.commit}, {len(d.entries)} entries after {h.disk.offset()}")
-        h.replica = self._new_replica(h.id, d)
+        h.replica = self._new_replica(h.id, h.disk, d)
         h.up = True
         self.inv.node_restarted(h.id, d.hard_state.commit)
         self._schedule_tick(h, self.rng.randrange(self.cfg.tick_us))
