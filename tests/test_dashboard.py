@@ -97,6 +97,28 @@ def test_registered_services_are_listed(cluster: LocalProcessCluster, page: webd
                "the instance gone from the list")
 
 
+def test_event_log_partitions_and_consumer_lag(cluster: LocalProcessCluster,
+                                               page: webdriver.Chrome) -> None:
+    from confluent_kafka import Consumer, Producer, TopicPartition
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    bootstrap = ",".join(cluster.kafka_bootstrap)
+    admin = AdminClient({"bootstrap.servers": bootstrap})  # (kept: its futures need it)
+    admin.create_topics([NewTopic("clicks", num_partitions=1, replication_factor=3)])["clicks"].result(30)
+    producer = Producer({"bootstrap.servers": bootstrap, "acks": "all"})
+    for i in range(10):
+        producer.produce("clicks", value=b"c%d" % i, partition=0)
+    assert producer.flush(30) == 0
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "readers",
+                         "enable.auto.commit": False})
+    consumer.commit(offsets=[TopicPartition("clicks", 0, 4)], asynchronous=False)
+    consumer.close()
+    wait_until(lambda: [td.text for td in page.find_elements("css selector", "#consumers td")]
+               == ["readers", "clicks", "0", "4", "6"], 10, "the consumer group's lag shown")
+    cells = [td.text for td in page.find_elements("css selector", "#partitions td")]
+    assert cells[:2] == ["clicks", "0"] and cells[4] == "10"
+
+
 def test_fault_button_cuts_a_link(cluster: LocalProcessCluster, page: webdriver.Chrome) -> None:
     leader = cluster.wait_leader()
     a, b = (i for i in cluster.ids if i != leader)  # two followers: the leader keeps its quorum

@@ -81,6 +81,7 @@ from ..storage import Storage
 from ..storage.errors import StorageError
 from ..storage.segment_files import SegmentFiles
 from .config import Member, NodeConfig, parse_member
+from .event_log_view import event_log
 from .group import Group
 from .slices import in_slices
 
@@ -865,7 +866,7 @@ class Node:
 
     def _dashboard_view(self) -> dict[str, Any]:
         """What the dashboard (shoal.web) draws beyond the groups: each link's counters, the
-        fault plan cutting them, and the meta group's directory and shard map."""
+        fault plan cutting them, the meta group's directory and shard map, the event log."""
         net = self.transport.stats() if hasattr(self, "transport") else None
         links = {p: {"sent_frames": s.sent_frames, "received_frames": s.received_frames,
                      "fault_dropped": s.fault_dropped, "dropped_frames": s.dropped_frames,
@@ -877,7 +878,7 @@ class Node:
                 "directory": {gid: sorted(e.hosts) for gid, e in sorted(self.listed_groups().items())},
                 "shard_map": [[_text(s.start), _text(s.end), s.group]
                               for s in ShardMap.decode(shard_map.value).shards]
-                if shard_map is not None else None}
+                if shard_map is not None else None, "event_log": event_log(self)}
 
     def group_stats(self) -> dict[int, dict[str, int]]:
         return {gid: dict(g.replica.stats) for gid, g in sorted(self.groups.items())}
@@ -889,7 +890,8 @@ def _group_line(g: Group) -> dict[str, Any]:
     return {"role": g.replica.role, "leader": g.replica.leader, "term": st.term,
             "commit": st.commit, "applied": g.replica.applied, "voters": sorted(st.conf.voters),
             "revision": kv.revision, "size_bytes": kv.size_bytes, "last_index": st.last_index,
-            "match": dict(sorted(st.progress.items()))}  # a leader's: each follower's match index
+            "match": dict(sorted(st.progress.items())),  # a leader's: each follower's match index
+            "intents": kv.intents.count}  # keys locked by transactions in flight
 
 
 def _text(key: bytes) -> str:

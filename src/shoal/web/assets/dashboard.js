@@ -137,6 +137,7 @@
     drawDirectory(nodes);
     drawFaultPanel(nodes, view);
     drawServices(view);
+    drawEventLog(nodes);
     document.body.dataset.drawMs = (performance.now() - started).toFixed(1); // for scale checks
   }
 
@@ -251,7 +252,7 @@
   function drawGroups(nodes, leaders, view) {
     const ids = [...nodes.keys()].filter((id) => nodes.get(id));
     const head = $('#group-head');
-    const want = ['group', 'leader', 'term', 'commit', ...ids.map((i) => 'n' + i), 'last election'].join('|');
+    const want = ['group', 'leader', 'term', 'commit', 'intents', ...ids.map((i) => 'n' + i), 'last election'].join('|');
     if (head.dataset.cols !== want) {
       head.dataset.cols = want;
       head.innerHTML = '';
@@ -265,7 +266,7 @@
     let shown = 0;
     const keep = new Set();
     for (const gid of gids) {
-      const cells = [gid, leaders[gid].leader ? 'n' + leaders[gid].leader : 'none', leaders[gid].term, 0];
+      const cells = [gid, leaders[gid].leader ? 'n' + leaders[gid].leader : 'none', leaders[gid].term, 0, 0];
       const roles = [];
       for (const id of ids) {
         const v = nodes.get(id);
@@ -274,6 +275,7 @@
         else if (!g) roles.push(['–', '']);
         else {
           cells[3] = Math.max(cells[3], g.commit);
+          cells[4] = Math.max(cells[4], g.intents || 0); // keys locked by transactions in flight
           const lead = nodes.get(leaders[gid].leader);
           const lg = lead && lead.st && lead.st.groups[gid];
           const lag = lg && lg.match && lg.match[id] !== undefined && g.role !== 'leader' ? ` −${lg.last_index - lg.match[id]}` : '';
@@ -294,7 +296,7 @@
       }
       if (row.tr.parentNode !== body || row.tr !== body.children[keep.size - 1]) body.insertBefore(row.tr, body.children[keep.size - 1] || null);
       text.forEach((t, i) => setText(row.tds[i], t));
-      roles.forEach((r, i) => { if (row.tds[4 + i].className !== r[1]) row.tds[4 + i].className = r[1]; });
+      roles.forEach((r, i) => { if (row.tds[5 + i].className !== r[1]) row.tds[5 + i].className = r[1]; });
     }
     for (const [gid, row] of state.rows) if (!keep.has(gid)) { row.tr.remove(); state.rows.delete(gid); }
     setText($('#group-count'), shown > MAX_GROUP_ROWS
@@ -329,6 +331,41 @@
     const html = rows.map((r) => `<tr data-service="${esc(r[0])}">${r.map((c) => `<td>${esc(c)}</td>`).join('')}</tr>`).join('');
     const body = $('#services tbody');
     if (body.dataset.last !== html) { body.innerHTML = html; body.dataset.last = html; }
+  }
+
+  // Each node reports the high watermarks of the partitions it hosts: the highest is the
+  // leader's, and a consumer's lag is measured against it.
+  function drawEventLog(nodes) {
+    const parts = new Map(), committed = new Map();
+    for (const v of nodes.values()) {
+      const log = v && v.st && v.st.event_log;
+      if (!log) continue;
+      for (const [topic, list] of Object.entries(log.topics)) {
+        for (const p of list) {
+          const key = topic + '\u0000' + p.partition, was = parts.get(key);
+          if (!was || (p.high_watermark ?? -1) > (was.high_watermark ?? -1)) parts.set(key, { topic, ...p });
+        }
+      }
+      for (const [group, list] of Object.entries(log.consumer_groups)) {
+        for (const c of list) {
+          const key = [group, c.topic, c.partition].join('\u0000'), was = committed.get(key);
+          if (!was || c.committed > was.committed) committed.set(key, { group, ...c });
+        }
+      }
+    }
+    $('#log-panel').hidden = !parts.size;
+    if (!parts.size) return;
+    const pRows = [...parts.values()].slice(0, 500).map((p) => [p.topic, p.partition, p.group,
+      p.leader ? 'n' + p.leader : '–', p.high_watermark ?? '–']);
+    const cRows = [...committed.values()].slice(0, 500).map((c) => {
+      const hw = (parts.get(c.topic + '\u0000' + c.partition) || {}).high_watermark;
+      return [c.group, c.topic, c.partition, c.committed, hw === undefined || hw === null ? '–' : Math.max(0, hw - c.committed)];
+    });
+    for (const [sel, rows] of [['#partitions', pRows], ['#consumers', cRows]]) {
+      const html = rows.map((r) => `<tr>${r.map((c) => `<td>${esc(c)}</td>`).join('')}</tr>`).join('');
+      const body = $(sel + ' tbody');
+      if (body.dataset.last !== html) { body.innerHTML = html; body.dataset.last = html; }
+    }
   }
 
   const esc = (t) => String(t).replace(/[&<>"]/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;' }[c]));
