@@ -8,11 +8,13 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 
+import msgpack
 import pytest
 from selenium import webdriver
 
 from browser import chromium, dashboard_process, enter_token, wait_until
 from shoal.client import SyncClient
+from shoal.failover.fencing import Keys
 from shoal.local.cluster import LocalProcessCluster
 from shoal.registry import Instance
 
@@ -95,6 +97,23 @@ def test_registered_services_are_listed(cluster: LocalProcessCluster, page: webd
             client.delete(api.key)
     wait_until(lambda: "no service registered" in text(page, "#services"), 5,
                "the instance gone from the list")
+
+
+def test_primary_backup_roles_and_tokens(cluster: LocalProcessCluster,
+                                        page: webdriver.Chrome) -> None:
+    keys = Keys("orders")  # laid out as shoal.failover's members write them
+    with SyncClient(cluster.endpoints) as client:
+        put = client.put(keys.primary, msgpack.packb({"id": 2, "addr": "127.0.0.1:7100",
+                                                      "mode": "sync"}))
+        for member in (1, 2):
+            client.put(keys.member(member), b"{}")
+        try:
+            row = '#failover tr[data-service="orders"] td'
+            wait_until(lambda: [td.text for td in page.find_elements("css selector", row)]
+                       == ["orders", "n2 127.0.0.1:7100", str(put.header.revision), "sync", "1, 2"],
+                       5, "the primary, its fencing token (the key's create revision) and members")
+        finally:
+            client.delete(keys.prefix, prefix=True)
 
 
 def test_event_log_partitions_and_consumer_lag(cluster: LocalProcessCluster,

@@ -32,7 +32,7 @@ from ..server.config import parse_member
 from ..server.http import MAX_BODY_BYTES, admin_guard
 from .dashboard import routes
 from .feed import Feed
-from .services import registered
+from .services import primaries, registered
 
 SERVICES_EVERY_S = 2.0
 
@@ -119,7 +119,8 @@ class Aggregator:
                         if ends else None
                 if client is not None:
                     try:
-                        self.services = await registered(client)
+                        self.services = {**await registered(client),
+                                         "primary_backup": await primaries(client)}
                     except (ClientError, KVError, OSError, ValueError) as exc:
                         self.services = {"error": f"the registry could not be read: {exc}"}
                 await asyncio.sleep(SERVICES_EVERY_S)

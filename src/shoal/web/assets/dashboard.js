@@ -329,7 +329,16 @@
             .join(' · ') + (list.length > 20 ? ` … and ${list.length - 20} more` : '')]);
     if (reg && !reg.error && !rows.length) rows.push(['', 'no service registered', '']);
     const html = rows.map((r) => `<tr data-service="${esc(r[0])}">${r.map((c) => `<td>${esc(c)}</td>`).join('')}</tr>`).join('');
-    const body = $('#services tbody');
+    fillRows('#services tbody', html);
+    const pb = Object.entries((reg && reg.primary_backup) || {});
+    $('#failover-panel').hidden = !pb.length;
+    fillRows('#failover tbody', pb.map(([name, s]) => `<tr data-service="${esc(name)}">${[name,
+      s.primary ? `n${s.primary} ${s.address || ''}` : 'none', s.token || '–', s.mode || '–',
+      s.members.join(', ')].map((c) => `<td>${esc(c)}</td>`).join('')}</tr>`).join(''));
+  }
+
+  function fillRows(sel, html) {
+    const body = $(sel);
     if (body.dataset.last !== html) { body.innerHTML = html; body.dataset.last = html; }
   }
 
@@ -362,9 +371,7 @@
       return [c.group, c.topic, c.partition, c.committed, hw === undefined || hw === null ? '–' : Math.max(0, hw - c.committed)];
     });
     for (const [sel, rows] of [['#partitions', pRows], ['#consumers', cRows]]) {
-      const html = rows.map((r) => `<tr>${r.map((c) => `<td>${esc(c)}</td>`).join('')}</tr>`).join('');
-      const body = $(sel + ' tbody');
-      if (body.dataset.last !== html) { body.innerHTML = html; body.dataset.last = html; }
+      fillRows(sel + ' tbody', rows.map((r) => `<tr>${r.map((c) => `<td>${esc(c)}</td>`).join('')}</tr>`).join(''));
     }
   }
 
