@@ -1,8 +1,8 @@
 """A partition's segment files on disk: the real `Directory` of events/segments.py.
 
 The directory is created at the first write, so a group that is no event-log partition
-leaves none. Appends keep a descriptor per file open (a partition appends to one `.log` and
-its two indexes); whole-file writes go through write_atomic; `sync` fdatasyncs every file
+leaves none. Appends and reads keep a few descriptors open (a partition appends to one `.log`
+and its two indexes, and fetches read the same few files); whole-file writes go through write_atomic; `sync` fdatasyncs every file
 written since the last sync, then the directory, so creations and deletions are durable too."""
 
 from __future__ import annotations
@@ -19,7 +19,8 @@ OPEN_FILES = 8  # appends go to the active segment's three files; older descript
 class SegmentFiles:
     def __init__(self, dir: Path):
         self.dir = dir
-        self._fds: dict[str, int] = {}
+        self._fds: dict[str, int] = {}  # appending
+        self._readers: dict[str, int] = {}  # reading (fetches hit the same few files)
         self._dirty: set[str] = set()
         self._dir_dirty = False
 
@@ -38,9 +39,15 @@ class SegmentFiles:
     def read(self, name: str, offset: int = 0, size: int = -1) -> bytes:
         path = self.dir / name
         try:
-            with open(path, "rb") as f:
-                f.seek(offset)
-                return f.read(size)
+            fd = self._readers.pop(name, None)
+            if fd is None:
+                fd = os.open(path, os.O_RDONLY)
+                while len(self._readers) >= OPEN_FILES:
+                    os.close(self._readers.pop(next(iter(self._readers))))
+            self._readers[name] = fd  # (most recent last)
+            if size < 0:
+                size = max(0, os.fstat(fd).st_size - offset)
+            return os.pread(fd, size, offset)
         except FileNotFoundError:
             return b""
         except OSError as e:
@@ -83,7 +90,7 @@ class SegmentFiles:
             self._dir_dirty = False
 
     def close(self) -> None:
-        for name in list(self._fds):
+        for name in [*self._fds, *self._readers]:
             self._close(name)
 
     def _fd(self, name: str) -> int:
@@ -102,6 +109,9 @@ class SegmentFiles:
         return fd
 
     def _close(self, name: str) -> None:
-        fd = self._fds.pop(name, None)
-        if fd is not None:
-            os.close(fd)
+        """Close `name`'s descriptors: before it is replaced (a reader would keep reading the
+        old file) or deleted."""
+        for fds in (self._fds, self._readers):
+            fd = fds.pop(name, None)
+            if fd is not None:
+                os.close(fd)
