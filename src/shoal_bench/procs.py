@@ -34,7 +34,8 @@ _START_LEAD_S = 0.05
 class DriverSpec:
     """How a generator process builds its driver (a driver itself cannot cross processes).
     kind "shoal": Shoal's own client over `endpoints`; "etcd": aetcd to `endpoints[0]`, etcd's
-    gRPC API (etcd's, or Shoal's with --grpc)."""
+    gRPC API (etcd's, or Shoal's with --grpc); "rpc-shoal", "rpc-grpc", "shop-monolith",
+    "shop-deployed": shoal_bench.rpc's."""
 
     system: str
     kind: str
@@ -51,6 +52,10 @@ class DriverSpec:
             from .shoal_driver import ShoalDriver
 
             return ShoalDriver(list(self.endpoints))
+        if self.kind.startswith(("rpc-", "shop-")):  # shoal_bench.rpc's
+            from .rpc import make_driver
+
+            return make_driver(self.kind, list(self.endpoints))  # type: ignore[no-any-return]
         from .etcd import EtcdDriver
 
         return EtcdDriver(self.endpoints[0])

@@ -31,13 +31,14 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, TypeVar
 
 from ..balance import Backend
 from ..caller import BreakerConfig, BreakerState, Caller, CallPolicy, RetryBudget
 from ..caller import DeadlineExceeded as CallDeadlineExceeded
 from ..caller.errors import ConnectFailed, SendFailed
+from ..gateway.timeouts import CoarseTimeout, Wheel
 from ..registry.instance import Instance
 from ..registry.outlier import OutlierConfig, OutlierDetector
 from ..rpc import DeadlineExceeded, Pool, RemoteError
@@ -49,10 +50,25 @@ log = logging.getLogger(__name__)
 DEFAULT_DEADLINE_S = 30.0  # a call with no deadline of its own, nor its caller's
 FAILBACK_QUEUE = 1000  # failed calls waiting to be sent again
 FAILBACK_DELAY_S = 1.0
+T = TypeVar("T")
 
 
 class StrategyRefused(TypeError):
     """The call site asked for a strategy the method cannot take."""
+
+
+class RpcCaller(Caller):
+    """The caller with its attempts timed on a coarse wheel, as the gateway's are: one loop
+    timer per attempt (asyncio.timeout) cost a third of a small call's client-side CPU."""
+
+    wheel: Wheel | None = None  # made in the running loop, on first use
+
+    async def _timed(self, attempt: Callable[[Backend], Awaitable[T]], backend: Backend,
+                     timeout: float, timer: Any) -> T:
+        if self.wheel is None:
+            self.wheel = Wheel()
+        async with CoarseTimeout(self.wheel, timeout):
+            return await attempt(backend)
 
 
 class Remote:
@@ -66,7 +82,7 @@ class Remote:
 
         self._rng = random.Random()
         lb_options = {"rng": self._rng} if "rng" in options(config.picker) else {}
-        self.caller = Caller(config.picker, lb_options=lb_options,
+        self.caller = RpcCaller(config.picker, lb_options=lb_options,
                              policy=CallPolicy(DEFAULT_DEADLINE_S, DEFAULT_DEADLINE_S,
                                                config.retries + 1),
                              breaker=breaker, budget=budget,

@@ -14,7 +14,8 @@ class RpcError(Exception):
     code = p.INTERNAL
 
     def __init__(self, message: str, method: str = ""):
-        super().__init__(f"{method}: {message}" if method else message)
+        named = not method or message.startswith(method)  # the callee's message may say it
+        super().__init__(message if named else f"{method}: {message}")
         self.method = method
 
 

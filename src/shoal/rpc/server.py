@@ -24,6 +24,7 @@ import socket
 import time
 from collections.abc import Awaitable, Callable, Mapping
 
+from ..gateway.timeouts import CoarseTimeout, Wheel
 from . import protocol as p
 from .deadline import current as current_deadline
 
@@ -114,7 +115,7 @@ class ServerConnection(asyncio.Protocol):
             if deadline is None:
                 result = await handler(call.payload, call.metadata)
             else:
-                async with asyncio.timeout(deadline - time.monotonic()):
+                async with CoarseTimeout(self.server.wheel(), deadline - time.monotonic()):
                     result = await handler(call.payload, call.metadata)
             frame = codec.reply(call.call_id, result)
         except TimeoutError as exc:  # ours, or a further hop's deadline (it is the same one)
@@ -165,7 +166,15 @@ class RpcServer:
         self.connections: set[ServerConnection] = set()
         self.draining = False
         self._server: asyncio.Server | None = None
+        self._wheel: Wheel | None = None
         self.address = ""
+
+    def wheel(self) -> Wheel:
+        """The deadlines of running calls, on one coarse timing wheel (a loop timer per call
+        cost more than the rest of a small call; a deadline may fire up to 20 ms late)."""
+        if self._wheel is None:
+            self._wheel = Wheel()
+        return self._wheel
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
         loop = asyncio.get_running_loop()
