@@ -33,8 +33,9 @@ def bench(
     procs: int = typer.Option(2, "--procs", min=1, help="load-generator processes the clients are split over"),
     check_perf: str | None = typer.Option(None, "--check-perf", help="etcdctl check perf --load=s|m|l|xl against Shoal's etcd API and a 3-member etcd"),
     txn: str | None = typer.Option(None, "--txn", help="bank transfers over 3 shards beside etcd's Txn: spans 1,2,3,hot"),
+    log: bool = typer.Option(False, "--log", help="the event log (confluent-kafka, acks=all) beside Redis Streams (appendfsync always, everysec): 100 B and 1 KiB records"),
     rpc: bool = typer.Option(False, "--rpc", help="Shoal's RPC beside grpcio's asyncio unary calls (--clients 1,64), the monolith's call overhead, the shop as a monolith and deployed"),
-    json_out: bool = typer.Option(False, "--json", help="print the results as JSON (--groups, and the etcd comparison)"),
+    json_out: bool = typer.Option(False, "--json", help="print the results as JSON (--groups, --log, and the etcd comparison)"),
 ) -> None:
     """Throughput and latency of a 3-node cluster (with --compare-etcd: beside etcd), --core,
     or --groups N (what idle groups cost)."""
@@ -43,6 +44,11 @@ def bench(
 
         run_rpc_bench(RpcPlan(tuple(int(c) for c in clients.split(",")), duration(time_),
                               repeat, procs, json=json_out))
+        return
+    if log:
+        from shoal_bench.streams import StreamsPlan, run_streams_bench
+
+        run_streams_bench(StreamsPlan([100, 1024], duration(time_), repeat, procs, json=json_out))
         return
     if txn is not None:
         from shoal_bench.txn import TxnPlan, run_txn_bench
