@@ -10,7 +10,7 @@ import contextlib
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypeVar
 
 from selenium import webdriver
@@ -51,13 +51,15 @@ def wait_until(probe: Callable[[], T], timeout: float, what: str) -> T:
 
 
 @contextlib.contextmanager
-def dashboard_process(cluster: LocalProcessCluster, interval: float = 0.25) -> Iterator[str]:
-    """`shoal dashboard` watching `cluster`; yields the page's URL."""
+def dashboard_process(cluster: LocalProcessCluster, interval: float = 0.25,
+                      gateways: Sequence[str] = ()) -> Iterator[str]:
+    """`shoal dashboard` watching `cluster` (and the gateways' admin ports); yields its URL."""
     port = free_ports(1)[0]
     proc = subprocess.Popen(
         [sys.executable, "-m", "shoal", "dashboard", "--endpoints", ",".join(cluster.http_endpoints),
          "--admin-token-file", str(cluster.admin_token_file), "--listen", f"127.0.0.1:{port}",
-         "--interval", str(interval)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+         "--interval", str(interval), "--gateways", ",".join(gateways)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         assert proc.stdout is not None
         url = proc.stdout.readline().strip()

@@ -3,10 +3,13 @@ allowed behind an admin token, `shoal dashboard` watching them, and the page it 
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from pathlib import Path
 
 import msgpack
 import pytest
@@ -15,7 +18,7 @@ from selenium import webdriver
 from browser import chromium, dashboard_process, enter_token, wait_until
 from shoal.client import SyncClient
 from shoal.failover.fencing import Keys
-from shoal.local.cluster import LocalProcessCluster
+from shoal.local.cluster import LocalProcessCluster, free_ports
 from shoal.registry import Instance
 
 
@@ -36,8 +39,32 @@ def browser() -> Iterator[webdriver.Chrome]:
 
 
 @pytest.fixture(scope="module")
-def page(cluster: LocalProcessCluster, browser: webdriver.Chrome) -> Iterator[webdriver.Chrome]:
-    with dashboard_process(cluster) as url:
+def gateway(cluster: LocalProcessCluster) -> Iterator[tuple[str, str, subprocess.Popen[bytes]]]:
+    """A backend registered as service "web" and `shoal gateway` in front of it: (the
+    gateway's address, its admin address, the backend's process)."""
+    backend_port, port, admin = free_ports(3)
+    backend = subprocess.Popen(
+        [sys.executable, str(Path(__file__).with_name("http_backend.py")), "--port",
+         str(backend_port), "--id", "b1", "--register", "web", "--endpoints",
+         ",".join(cluster.endpoints)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    gw = subprocess.Popen(
+        [sys.executable, "-m", "shoal", "gateway", "--service", "web", "--listen",
+         f"127.0.0.1:{port}", "--admin", f"127.0.0.1:{admin}", "--health", "http",
+         "--health-interval", "0.2", "--endpoints", ",".join(cluster.endpoints)],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    try:
+        assert gw.stdout is not None and gw.stdout.readline().startswith(b"gateway for web")
+        yield f"127.0.0.1:{port}", f"127.0.0.1:{admin}", backend
+    finally:
+        for p in (gw, backend):
+            p.terminate()
+            p.wait(10)
+
+
+@pytest.fixture(scope="module")
+def page(cluster: LocalProcessCluster, browser: webdriver.Chrome,
+         gateway: tuple[str, str, subprocess.Popen[bytes]]) -> Iterator[webdriver.Chrome]:
+    with dashboard_process(cluster, gateways=[gateway[1]]) as url:
         browser.get(url)
         wait_until(lambda: browser.find_element("id", "conn").get_attribute("data-state") == "token",
                    10, "the page asks for the admin token")
@@ -95,8 +122,34 @@ def test_registered_services_are_listed(cluster: LocalProcessCluster, page: webd
             assert cells == ["api", "1", "a1 127.0.0.1:9000 z1 v2"]
         finally:
             client.delete(api.key)
-    wait_until(lambda: "no service registered" in text(page, "#services"), 5,
+    wait_until(lambda: not page.find_elements("css selector", row), 5,
                "the instance gone from the list")
+
+
+def test_gateway_traffic_and_backends(page: webdriver.Chrome,
+                                     gateway: tuple[str, str, subprocess.Popen[bytes]]) -> None:
+    address, admin, backend = gateway
+    box = f'#gateways .gw[data-gateway="{admin}"]'
+    wait_until(lambda: page.find_elements("css selector", box + ' tr[data-backend="b1"]'), 20,
+               "the gateway's backend listed")
+    assert "picker round-robin" in text(page, box + " h3")
+
+    def traffic() -> str:
+        for _ in range(20):  # a second's worth, again until a scrape has seen it
+            with urllib.request.urlopen(f"http://{address}/", timeout=5) as r:
+                assert r.status == 200
+        figures = text(page, box + " .figures")
+        return figures if not figures.startswith(("0 ", "– ")) else ""
+
+    figures = wait_until(traffic, 10, "requests per second shown")
+    assert "errors 0.0%" in figures and "p99 ≤" in figures
+    backend.kill()  # its health check fails (not routable, drawn so), then its lease ends
+
+    def gone_or_marked() -> bool:
+        rows = page.find_elements("css selector", box + ' tr[data-backend="b1"]')
+        return not rows or "bad" in str(rows[0].get_attribute("class"))
+
+    wait_until(gone_or_marked, 10, "the dead backend marked not routable, or dropped")
 
 
 def test_primary_backup_roles_and_tokens(cluster: LocalProcessCluster,

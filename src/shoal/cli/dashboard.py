@@ -37,6 +37,9 @@ def dashboard(
     admin_token_file: Path | None = typer.Option(
         None, "--admin-token-file", help="the nodes' admin token (with --endpoints); viewers "
                                          "must enter it too"),
+    gateways: str = typer.Option(
+        "", "--gateways", help="gateways' admin addresses host:port, comma-separated: their "
+                               "traffic, backends, breakers and ejections"),
     listen: str = typer.Option("127.0.0.1:8090", "--listen", help="HOST:PORT to serve the page on"),
     interval: float = typer.Option(0.5, "--interval", min=0.05, help="seconds between polls"),
     once: bool = typer.Option(False, "--once", help="print one view of the cluster and exit"),
@@ -54,17 +57,20 @@ def dashboard(
             raise fail("give --endpoints (the nodes' HTTP addresses) or --dir (a `shoal cluster "
                        f"up` directory); {len(roots)} running `shoal cluster up` found", 2)
         root = roots[0]
+    watched = [g.strip() for g in gateways.split(",") if g.strip()]
     try:
         if root is not None:
             if endpoints is not None or admin_token_file is not None:
                 raise fail("--dir names the nodes and their token: not with --endpoints or "
                            "--admin-token-file", 2)
-            agg = Aggregator.of_cluster(root, interval_s=interval, client_options=client_options())
+            agg = Aggregator.of_cluster(root, interval_s=interval, client_options=client_options(),
+                                        gateways=watched)
         else:
             assert endpoints is not None
             token = read_admin_token(admin_token_file)
             agg = Aggregator(endpoint_list(endpoints), token.decode() if token else None,
-                             interval_s=interval, client_options=client_options())
+                             interval_s=interval, client_options=client_options(),
+                             gateways=watched)
         host, port = parse_addr(listen, "--listen")
     except (RuntimeError, ConfigError, OSError) as exc:
         raise fail(str(exc), 2) from None

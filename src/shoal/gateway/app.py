@@ -147,7 +147,8 @@ class Gateway:
         ejected = c.outlier.ejected()
         routable = {b.id for b in c.routable()}
         return {
-            "service": self.config.service, "stale": self.stale, "panic": c.panic,
+            "service": self.config.service, "lb": self.config.lb, "stale": self.stale,
+            "panic": c.panic,
             "backends": [{"id": b.id, "address": b.address, "weight": b.weight,
                           "healthy": b.id not in c.unhealthy, "ejected": b.id in ejected,
                           "breaker": c.breakers[b.id].state(now).value,

@@ -2,7 +2,8 @@
 the admin token) every `interval_s`, each node on its own task with a timeout, and the view
 is the latest answer of each: a slow node delays nobody else's figures, and one that is down
 or paused is shown down, with why (refused at once; no answer within the timeout). Every
-couple of seconds it also reads the service registry through a client (shoal.web.services).
+couple of seconds it also reads the service registry through a client (shoal.web.services),
+and every second each `--gateways` admin port (shoal.web.gateways).
 
 Its own port serves the dashboard's routes (shoal.web.dashboard) and two more, each needing
 the same admin token from the viewer when one is configured:
@@ -17,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -32,9 +34,11 @@ from ..server.config import parse_member
 from ..server.http import MAX_BODY_BYTES, admin_guard
 from .dashboard import routes
 from .feed import Feed
+from .gateways import figures, scrape
 from .services import primaries, registered
 
 SERVICES_EVERY_S = 2.0
+GATEWAY_EVERY_S = 1.0
 
 
 @dataclass
@@ -46,7 +50,8 @@ class Target:
 class Aggregator:
     def __init__(self, endpoints: list[str], token: str | None, root: Path | None = None,
                  interval_s: float = 0.5, timeout_s: float = 1.0,
-                 client_options: dict[str, Any] | None = None):
+                 client_options: dict[str, Any] | None = None,
+                 gateways: Sequence[str] = ()):
         if not endpoints:
             raise ValueError("no node endpoints to watch")
         self.targets = [Target(e) for e in endpoints]
@@ -55,6 +60,7 @@ class Aggregator:
         self.latest = {t.endpoint: _entry(t, "not polled yet") for t in self.targets}
         self.client_options = client_options or {}  # credentials and TLS for the registry
         self.services: dict[str, Any] | None = None  # what registered() last read
+        self.gateways = {g: {"admin": g, "up": False, "error": "not polled yet"} for g in gateways}
         self.feed = Feed(self.current, interval_s, always=True)
         self._session: aiohttp.ClientSession | None = None
         self._pollers: list[asyncio.Task[None]] = []
@@ -81,6 +87,8 @@ class Aggregator:
         self._pollers = [asyncio.create_task(self._poll_forever(t), name=f"poll-{t.endpoint}")
                          for t in self.targets]
         self._pollers.append(asyncio.create_task(self._services_forever(), name="poll-services"))
+        self._pollers += [asyncio.create_task(self._gateway_forever(g), name=f"poll-gateway-{g}")
+                          for g in self.gateways]
         await self.feed.start()
 
     async def stop(self) -> None:
@@ -103,7 +111,28 @@ class Aggregator:
     def _view(self, nodes: dict[str, dict[str, Any]]) -> dict[str, Any]:
         return {"t": time.time(), "source": f"{len(self.targets)} nodes",
                 "process_control": self.root is not None, "nodes": nodes,
-                "services": self.services}
+                "services": self.services, "gateways": list(self.gateways.values())}
+
+    async def _gateway_forever(self, admin: str) -> None:
+        """A gateway's routing state and figures, from its admin port every GATEWAY_EVERY_S."""
+        assert self._session is not None
+        last: tuple[float, dict[str, Any]] | None = None
+        while True:
+            try:
+                async with self._session.get(f"http://{admin}/backends") as r:
+                    state = await r.json()
+                async with self._session.get(f"http://{admin}/metrics") as r:
+                    counters, now = scrape(await r.text()), time.monotonic()
+                entry = {"admin": admin, "up": True, "error": None, "state": state,
+                         "figures": figures(last[1], counters, now - last[0])
+                         if last is not None and now > last[0] else None}
+                last = (now, counters)
+            except (aiohttp.ClientError, OSError, TimeoutError, ValueError) as exc:
+                entry = {"admin": admin, "up": False, "state": None, "figures": None,
+                         "error": f"no answer from its admin port: {exc.__class__.__name__}"}
+                last = None
+            self.gateways[admin] = entry
+            await asyncio.sleep(GATEWAY_EVERY_S)
 
     async def _services_forever(self) -> None:
         """The registry, read through a client of the members' client ports (learnt from

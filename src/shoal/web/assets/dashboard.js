@@ -138,6 +138,7 @@
     drawFaultPanel(nodes, view);
     drawServices(view);
     drawEventLog(nodes);
+    drawGateways(view);
     document.body.dataset.drawMs = (performance.now() - started).toFixed(1); // for scale checks
   }
 
@@ -335,6 +336,25 @@
     fillRows('#failover tbody', pb.map(([name, s]) => `<tr data-service="${esc(name)}">${[name,
       s.primary ? `n${s.primary} ${s.address || ''}` : 'none', s.token || '–', s.mode || '–',
       s.members.join(', ')].map((c) => `<td>${esc(c)}</td>`).join('')}</tr>`).join(''));
+  }
+
+  // Each gateway: its traffic over the last second, and where requests may go now.
+  function drawGateways(view) {
+    const gws = view.gateways || [];
+    $('#gateway-panel').hidden = !gws.length;
+    const html = gws.map((g) => {
+      if (!g.up) return `<div class="gw" data-gateway="${esc(g.admin)}"><h3>${esc(g.admin)}</h3><p class="err">${esc(g.error)}</p></div>`;
+      const s = g.state, f = g.figures || {};
+      const p99 = f.p99_ms === null || f.p99_ms === undefined ? '–' : f.p99_ms === 'inf' ? '> 10 s' : `≤ ${f.p99_ms} ms`;
+      const rows = s.backends.map((b) => `<tr data-backend="${esc(b.id)}" class="${b.routable ? '' : 'bad'}">${[b.id, b.address,
+        b.healthy ? 'healthy' : 'unhealthy', b.ejected ? 'EJECTED' : '–', b.breaker === 'open' ? 'OPEN' : b.breaker,
+        b.inflight].map((c) => `<td>${esc(c)}</td>`).join('')}</tr>`).join('');
+      return `<div class="gw" data-gateway="${esc(g.admin)}"><h3>${esc(s.service)} via ${esc(g.admin)} · picker ${esc(s.lb)}${s.panic ? ' · PANIC: every backend unhealthy' : ''}${s.stale ? ' · registry stale' : ''}</h3>` +
+        `<p class="figures">${f.rps ?? '–'} requests/s · errors ${f.error_rate === undefined ? '–' : (100 * f.error_rate).toFixed(1) + '%'} · p99 ${p99} · retries ${f.retries_per_s ?? '–'}/s · ejections ${f.ejections ?? '–'}</p>` +
+        `<table><thead><tr><th>backend</th><th>address</th><th>health</th><th>ejected</th><th>breaker</th><th>in flight</th></tr></thead><tbody>${rows}</tbody></table></div>`;
+    }).join('');
+    const box = $('#gateways');
+    if (box.dataset.last !== html) { box.innerHTML = html; box.dataset.last = html; }
   }
 
   function fillRows(sel, html) {
