@@ -67,7 +67,7 @@ def shop(request: pytest.FixtureRequest, store: list[str]) -> Shop:
     async def open_shop() -> AsyncIterator[Any]:
         async with Client(store) as client:
             if dep is not None:
-                async with Deployed(App, client, dep.config) as d:
+                async with Deployed(App, client, dep.config, token=dep.token) as d:
                     yield d
             else:  # check_args: the monolith refuses what a deployment would
                 async with Monolith(App, client, check_args=True) as m:
@@ -174,7 +174,8 @@ def test_kill_9_of_a_replica_under_load(deployment: Deployment, store: list[str]
     either succeeds having run once or fails with a clear error, never running twice.
     Last in the module, since it leaves two replicas dead."""
     async def main() -> tuple[list[str], int]:
-        async with Client(store) as client, Deployed(App, client, deployment.config) as d:
+        async with Client(store) as client, Deployed(App, client, deployment.config,
+                                                      token=deployment.token) as d:
             a = sku()
             await d.get(Inventory).set_stock(a, 1_000_000)
             stop = asyncio.Event()

@@ -225,3 +225,26 @@ def test_no_server_is_not_connected_and_a_lost_connection_fails_calls_in_flight(
         await server.stop()
 
     run(main())
+
+
+def test_a_server_with_a_token_refuses_calls_without_it(run):
+    async def main():
+        ran = []
+
+        async def echo(payload, md):
+            ran.append(payload)
+            return payload
+
+        server, conn = await _serve({"S.echo": echo}, token="s3cret")
+        from shoal.rpc import Unauthenticated
+
+        with pytest.raises(Unauthenticated, match="needs the deployment's token; not run"):
+            await conn.call("S.echo", b"a")
+        with pytest.raises(Unauthenticated):
+            await conn.call("S.echo", b"b", metadata={"authorization": "guess"})
+        assert ran == []
+        assert (await conn.call("S.echo", b"c", metadata={"authorization": "s3cret"})).payload == b"c"
+        conn.close()
+        await server.stop()
+
+    run(main())

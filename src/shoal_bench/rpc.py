@@ -120,7 +120,8 @@ class ShopDriver:
             from shoal.client import Client
 
             self._client = Client(self.endpoints)
-            shop = (Deployed(App, self._client, load_deploy(SHOP_CONFIG)) if self.deployed
+            shop = (Deployed(App, self._client, load_deploy(SHOP_CONFIG),
+                             token=os.environ.get("SHOAL_APP_TOKEN")) if self.deployed
                     else Monolith(App, self._client))
             await shop.start()
             self._shop = shop
@@ -302,6 +303,7 @@ def shop_bench(plan: RpcPlan) -> list[dict[str, Any]]:
         with Deployment(None, SHOP_CONFIG, endpoints=list(eps),
                         env={"SHOAL_TRACES": "none"}) as dep:
             dep.start()
+            os.environ["SHOAL_APP_TOKEN"] = dep.token  # for the generator processes' callers
             pids = [p.pid for p in dep.procs.values()]
             for mix in ("put", "get"):
                 for kind in ("shop-monolith", "shop-deployed"):

@@ -8,13 +8,15 @@
 Each replica is `python -m shoal.app.process` (see there), a child of this supervisor, its
 stderr in ROOT/<group>-<replica>.log. `start` returns once every replica printed its ready
 line (it has registered). ROOT/deploy.json records what runs (pids, addresses, the store's
-endpoints) for `shoal app status`. The supervisor talks to its processes only the way an
+endpoints) for `shoal app status`; ROOT/app-token (mode 0600) the deployment's secret, which every RPC call
+to its replicas must carry (`Deployed(..., token=dep.token)`). The supervisor talks to its processes only the way an
 operator would: signals, and their HTTP /health."""
 
 from __future__ import annotations
 
 import json
 import os
+import secrets
 import select
 import signal
 import subprocess
@@ -45,6 +47,12 @@ class Deployment:
         self.root = Path(tempfile.mkdtemp(prefix="shoal-app-")) if root is None else root
         self.root.mkdir(parents=True, exist_ok=True)
         self.env = {**os.environ, **(env or {})}
+        # The deployment's secret: its replicas refuse RPC calls (and /metrics) without it.
+        self.token = self.env.get("SHOAL_APP_TOKEN") or secrets.token_hex(16)
+        self.env["SHOAL_APP_TOKEN"] = self.token
+        token_file = self.root / "app-token"
+        token_file.touch(mode=0o600)
+        token_file.write_text(self.token)
         self.env["PYTHONPATH"] = os.pathsep.join(
             [os.getcwd(), *filter(None, [self.env.get("PYTHONPATH", "")])])
         self.cluster: Any = None

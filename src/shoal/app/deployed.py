@@ -4,9 +4,9 @@
 the registry's watch (a `ServiceWatcher` on the component's service), over one connection
 pool (one TCP connection per callee process). Component processes build one around their own
 components (shoal.app.process); a plain client of a deployed application (a test, a
-benchmark, a front door) builds one with none:
+benchmark, a front door) builds one with none (and the deployment's token, when it has one):
 
-    async with Deployed(App, client, config) as d:
+    async with Deployed(App, client, config, token=dep.token) as d:
         await d.get(Frontend).checkout(...)"""
 
 from __future__ import annotations
@@ -31,14 +31,16 @@ T = TypeVar("T")
 class Deployed:
     def __init__(self, app: Application, client: Any, config: DeployConfig | None = None, *,
                  local: Iterable[str] = (), observer: Any = None,
-                 breaker: BreakerConfig | None = None, outlier: OutlierConfig | None = None):
+                 breaker: BreakerConfig | None = None, outlier: OutlierConfig | None = None,
+                 token: str | None = None):
         self.app, self.client = app, client
         self.config = config or DeployConfig()
         self.pool = Pool()
         errors = app_errors(app.errors)
         local = set(local)
         self.remotes = {name: Remote(name, self.config.component(name), self.pool,
-                                     errors=errors, breaker=breaker, outlier=outlier)
+                                     errors=errors, breaker=breaker, outlier=outlier,
+                                     token=token)
                         for name in app.components if name not in local}
         self.runtime = LocalRuntime(app, remotes=self.remotes, config=self.config,
                                     observer=observer)

@@ -10,7 +10,10 @@ serve /health and /metrics over HTTP; then register each component in the regist
 lease (`<app>.<Component>`, instance `<group>-<replica>`, the RPC address, the HTTP and gRPC
 addresses as tags), and print one JSON line with its addresses on stdout, which is how
 `shoal app deploy` knows it is up. Calls between components of the same process are plain
-method calls. SIGTERM undoes it in reverse: deregister (callers stop picking it), drain the
+method calls. With SHOAL_APP_TOKEN set (`shoal app deploy` sets a random one per deployment)
+every RPC call and GET /metrics must carry it; /health stays open for probes. The store's own
+credentials come from SHOAL_USER and SHOAL_CACERT/CERT/KEY, as for every `shoal` command.
+SIGTERM undoes it in reverse: deregister (callers stop picking it), drain the
 RPC server (new calls are refused as UNAVAILABLE, so callers retry them elsewhere), stop."""
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import hmac
 import json
 import os
 import signal
@@ -34,7 +38,7 @@ class GroupProcess:
 
     def __init__(self, app: Application, config: DeployConfig, group: str, replica: int,
                  client: Any, root: Path, *, ttl: int = 5, host: str = "127.0.0.1",
-                 exporter: str = "file", breaker: Any = None):
+                 exporter: str = "file", breaker: Any = None, token: str | None = None):
         if group not in config.groups:
             raise ValueError(f"group {group!r} is not in the deploy config "
                              f"(groups: {', '.join(config.groups)})")
@@ -49,9 +53,10 @@ class GroupProcess:
         from ..rpc import RpcServer
         from .deployed import Deployed
 
+        self.token = token  # when set: every RPC call and GET /metrics must carry it
         self.deployed = Deployed(app, client, config, local=self.names, observer=self.observer,
-                                 breaker=breaker)
-        self.rpc = RpcServer()
+                                 breaker=breaker, token=token)
+        self.rpc = RpcServer(token=token)
         self.impls: list[Any] = []
         self.addresses: dict[str, str] = {}
         self._grpc: Any = None
@@ -105,7 +110,10 @@ class GroupProcess:
                                       "running_calls": self.rpc.running()},
                                      status=503 if draining else 200)
 
-        async def metrics(_: web.Request) -> web.Response:
+        async def metrics(request: web.Request) -> web.Response:
+            if self.token is not None and not hmac.compare_digest(
+                    request.headers.get("Authorization", ""), f"Bearer {self.token}"):
+                return web.Response(status=401, text="metrics need the deployment's token\n")
             return web.Response(body=self.observer.metrics_text(),
                                 content_type="text/plain", charset="utf-8")
 
@@ -138,11 +146,13 @@ class GroupProcess:
 async def serve(app_path: str, config_path: str, group: str, replica: int,
                 endpoints: list[str], root: Path, ttl: int = 5) -> None:
     """The process's life: up, the ready line on stdout, then until SIGTERM."""
+    from ..cli.common import client_options
     from ..client import Client
 
-    client = Client(endpoints)
+    client = Client(endpoints, **client_options())
     proc = GroupProcess(load_app(app_path), load_deploy(config_path), group, replica, client,
-                        root, ttl=ttl, exporter=os.environ.get("SHOAL_TRACES", "file"))
+                        root, ttl=ttl, exporter=os.environ.get("SHOAL_TRACES", "file"),
+                        token=os.environ.get("SHOAL_APP_TOKEN") or None)
     print(json.dumps(await proc.start()), flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

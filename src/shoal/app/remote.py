@@ -43,6 +43,7 @@ from ..registry.instance import Instance
 from ..registry.outlier import OutlierConfig, OutlierDetector
 from ..rpc import DeadlineExceeded, Pool, RemoteError
 from ..rpc.errors import MAY_HAVE_RUN, NEVER_RAN
+from ..rpc.server import AUTHORIZATION
 from .config import ComponentConfig
 from .interface import MethodSpec
 
@@ -75,8 +76,9 @@ class Remote:
     def __init__(self, component: str, config: ComponentConfig, pool: Pool, *,
                  errors: dict[str, type[BaseException]] | None = None,
                  breaker: BreakerConfig | None = None, outlier: OutlierConfig | None = None,
-                 budget: RetryBudget | None = None):
+                 budget: RetryBudget | None = None, token: str | None = None):
         self.component, self.config, self.pool = component, config, pool
+        self.token = token  # the deployment's secret, sent with every call when set
         self.errors = errors or {}
         from ..balance.registry import options
 
@@ -123,6 +125,8 @@ class Remote:
                    metadata: dict[str, str], idempotent: bool, *, fast: bool = False,
                    avoid: Sequence[str] = ()) -> bytes:
         name = method.qualname
+        if self.token is not None:
+            metadata[AUTHORIZATION] = self.token
 
         async def attempt(backend: Backend) -> bytes:
             try:

@@ -13,6 +13,7 @@ from .errors import (
     RemoteError,
     RequestTooLarge,
     RpcError,
+    Unauthenticated,
     Unavailable,
     UnknownMethod,
 )
@@ -21,5 +22,5 @@ from .server import Handler, RpcServer
 __all__ = [
     "BadRequest", "Cancelled", "ClientConnection", "ConnectionLost", "DeadlineExceeded",
     "Handler", "Internal", "NotConnected", "Pool", "RemoteError", "RequestTooLarge", "RpcError",
-    "RpcServer", "Unavailable", "UnknownMethod", "connect",
+    "RpcServer", "Unauthenticated", "Unavailable", "UnknownMethod", "connect",
 ]

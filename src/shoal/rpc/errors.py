@@ -57,6 +57,10 @@ class Internal(RpcError):
     code = p.INTERNAL
 
 
+class Unauthenticated(RpcError):
+    code = p.UNAUTHENTICATED
+
+
 class ConnectionLost(RpcError):
     """The connection broke with the call in flight: it may or may not have run."""
 
@@ -67,7 +71,8 @@ class NotConnected(RpcError):
 
 BY_CODE: dict[str, type[RpcError]] = {
     cls.code: cls for cls in (DeadlineExceeded, Cancelled, UnknownMethod, BadRequest,
-                              RequestTooLarge, Unavailable, RemoteError, Internal)}
+                              RequestTooLarge, Unavailable, RemoteError, Internal,
+                              Unauthenticated)}
 
 
 def from_frame(code: str, message: str, method: str) -> RpcError:

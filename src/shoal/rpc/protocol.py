@@ -63,8 +63,9 @@ REQUEST_TOO_LARGE = "request_too_large"
 UNAVAILABLE = "unavailable"  # the callee is shutting down and did not start the call
 APPLICATION = "application"  # the method raised; the message names the exception
 INTERNAL = "internal"  # the callee failed outside the method (e.g. encoding its result)
+UNAUTHENTICATED = "unauthenticated"  # the server wants a token the call did not carry
 CODES = frozenset({DEADLINE_EXCEEDED, CANCELLED, UNKNOWN_METHOD, BAD_REQUEST, REQUEST_TOO_LARGE,
-                   UNAVAILABLE, APPLICATION, INTERNAL})
+                   UNAVAILABLE, APPLICATION, INTERNAL, UNAUTHENTICATED})
 
 
 class ProtocolError(Exception):

@@ -4,6 +4,8 @@ Handlers are registered by full method name ("Inventory.reserve") as
 `async handler(payload, metadata) -> bytes`; the application layer (shoal.app.serve) builds
 them from component implementations and their method codecs. Per call:
 
+- with a `token` (a deployment's shared secret), a call whose metadata lacks it is refused
+  with UNAUTHENTICATED, unrun;
 - a deadline already past (deadline_ms < 0) is refused with DEADLINE_EXCEEDED, unrun;
 - otherwise the remaining time becomes this task's deadline (`deadline.current`), so the
   calls the handler makes inherit it, and the handler is cancelled when it passes;
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
 import logging
 import socket
 import time
@@ -31,6 +34,7 @@ from .deadline import current as current_deadline
 log = logging.getLogger(__name__)
 Handler = Callable[[bytes, Mapping[str, str]], Awaitable[bytes]]
 MAX_INFLIGHT = 1024  # calls running per connection
+AUTHORIZATION = "authorization"  # the metadata key of the deployment's token
 
 
 class ServerConnection(asyncio.Protocol):
@@ -86,6 +90,12 @@ class ServerConnection(asyncio.Protocol):
         if call.deadline_ms < 0:
             self._write(self.codec.error(call.call_id, p.DEADLINE_EXCEEDED,
                                          f"{call.method}: deadline already passed; not run"))
+            return
+        if server.token is not None and not hmac.compare_digest(
+                call.metadata.get(AUTHORIZATION, ""), server.token):
+            self._write(self.codec.error(call.call_id, p.UNAUTHENTICATED,
+                                         f"{call.method}: this server needs the deployment's "
+                                         "token; not run"))
             return
         handler = server.handlers.get(call.method)
         if handler is None:
@@ -160,8 +170,9 @@ class RpcServer:
     """`server = RpcServer(handlers); await server.start("127.0.0.1", 0); server.address`"""
 
     def __init__(self, handlers: Mapping[str, Handler] | None = None,
-                 max_frame: int = p.MAX_FRAME):
+                 max_frame: int = p.MAX_FRAME, token: str | None = None):
         self.handlers: dict[str, Handler] = dict(handlers or {})
+        self.token = token  # when set, every call must carry it as metadata "authorization"
         self.max_frame = max_frame
         self.connections: set[ServerConnection] = set()
         self.draining = False
