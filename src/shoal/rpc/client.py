@@ -2,9 +2,9 @@
 
 `ClientConnection` is an asyncio Protocol driving a `Codec`: `call()` writes a CALL frame and
 awaits the future its id maps to; `data_received` resolves futures as answers arrive, in any
-order. Writes made in one turn of the event loop leave in one `writelines` (so 64 callers
-woken by one read cost one syscall, not 64). A caller that stops waiting (cancelled, or its
-deadline passed) sends a CANCEL, so the callee stops working for nobody.
+order. Writes made in one turn of the event loop leave in one `writelines` (framed.py). A
+caller that stops waiting (cancelled, or its deadline passed) sends a CANCEL, so the callee
+stops working for nobody.
 
 `Pool` holds one connection per address, shared by every stub in the process, made on first
 use and made again after it breaks."""
@@ -27,33 +27,23 @@ from .errors import (
     RpcError,
     from_frame,
 )
+from .framed import FramedProtocol
 
 CONNECT_TIMEOUT_S = 2.0
 MAX_INFLIGHT = 10_000  # calls open on one connection; more wait for a slot
 
 
-class ClientConnection(asyncio.Protocol):
+class ClientConnection(FramedProtocol):
     def __init__(self, address: str, max_frame: int = p.MAX_FRAME):
+        super().__init__(max_frame)
         self.address = address
-        self.codec = p.Codec(max_frame)
         self.pending: dict[int, tuple[asyncio.Future[p.Reply], str]] = {}
-        self.transport: asyncio.Transport | None = None
         self.closed = asyncio.Event()
         self.lost: Exception | None = None
         self._ids = itertools.count(1)
-        self._out: list[bytes] = []
         self._slots = asyncio.Semaphore(MAX_INFLIGHT)
-        self._loop = asyncio.get_running_loop()
 
     # ------------------------------------------------------------------ protocol callbacks
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]  # uvloop's is no subclass
-        sock = transport.get_extra_info("socket")
-        if sock is not None:
-            import socket
-
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-
     def data_received(self, data: bytes) -> None:
         try:
             events = self.codec.receive_data(data)
@@ -133,17 +123,6 @@ class ClientConnection(asyncio.Protocol):
     def _abandon(self, call_id: int) -> None:
         if self.pending.pop(call_id, None) is not None and self.lost is None:
             self._write(self.codec.cancel(call_id))
-
-    def _write(self, frame: bytes) -> None:
-        out = self._out
-        out.append(frame)
-        if len(out) == 1:
-            self._loop.call_soon(self._flush)
-
-    def _flush(self) -> None:
-        out, self._out = self._out, []
-        if self.transport is not None and not self.transport.is_closing():
-            self.transport.writelines(out)
 
     def close(self) -> None:
         if self.transport is not None:

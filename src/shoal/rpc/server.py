@@ -15,7 +15,7 @@ them from component implementations and their method codecs. Per call:
 - at most `max_inflight` calls run per connection; a client that pipelines more is read no
   further until some finish (TCP's own flow control then pushes back on it).
 
-Answers leave in one write per turn of the event loop, as on the client side."""
+Answers leave in one write per turn of the event loop, as on the client side (framed.py)."""
 
 from __future__ import annotations
 
@@ -23,13 +23,13 @@ import asyncio
 import contextlib
 import hmac
 import logging
-import socket
 import time
 from collections.abc import Awaitable, Callable, Mapping
 
 from ..gateway.timeouts import CoarseTimeout, Wheel
 from . import protocol as p
 from .deadline import current as current_deadline
+from .framed import FramedProtocol
 
 log = logging.getLogger(__name__)
 Handler = Callable[[bytes, Mapping[str, str]], Awaitable[bytes]]
@@ -37,21 +37,15 @@ MAX_INFLIGHT = 1024  # calls running per connection
 AUTHORIZATION = "authorization"  # the metadata key of the deployment's token
 
 
-class ServerConnection(asyncio.Protocol):
+class ServerConnection(FramedProtocol):
     def __init__(self, server: RpcServer):
+        super().__init__(server.max_frame)
         self.server = server
-        self.codec = p.Codec(server.max_frame)
         self.tasks: dict[int, asyncio.Task[None]] = {}
-        self.transport: asyncio.Transport | None = None
-        self._out: list[bytes] = []
         self._paused = False
-        self._loop = asyncio.get_running_loop()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]  # uvloop's is no subclass
-        sock = transport.get_extra_info("socket")
-        if sock is not None:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        super().connection_made(transport)
         self.server.connections.add(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -153,17 +147,6 @@ class ServerConnection(asyncio.Protocol):
             self._paused = False
             self.transport.resume_reading()
         return done
-
-    def _write(self, frame: bytes) -> None:
-        out = self._out
-        out.append(frame)
-        if len(out) == 1:
-            self._loop.call_soon(self._flush)
-
-    def _flush(self) -> None:
-        out, self._out = self._out, []
-        if self.transport is not None and not self.transport.is_closing():
-            self.transport.writelines(out)
 
 
 class RpcServer:
