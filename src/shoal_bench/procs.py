@@ -19,7 +19,7 @@ import os
 import time
 import traceback
 from array import array
-from collections.abc import Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Any
@@ -84,14 +84,33 @@ def run_load_procs(spec: DriverSpec, *, clients: int, seconds: float, value_size
                    procs: int, server_pids: Sequence[int] = (), keys: int = 10_000,
                    warmup: float = 1.0, seed: int = 1) -> LoadResult:
     put_share = put_share_of(mix)  # a bad mix fails here, before any process starts
+    jobs = [_Job(spec, share, put_share, value_size, keys, warmup, seconds, seed + i, fill=i == 0)
+            for i, share in enumerate(split_clients(clients, procs))]
+    parts, server_cpu_s, generator_cpu_s = run_generators(_worker, jobs, warmup=warmup,
+                                                          seconds=seconds,
+                                                          server_pids=server_pids)
+    latencies = array("d")
+    for p in parts:
+        latencies.frombytes(p["latencies"])
+    return LoadResult.of(spec.system, mix, clients, sorted(latencies), sum(p["errors"] for p in parts),
+                         seconds, server_cpu_s=server_cpu_s if server_pids else math.nan,
+                         generator_cpu_s=generator_cpu_s, procs=len(jobs))
+
+
+def run_generators(target: Callable[[Any, Connection], None], jobs: Sequence[Any], *,
+                   warmup: float, seconds: float, server_pids: Sequence[int] = (),
+                   ) -> tuple[list[Any], float, float]:
+    """One spawned process per job running `target(job, conn)`, which sends ("ready", None),
+    receives the start instant, and ends with ("done", result) or ("error", traceback). All
+    start at one instant; the CPU of the servers and of the generators is read around the
+    window [start + warmup, + seconds]. Returns the results, server and generator CPU seconds."""
     ctx = mp.get_context("spawn")  # the parent runs threads (rich); fork would copy them mid-step
     conns: list[Connection] = []
     workers: list[Any] = []
     try:
-        for i, share in enumerate(split_clients(clients, procs)):
+        for i, job in enumerate(jobs):
             parent, child = ctx.Pipe()
-            job = _Job(spec, share, put_share, value_size, keys, warmup, seconds, seed + i, fill=i == 0)
-            w = ctx.Process(target=_worker, args=(job, child), daemon=True, name=f"loadgen-{i}")
+            w = ctx.Process(target=target, args=(job, child), daemon=True, name=f"loadgen-{i}")
             w.start()
             child.close()  # ours closed, a dead worker is an EOFError here, not a hang
             conns.append(parent)
@@ -107,7 +126,7 @@ def run_load_procs(spec: DriverSpec, *, clients: int, seconds: float, value_size
         srv0, gen0 = cpu_seconds(server_pids), cpu_seconds(gen_pids)
         _sleep_until(measure_from + seconds)
         srv1, gen1 = cpu_seconds(server_pids), cpu_seconds(gen_pids)
-        parts = [_recv(c, "done", timeout=60) for c in conns]
+        parts = [_recv(c, "done", timeout=90) for c in conns]
     finally:
         for c in conns:
             c.close()
@@ -116,12 +135,7 @@ def run_load_procs(spec: DriverSpec, *, clients: int, seconds: float, value_size
             if w.is_alive():
                 w.kill()
                 w.join()
-    latencies = array("d")
-    for p in parts:
-        latencies.frombytes(p["latencies"])
-    return LoadResult.of(spec.system, mix, clients, sorted(latencies), sum(p["errors"] for p in parts),
-                         seconds, server_cpu_s=(srv1 - srv0) if server_pids else math.nan,
-                         generator_cpu_s=gen1 - gen0, procs=len(workers))
+    return parts, srv1 - srv0, gen1 - gen0
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import json
 import math
-import multiprocessing as mp
 import statistics
 import struct
 import subprocess
@@ -48,7 +47,7 @@ from shoal.local.cluster import LocalProcessCluster, free_ports
 
 from .debian import ensure
 from .loadgen import _pct
-from .procs import _recv, _sleep_until, cpu_seconds
+from .procs import _sleep_until, run_generators
 
 console = Console()
 progress = Console(stderr=True)
@@ -59,7 +58,6 @@ HOST = "127.0.0.1"
 PIPELINE = 100  # XADDs per round trip
 CONNECTIONS = 4  # Redis connections per generator process, each with a pipeline in flight
 STREAM_CAP = 100_000  # entries kept per stream (approximate MAXLEN)
-_START_LEAD_S = 0.1
 
 
 @dataclass
@@ -260,38 +258,10 @@ def _redis_produce(job: _Job, conn: Connection) -> int:
 
 def throughput(target: Target, size: int, seconds: float, procs: int,
                server_pids: list[int], warmup: float = 1.0) -> Throughput:
-    ctx = mp.get_context("spawn")
-    conns: list[Connection] = []
-    workers: list[Any] = []
-    try:
-        for i in range(procs):
-            parent, child = ctx.Pipe()
-            w = ctx.Process(target=_throughput_worker, daemon=True, name=f"streams-gen-{i}",
-                            args=(_Job(target, size, seconds, warmup, i), child))
-            w.start()
-            child.close()
-            conns.append(parent)
-            workers.append(w)
-        for c in conns:
-            _recv(c, "ready", timeout=60)
-        start = time.monotonic() + _START_LEAD_S
-        for c in conns:
-            c.send(start)
-        gen_pids = [w.pid for w in workers]
-        _sleep_until(start + warmup)
-        srv0, gen0 = cpu_seconds(server_pids), cpu_seconds(gen_pids)
-        _sleep_until(start + warmup + seconds)
-        srv1, gen1 = cpu_seconds(server_pids), cpu_seconds(gen_pids)
-        records = sum(_recv(c, "done", timeout=90) for c in conns)
-    finally:
-        for c in conns:
-            c.close()
-        for w in workers:
-            w.join(10)
-            if w.is_alive():
-                w.kill()
-                w.join()
-    return Throughput(target.system, size, records, seconds, srv1 - srv0, gen1 - gen0)
+    jobs = [_Job(target, size, seconds, warmup, i) for i in range(procs)]
+    counts, server_cpu_s, generator_cpu_s = run_generators(
+        _throughput_worker, jobs, warmup=warmup, seconds=seconds, server_pids=server_pids)
+    return Throughput(target.system, size, sum(counts), seconds, server_cpu_s, generator_cpu_s)
 
 
 # ---------------------------------------------------------------------- end-to-end latency

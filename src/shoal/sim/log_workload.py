@@ -42,6 +42,7 @@ from ..kv.requests import Command, LogAppendRequest, LogAppendResponse
 from ..replica import Done, NodeError
 from .host import Ask, Host
 from .invariants import Violation
+from .workload import reply_later
 
 if TYPE_CHECKING:
     from ..kv.store import KVStore
@@ -175,16 +176,7 @@ class LogWorkload:
             self._reply(ask.attempt, lambda c: self._appended(c, h, done))
 
     def _reply(self, attempt: int, then: Callable[[Any], None]) -> None:
-        w = self.w
-        c = next((c for c in self._clients() if c.attempt == attempt), None)
-        if c is None:
-            return
-
-        def arrive() -> None:
-            if c.attempt == attempt:  # the client may have timed out and moved on meanwhile
-                then(c)
-
-        w.at(w.rng.randint(100, 1000), arrive)
+        reply_later(self.w, self._clients(), attempt, then)
 
     def _appended(self, c: Producer, h: Host, done: Done) -> None:
         w = self.w

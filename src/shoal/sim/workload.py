@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ..check.history import Event
 from ..consensus.messages import NodeId
@@ -46,6 +46,20 @@ MAX_CLOCK_RATE = 1 / 0.7  # the fastest a host's clock may run against true time
 MAX_TRIES = 4  # attempts of one request before a client gives up on it
 LEASE_TTL_S = 1
 KEEPALIVE_EVERY_US = 300 * MS
+
+
+def reply_later(w: World, clients: list[Any], attempt: int, then: Callable[[Any], None]) -> None:
+    """The answer to `attempt` reaches the client waiting for it after the network's delay,
+    unless that client has timed out and moved on meanwhile."""
+    c = next((c for c in clients if c.attempt == attempt), None)
+    if c is None:
+        return
+
+    def arrive() -> None:
+        if c.attempt == attempt:
+            then(c)
+
+    w.at(w.rng.randint(100, 1000), arrive)
 
 
 @dataclass(eq=False)
@@ -156,16 +170,7 @@ class Workload:
         self._reply(ask.attempt, lambda c: self._complete(c, done, value))
 
     def _reply(self, attempt: int, then: Callable[[Client], None]) -> None:
-        w = self.w
-        c = next((c for c in self.clients if c.attempt == attempt and c.op is not None), None)
-        if c is None:
-            return
-
-        def arrive() -> None:
-            if c.attempt == attempt:  # the client may have timed out and moved on meanwhile
-                then(c)
-
-        w.at(w.rng.randint(100, 1000), arrive)
+        reply_later(self.w, [c for c in self.clients if c.op is not None], attempt, then)
 
     def crashed(self, h: Host) -> None:
         """Requests in flight at `h` get no answer: their clients time out and retry. Its
