@@ -2,13 +2,15 @@
 shoal_bench.debian when absent), driven by selenium through chromedriver.
 
 `chromium()` starts one; `wait_until` polls a condition on the page with a deadline (no
-sleeps); `dashboard_process` runs `shoal dashboard` on a free port for a LocalProcessCluster."""
+sleeps); `dashboard_process` runs `shoal dashboard` on a free port for a LocalProcessCluster,
+and `supervisor` serves that cluster's control port as `shoal cluster up` would."""
 
 from __future__ import annotations
 
 import contextlib
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypeVar
@@ -17,7 +19,7 @@ from selenium import webdriver
 from selenium.common.exceptions import StaleElementReferenceException, WebDriverException
 from selenium.webdriver.chrome.service import Service
 
-from shoal.local.cluster import LocalProcessCluster, free_ports
+from shoal.local.cluster import ClusterControl, LocalProcessCluster, free_ports
 from shoal_bench.debian import ensure
 
 T = TypeVar("T")
@@ -52,12 +54,15 @@ def wait_until(probe: Callable[[], T], timeout: float, what: str) -> T:
 
 @contextlib.contextmanager
 def dashboard_process(cluster: LocalProcessCluster, interval: float = 0.25,
-                      gateways: Sequence[str] = ()) -> Iterator[str]:
-    """`shoal dashboard` watching `cluster` (and the gateways' admin ports); yields its URL."""
+                      gateways: Sequence[str] = (), supervised: bool = False) -> Iterator[str]:
+    """`shoal dashboard` watching `cluster` (and the gateways' admin ports); yields its URL.
+    `supervised`: through the cluster's root (`--dir`), whose supervisor answers there."""
     port = free_ports(1)[0]
+    nodes = ["--dir", str(cluster.root)] if supervised else [
+        "--endpoints", ",".join(cluster.http_endpoints), "--admin-token-file",
+        str(cluster.admin_token_file)]
     proc = subprocess.Popen(
-        [sys.executable, "-m", "shoal", "dashboard", "--endpoints", ",".join(cluster.http_endpoints),
-         "--admin-token-file", str(cluster.admin_token_file), "--listen", f"127.0.0.1:{port}",
+        [sys.executable, "-m", "shoal", "dashboard", *nodes, "--listen", f"127.0.0.1:{port}",
          "--interval", str(interval), "--gateways", ",".join(gateways)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
@@ -68,6 +73,28 @@ def dashboard_process(cluster: LocalProcessCluster, interval: float = 0.25,
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+@contextlib.contextmanager
+def supervisor(cluster: LocalProcessCluster) -> Iterator[None]:
+    """What `shoal cluster up` does for `cluster`: its control port served (on a thread),
+    its ROOT/cluster.json naming it, so `--dir` tools can stop, kill or pause its nodes."""
+    control = ClusterControl(cluster)
+    cluster.write_state(control.address)
+    done = threading.Event()
+
+    def serve() -> None:
+        while not done.is_set():
+            control.serve(0.05)
+
+    thread = threading.Thread(target=serve, name="cluster-control", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        done.set()
+        thread.join(5)
+        control.close()
 
 
 def enter_token(driver: webdriver.Chrome, token: str) -> None:

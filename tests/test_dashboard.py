@@ -15,7 +15,7 @@ import msgpack
 import pytest
 from selenium import webdriver
 
-from browser import chromium, dashboard_process, enter_token, wait_until
+from browser import chromium, dashboard_process, enter_token, supervisor, wait_until
 from shoal.client import SyncClient
 from shoal.failover.fencing import Keys
 from shoal.local.cluster import LocalProcessCluster, free_ports
@@ -23,10 +23,12 @@ from shoal.registry import Instance
 
 
 @pytest.fixture(scope="module")
-def cluster() -> Iterator[LocalProcessCluster]:
-    with LocalProcessCluster(3, node_args=["--tick-ms", "20"]) as c:
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalProcessCluster]:
+    with LocalProcessCluster(3, root=tmp_path_factory.mktemp("cluster"),
+                             node_args=["--tick-ms", "20"]) as c:
         c.start(timeout=30)
-        yield c
+        with supervisor(c):
+            yield c
 
 
 @pytest.fixture(scope="module")
@@ -51,9 +53,8 @@ def gateway(cluster: LocalProcessCluster) -> Iterator[tuple[str, str, subprocess
         [sys.executable, "-m", "shoal", "gateway", "--service", "web", "--listen",
          f"127.0.0.1:{port}", "--admin", f"127.0.0.1:{admin}", "--health", "http",
          "--health-interval", "0.2", "--endpoints", ",".join(cluster.endpoints)],
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
-    try:
-        assert gw.stdout is not None and gw.stdout.readline().startswith(b"gateway for web")
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:  # (not waited for: it starts while the dashboard does; its test waits for it)
         yield f"127.0.0.1:{port}", f"127.0.0.1:{admin}", backend
     finally:
         for p in (gw, backend):
@@ -64,7 +65,7 @@ def gateway(cluster: LocalProcessCluster) -> Iterator[tuple[str, str, subprocess
 @pytest.fixture(scope="module")
 def page(cluster: LocalProcessCluster, browser: webdriver.Chrome,
          gateway: tuple[str, str, subprocess.Popen[bytes]]) -> Iterator[webdriver.Chrome]:
-    with dashboard_process(cluster, gateways=[gateway[1]]) as url:
+    with dashboard_process(cluster, gateways=[gateway[1]], supervised=True) as url:
         browser.get(url)
         wait_until(lambda: browser.find_element("id", "conn").get_attribute("data-state") == "token",
                    10, "the page asks for the admin token")
@@ -209,6 +210,22 @@ def test_fault_button_cuts_a_link(cluster: LocalProcessCluster, page: webdriver.
                5, f"the link n{a}-n{b} drawn whole again")
     assert cluster.faults(a)["block_to"] == []
     wait_until(lambda: "fault" in text(page, "#events"), 5, "the fault listed among the events")
+
+
+def test_process_buttons_pause_and_resume(cluster: LocalProcessCluster,
+                                          page: webdriver.Chrome) -> None:
+    node = next(i for i in cluster.ids if i != cluster.wait_leader())
+    card = f'.card[data-node="{node}"]'
+    page.find_element("css selector", f'#proc-node option[value="{node}"]').click()
+    page.find_element("css selector", '#process-row button[data-op="pause"]').click()
+    wait_until(lambda: "is-down" in str(page.find_element("css selector", card)
+                                          .get_attribute("class")), 5, f"paused n{node} shown down")
+    assert "no answer within" in text(page, card + " .err")  # not refused: frozen
+    assert cluster.status(node, timeout=0.3) is None
+    page.find_element("css selector", '#process-row button[data-op="resume"]').click()
+    wait_until(lambda: "is-down" not in str(page.find_element("css selector", card)
+                                              .get_attribute("class")), 5, f"n{node} back")
+    assert "paused" in text(page, "#fault-msg") or "resumed" in text(page, "#fault-msg")
 
 
 def test_leader_kill_shows_within_2s(cluster: LocalProcessCluster, page: webdriver.Chrome) -> None:

@@ -57,7 +57,7 @@ class Aggregator:
         self.targets = [Target(e) for e in endpoints]
         self.token, self.root = token, root
         self.interval_s, self.timeout_s = interval_s, timeout_s
-        self.latest = {t.endpoint: _entry(t, "not polled yet") for t in self.targets}
+        self.latest = {t.endpoint: self._entry(t, "not polled yet") for t in self.targets}
         self.client_options = client_options or {}  # credentials and TLS for the registry
         self.services: dict[str, Any] | None = None  # what registered() last read
         self.gateways = {g: {"admin": g, "up": False, "error": "not polled yet"} for g in gateways}
@@ -168,7 +168,7 @@ class Aggregator:
 
     async def _poll(self, t: Target) -> dict[str, Any]:
         assert self._session is not None, "start() first"
-        entry = _entry(t, None)
+        entry = self._entry(t, None)
         try:
             async with self._session.get(f"http://{t.endpoint}/status", headers=self.headers) as r:
                 if r.status != 200:
@@ -184,7 +184,14 @@ class Aggregator:
         t.id = st["id"]
         entry.update(id=t.id, up=True, status=st, faults_url=f"/dashboard/faults/{t.id}",
                      at=time.time())
-        if self.root is not None:
+        return entry
+
+    def _entry(self, t: Target, error: str | None) -> dict[str, Any]:
+        """A node's place in the view before it has answered (or when it does not). Its
+        process can be started, resumed or restarted whether or not it answers."""
+        entry: dict[str, Any] = {"id": t.id, "endpoint": t.endpoint, "up": False,
+                                 "error": error, "status": None}
+        if self.root is not None and t.id is not None:
             entry["process_url"] = f"/dashboard/process/{t.id}"
         return entry
 
@@ -253,7 +260,3 @@ class Aggregator:
         app.on_shutdown.append(stopped)  # before the server waits for the open streams
         return app
 
-
-def _entry(t: Target, error: str | None) -> dict[str, Any]:
-    """A node's place in the view before it has answered (or when it does not)."""
-    return {"id": t.id, "endpoint": t.endpoint, "up": False, "error": error, "status": None}
