@@ -4,15 +4,15 @@ it steps, plays, and on a failing seed shows the violation."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from selenium import webdriver
+from typer.testing import CliRunner
 
 from browser import chromium, wait_until
+from shoal.cli import app
 from shoal.sim import SimConfig
 from shoal.sim.bugs import planted
 from shoal.sim.campaign import run_seed
@@ -56,6 +56,16 @@ def test_page_embeds_the_record_safely() -> None:
     assert "http://" not in html and "https://" not in html  # nothing fetched from anywhere
 
 
+def test_the_option_needs_one_seed_of_the_cluster_workload(tmp_path: Path) -> None:
+    out = tmp_path / "x.html"
+    for args, why in ((["sim", "--timeline", str(out)], "--timeline replays one seed: give --seed"),
+                      (["sim", "--workload", "bank", "--seed", "1", "--timeline", str(out)],
+                       "--timeline: not options of the transaction workloads")):
+        result = CliRunner().invoke(app, args)
+        assert result.exit_code == 2 and why in result.stderr, result.stderr
+    assert not out.exists()
+
+
 def test_page_steps_and_plays(browser: webdriver.Chrome, tmp_path: Path) -> None:
     path = tmp_path / "run.html"
     write(path, record_seed(3, SHORT)[1])
@@ -89,9 +99,9 @@ def test_failing_seed_page_shows_the_violation(browser: webdriver.Chrome, tmp_pa
     cfg = bug.config()
     seed = next(s for s in range(bug.seeds) if not run_seed(s, cfg).ok)
     path = tmp_path / "bad.html"
-    done = subprocess.run([sys.executable, "-m", "shoal", "sim", "--bug", bug.name, "--seed",
-                           str(seed), "--timeline", str(path)], capture_output=True, text=True)
-    assert done.returncode == 1, done.stdout + done.stderr  # the verdict, as without --timeline
+    done = CliRunner().invoke(app, ["sim", "--bug", bug.name, "--seed", str(seed),
+                                    "--timeline", str(path)])
+    assert done.exit_code == 1, done.output  # the verdict, as without --timeline
     rec = json.loads(path.read_text().split('id="record">')[1].split("</script>")[0])
     assert rec["violation"]["text"]
     browser.get(path.as_uri())

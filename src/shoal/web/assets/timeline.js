@@ -77,6 +77,8 @@
 
   // ------------------------------------------------------------------ drawing one instant
   let index = 0;
+  const noteTimes = [...notes.children].map((li) => +li.dataset.t); // in time order
+  let notesShown = noteTimes.length;
 
   function nodeAt(n, t) {
     const rows = framesOf.get(n);
@@ -134,13 +136,13 @@
     }
     $('#stage').innerHTML = parts.join('');
     $('#logs').innerHTML = logs.join('');
-    let shown = null;
-    for (const li of notes.children) {
-      const future = +li.dataset.t > t;
-      li.classList.toggle('future', future);
-      if (!future) shown = li;
+    // The notes up to t are shown: only those between the old and the new count change.
+    const upTo = lastAtOrBefore(noteTimes, t, null) + 1;
+    for (let k = Math.min(upTo, notesShown); k < Math.max(upTo, notesShown); k++) {
+      notes.children[k].classList.toggle('future', k >= upTo);
     }
-    if (shown) shown.scrollIntoView({ block: 'nearest' });
+    notesShown = upTo;
+    if (upTo) notes.children[upTo - 1].scrollIntoView({ block: 'nearest' });
   }
 
   // ------------------------------------------------------------------ controls
