@@ -155,6 +155,43 @@ def _shortest_failing_prefix(ops: list[RegOp], budget: Budget) -> int:
     return ends[hi]
 
 
+class _Free:
+    """The unknown-outcome operations carried so far, free to apply any number of times: the
+    states they can reach from anywhere (`base`, closed under their cas), kept up to date as
+    more are carried, so no state's closure walks them all again."""
+
+    def __init__(self) -> None:
+        self.base: set[int] = set()
+        self.edges: dict[int, list[int]] = {}
+
+    def carry(self, op: RegOp) -> None:
+        if op.kind == WRITE:
+            self._spread(op.a)
+        elif op.kind == CAS:
+            self.edges.setdefault(op.a, []).append(op.b)
+            if op.a in self.base:
+                self._spread(op.b)
+
+    def _spread(self, state: int) -> None:
+        work = [state]
+        while work:
+            x = work.pop()
+            if x not in self.base:
+                self.base.add(x)
+                work.extend(self.edges.get(x, ()))
+
+    def beyond_base(self, state: int) -> set[int]:
+        """What the carried cas lead `state` to, outside `base` (which is closed already)."""
+        found: set[int] = set()
+        work = [state]
+        while work:
+            x = work.pop()
+            if x not in found and x not in self.base:
+                found.add(x)
+                work.extend(self.edges.get(x, ()))
+        return found
+
+
 def _cuts(ops: list[RegOp]) -> list[tuple[int, set[int]]]:
     """Quiescent cuts, each with an over-approximation of the states the register can hold
     there. Stops early if a segment is too concurrent to enumerate."""
@@ -164,13 +201,14 @@ def _cuts(ops: list[RegOp]) -> list[tuple[int, set[int]]]:
     states = {ABSENT}
     segment: list[RegOp] = []
     last_return = -1
-    carried: list[RegOp] = []
+    free, carried = _Free(), 0
     for op in completed:
         if segment and last_return < op.call:
             cut = op.call
-            while len(carried) < len(maybe) and maybe[len(carried)].call < cut:
-                carried.append(maybe[len(carried)])
-            reached = _segment_states(segment, carried, states)
+            while carried < len(maybe) and maybe[carried].call < cut:
+                free.carry(maybe[carried])
+                carried += 1
+            reached = _segment_states(segment, free, states)
             if reached is None:
                 break
             states = reached
@@ -181,35 +219,15 @@ def _cuts(ops: list[RegOp]) -> list[tuple[int, set[int]]]:
     return cuts
 
 
-def _segment_states(
-    segment: list[RegOp], carried: list[RegOp], starts: set[int]
-) -> set[int] | None:
-    """States after every op of `segment` is linearized, from any of `starts`, with `carried`
-    unknown-outcome ops free to apply any number of times (an over-approximation)."""
-    # What the carried ops can turn each state into, worked out once per state: every op of
-    # the segment then takes one set lookup rather than a pass over the carried ops.
-    anywhere = [op.a for op in carried if op.kind == WRITE]
-    edges: dict[int, list[int]] = {}
-    for op in carried:
-        if op.kind == CAS:
-            edges.setdefault(op.a, []).append(op.b)
-    closures: dict[int, set[int]] = {}
-
-    def closure(state: int) -> set[int]:
-        found = closures.get(state)
-        if found is None:
-            found = closures[state] = set()
-            work = [state, *anywhere]
-            while work:
-                x = work.pop()
-                if x not in found:
-                    found.add(x)
-                    work.extend(edges.get(x, ()))
-        return found
-
+def _segment_states(segment: list[RegOp], free: _Free, starts: set[int]) -> set[int] | None:
+    """States after every op of `segment` is linearized, from any of `starts`, with the
+    carried unknown-outcome ops free to apply any number of times (an over-approximation)."""
+    base = free.base
+    beyond: dict[int, set[int]] = {}  # per state, worked out once
     full = (1 << len(segment)) - 1
     seen: set[tuple[int, int]] = set()
     reached: set[int] = set()
+    completes = False  # some order linearizes the whole segment
     work = [(0, s) for s in starts]
     while work:
         mask, state = work.pop()
@@ -218,9 +236,12 @@ def _segment_states(
         seen.add((mask, state))
         if len(seen) > _SEGMENT_LIMIT:
             return None
-        reach = closure(state)
+        extra = beyond.get(state)
+        if extra is None:
+            extra = beyond[state] = free.beyond_base(state)
         if mask == full:
-            reached |= reach
+            completes = True
+            reached |= extra
         pending = [j for j in range(len(segment)) if not mask >> j & 1]
         bound = min((segment[j].ret or 0 for j in pending), default=0)
         for j in pending:
@@ -229,9 +250,9 @@ def _segment_states(
                 continue
             if op.kind == WRITE:
                 work.append((mask | 1 << j, op.a))
-            elif op.a in reach:
+            elif op.a in extra or op.a in base:
                 work.append((mask | 1 << j, op.b if op.kind == CAS else op.a))
-    return reached
+    return reached | base if completes else reached
 
 
 def _possible_reads(window: Window, budget: Budget) -> list[int] | None:
