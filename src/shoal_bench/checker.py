@@ -4,8 +4,11 @@
 
 Each history comes from `shoal.check.generate.random_history` (10 processes, 5 keys, 5% of
 operations with unknown outcome) and is written once to a file; a "stale" variant ends with one
-read of an overwritten value, so both checkers must search and say no. Both run as their own
-process on the file, alternately, `repeat` times:
+read of an overwritten value, so both checkers must search and say no, and a third is that
+stale variant of a history whose every outcome is known. Porcupine, given an unknown outcome
+the usual way (the operation returns at the end of the history), explores the orders of the
+ones still open when a search fails; Shoal's checker keeps them apart and prunes them. Both
+run as their own process on the file, alternately, `repeat` times:
 - Shoal: `load_operations` then `check_operations`, what `shoal check FILE` runs, without the
   interpreter's start-up (timed inside the process);
 - Porcupine: tools/porcupine (the library at a pinned commit, and a reader of Shoal's format),
@@ -136,7 +139,9 @@ def compare(ops_list: list[int], repeat: int, console: Console, time_limit: floa
             porcupine = build_porcupine(Path(tmp))
         for n in ops_list:
             base = random_history(n, 10, 5, seed=1)
-            for name, events in (("linearizable", base), ("stale read", with_stale_read(base))):
+            known = random_history(n, 10, 5, seed=1, info_rate=0.0)
+            for name, events in (("linearizable", base), ("stale read", with_stale_read(base)),
+                                 ("stale read, no info", with_stale_read(known))):
                 path = Path(tmp) / f"h{n}-{name.replace(' ', '-')}.jsonl"
                 dump_history(events, path)
                 runs: dict[str, list[dict[str, float | str]]] = {"shoal": [], "porcupine": []}
