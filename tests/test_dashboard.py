@@ -80,9 +80,9 @@ def text(driver: webdriver.Chrome, css: str) -> str:
 def test_stream_needs_the_token(cluster: LocalProcessCluster) -> None:
     # the page is open (it holds no data); the stream is the admin's, as /status is
     url = f"http://{cluster.http_endpoints[0]}/dashboard"
-    assert b"<title>Shoal dashboard</title>" in urllib.request.urlopen(url, timeout=5).read()
+    assert b"<title>Shoal dashboard</title>" in urllib.request.urlopen(url, timeout=20).read()
     with pytest.raises(urllib.error.HTTPError) as refused:
-        urllib.request.urlopen(url + "/stream", timeout=5)
+        urllib.request.urlopen(url + "/stream", timeout=20)
     assert refused.value.code == 401
 
 
@@ -244,3 +244,32 @@ def test_leader_kill_shows_within_2s(cluster: LocalProcessCluster, page: webdriv
     circle = page.find_element("css selector", f'#links circle[data-node="{leader}"]')
     assert circle.get_attribute("class") == "down"
     wait_until(lambda: "down" in text(page, "#events"), 2, "the kill listed among the events")
+    restart(cluster, leader)
+
+
+def restart(cluster: LocalProcessCluster, node: int) -> None:
+    """Bring a killed node back, so the tests stand alone whatever order they run in."""
+    cluster.start_node(node)
+    cluster.wait_serving(node)
+    cluster.wait_leader()
+
+
+def test_a_node_page_says_when_its_node_dies(cluster: LocalProcessCluster,
+                                             page: webdriver.Chrome) -> None:
+    node = cluster.wait_leader()
+    home = page.current_window_handle
+    page.switch_to.new_window("tab")
+    try:
+        page.get(f"http://{cluster.http_endpoints[node - 1]}/dashboard")
+        enter_token(page, cluster.admin_token)
+        wait_until(lambda: text(page, f'.card[data-node="{node}"] .state') == "leader", 10,
+                   f"n{node}'s own page")
+        cluster.kill(node)
+        wait_until(lambda: page.find_element("id", "banner").is_displayed(), 5,
+                   "the page says its server does not answer")
+        assert "does not answer" in text(page, "#banner")
+        assert page.find_element("id", "conn").get_attribute("data-state") in ("lost", "connecting")
+    finally:
+        page.close()
+        page.switch_to.window(home)
+    restart(cluster, node)
