@@ -104,6 +104,8 @@ class ShopDriver:
     def __init__(self, endpoints: list[str], deployed: bool):
         self.name = "shop-deployed" if deployed else "shop-monolith"
         self.endpoints, self.deployed = endpoints, deployed
+        if os.getcwd() not in sys.path:
+            sys.path.insert(0, os.getcwd())  # examples/ is not a package of the distribution
         self._ids = itertools.count()
         self._tag = f"{os.getpid()}-{time.monotonic_ns()}"
         self._shop: Any = None
@@ -111,7 +113,6 @@ class ShopDriver:
 
     async def _open(self) -> Any:
         if self._shop is None:
-            sys.path.insert(0, os.getcwd())
             from examples.shop import App
 
             from shoal.app.config import load_deploy
@@ -131,14 +132,15 @@ class ShopDriver:
         from examples.shop import Frontend, Item
 
         shop = await self._open()
-        await shop.get(Frontend).checkout(f"b-{self._tag}-{next(self._ids)}",
-                                          [Item(SHOP_SKU, 1)])
+        n = next(self._ids)  # skus in turn: no two callers fight over one stock key
+        await shop.get(Frontend).checkout(f"b-{self._tag}-{n}",
+                                          [Item(f"{SHOP_SKU}-{n % SHOP_SKUS}", 1)])
 
     async def get(self, key: bytes) -> None:
         from examples.shop import Frontend
 
         shop = await self._open()
-        await shop.get(Frontend).stock(SHOP_SKU)
+        await shop.get(Frontend).stock(f"{SHOP_SKU}-{next(self._ids) % SHOP_SKUS}")
 
     async def close(self) -> None:
         if self._shop is not None:
@@ -148,6 +150,8 @@ class ShopDriver:
 
 SHOP_CONFIG = Path("examples/shop.toml")
 SHOP_SKU = "bench-sku"
+SHOP_SKUS = 256
+SHOP_CALLERS = 8
 
 
 def make_driver(kind: str, endpoints: list[str]) -> Any:
@@ -311,7 +315,7 @@ def shop_bench(plan: RpcPlan) -> list[dict[str, Any]]:
                                            seconds=plan.seconds, value_size=8, mix=mix,
                                            procs=min(plan.procs, c),
                                            server_pids=pids if kind == "shop-deployed" else ())
-                            for c in (16,) for _ in range(plan.repeat)]
+                            for c in (SHOP_CALLERS,) for _ in range(plan.repeat)]
                     r = median_result(runs)
                     what = "checkout" if mix == "put" else "stock"
                     rows.append({"request": what, "mode": kind, **r.as_dict()})
@@ -325,7 +329,8 @@ async def _set_stock(endpoints: list[str]) -> None:
     from shoal.client import Client
 
     async with Client(endpoints) as client:
-        await client.put(f"/shop/stock/{SHOP_SKU}".encode(), str(10**9).encode())
+        for i in range(SHOP_SKUS):
+            await client.put(f"/shop/stock/{SHOP_SKU}-{i}".encode(), str(10**9).encode())
 
 
 def _jsonable(out: dict[str, Any]) -> dict[str, Any]:

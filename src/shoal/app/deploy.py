@@ -62,6 +62,14 @@ class Deployment:
 
     # ------------------------------------------------------------------ life
     def start(self) -> None:
+        """The store if needed, then every replica; all stopped again if one fails."""
+        try:
+            self._start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start(self) -> None:
         if not self.endpoints:
             from ..local.cluster import LocalProcessCluster
 

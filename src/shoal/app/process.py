@@ -13,8 +13,9 @@ addresses as tags), and print one JSON line with its addresses on stdout, which 
 method calls. With SHOAL_APP_TOKEN set (`shoal app deploy` sets a random one per deployment)
 every RPC call and GET /metrics must carry it; /health stays open for probes. The store's own
 credentials come from SHOAL_USER and SHOAL_CACERT/CERT/KEY, as for every `shoal` command.
-SIGTERM undoes it in reverse: deregister (callers stop picking it), drain the
-RPC server (new calls are refused as UNAVAILABLE, so callers retry them elsewhere), stop."""
+SIGTERM, or the death of the supervisor, undoes it in reverse: deregister (callers stop
+picking it), drain the RPC server (new calls are refused as UNAVAILABLE, so callers retry
+them elsewhere), stop."""
 
 from __future__ import annotations
 
@@ -158,9 +159,19 @@ async def serve(app_path: str, config_path: str, group: str, replica: int,
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    watch = asyncio.ensure_future(_until_orphaned(stop))
     await stop.wait()
+    watch.cancel()
     await proc.stop()
     await client.close()
+
+
+async def _until_orphaned(stop: asyncio.Event) -> None:
+    """A replica whose supervisor died (kill -9, a crashed test) stops instead of lingering."""
+    parent = os.getppid()
+    while os.getppid() == parent:
+        await asyncio.sleep(1.0)
+    stop.set()
 
 
 def main(argv: list[str] | None = None) -> None:
