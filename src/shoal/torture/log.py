@@ -287,8 +287,10 @@ class LogWorkload:
                     problems.append(f"partition {part}: offset {off} follows "
                                     f"{records[k - 1][0]}: offsets are not dense")
                 if value in where:
+                    ack = seen.acked.get(value)
                     problems.append(f"{value!r} is in the log twice: partition {where[value][0]} "
-                                    f"offset {where[value][1]} and partition {part} offset {off}")
+                                    f"offset {where[value][1]} and partition {part} offset {off} "
+                                    f"({f'acknowledged at offset {ack[1]}' if ack else 'never acknowledged'})")
                 where[value] = (part, off)
                 if value not in seen.sent:
                     problems.append(f"partition {part} offset {off} holds {value!r}, which no "
