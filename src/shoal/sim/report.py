@@ -101,7 +101,7 @@ def _verdict(cfg: SimConfig, res: SeedResult) -> int:
     seed = res.seed
     if res.ok:
         console.print(f"seed {seed}: [green]ok[/] — {res.committed} committed, {res.ops} operations, "
-                      f"history {res.verdict}, {res.stats}")
+                      f"{'' if cfg.workload == 'log' else f'history {res.verdict}, '}{res.stats}")
         return 0
     _report_violation(cfg, res)
     return 1
