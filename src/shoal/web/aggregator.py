@@ -1,7 +1,8 @@
 """`shoal dashboard`: one page for the whole cluster. It polls every node's GET /status (with
 the admin token) every `interval_s`, each node on its own task with a timeout, and the view
 is the latest answer of each: a slow node delays nobody else's figures, and one that is down
-or paused is shown down, with why (refused at once; no answer within the timeout). Every
+or paused is shown down, with why (refused at once; no answer within the timeout twice in a
+row: once is shown as late, the last answer standing). Every
 couple of seconds it also reads the service registry through a client (shoal.web.services),
 and every second each `--gateways` admin port (shoal.web.gateways).
 
@@ -84,6 +85,10 @@ class Aggregator:
         self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.timeout_s))
 
     async def poll(self) -> None:
+        """Poll every node once (the first view holds them all: no node seems to come up),
+        then keep polling each on its own task."""
+        first = await asyncio.gather(*(self._poll(t) for t in self.targets))
+        self.latest = {t.endpoint: e for t, e in zip(self.targets, first, strict=True)}
         self._pollers = [asyncio.create_task(self._poll_forever(t), name=f"poll-{t.endpoint}")
                          for t in self.targets]
         self._pollers.append(asyncio.create_task(self._services_forever(), name="poll-services"))
@@ -158,10 +163,17 @@ class Aggregator:
                 await client.close()
 
     async def _poll_forever(self, t: Target) -> None:
+        late = 0  # answers missed in a row by the timeout
         while True:
             started = time.monotonic()
             entry = await self._poll(t)
-            if entry["up"] != self.latest[t.endpoint]["up"]:
+            late = late + 1 if entry.get("late") else 0
+            was = self.latest[t.endpoint]
+            if late == 1 and was["up"]:
+                # One late answer on a loaded machine is not a dead node: the last one stands,
+                # marked late, until a second is missed. A refusal counts at once.
+                entry = {**was, "late": entry["error"]}
+            elif entry["up"] != was["up"]:
                 self.feed.kick()  # a node went down or came back: show it now
             self.latest[t.endpoint] = entry
             await asyncio.sleep(max(0.0, self.interval_s - (time.monotonic() - started)))
@@ -177,6 +189,7 @@ class Aggregator:
                 st = await r.json()
         except TimeoutError:
             entry["error"] = f"no answer within {self.timeout_s * 1000:.0f} ms (paused or overloaded?)"
+            entry["late"] = True
             return entry
         except (aiohttp.ClientError, OSError, ValueError) as exc:
             entry["error"] = f"unreachable: {exc.__class__.__name__}"

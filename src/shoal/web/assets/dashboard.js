@@ -225,7 +225,8 @@
       c.root.classList.toggle('is-leader', !down && st && st.role === 'leader');
       setText(c.name, `n${id} · ${v.n.endpoint}`);
       setText(c.state, down ? 'DOWN' : st.role);
-      setText(c.err, down ? (v.n.error || 'no answer') + (st ? ' — last known figures shown' : '') : '');
+      setText(c.err, down ? (v.n.error || 'no answer') + (st ? ' — last known figures shown' : '')
+        : v.n.late ? 'late: ' + v.n.late : '');
       if (!st) continue;
       const meta = st.groups['0'] || {};
       setText(c.cells.term, st.term);
