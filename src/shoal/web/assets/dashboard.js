@@ -324,13 +324,14 @@
     panel.hidden = !('services' in view); // a node's own page has no registry reader
     if (panel.hidden) return;
     const reg = view.services;
-    const rows = !reg ? [['', 'reading the registry…', '']]
-      : reg.error ? [['', reg.error, '']]
-        : Object.entries(reg.services).map(([name, list]) => [name, String(list.length),
+    const note = (t) => `<tr><td colspan="3" class="msg">${esc(t)}</td></tr>`;
+    const rows = !reg || reg.error ? []
+      : Object.entries(reg.services).map(([name, list]) => [name, String(list.length),
           list.slice(0, 20).map((i) => `${i.id} ${i.address}${i.zone ? ' ' + i.zone : ''}${i.version ? ' v' + i.version : ''}`)
             .join(' · ') + (list.length > 20 ? ` … and ${list.length - 20} more` : '')]);
-    if (reg && !reg.error && !rows.length) rows.push(['', 'no service registered', '']);
-    const html = rows.map((r) => `<tr data-service="${esc(r[0])}">${r.map((c) => `<td>${esc(c)}</td>`).join('')}</tr>`).join('');
+    const html = !reg ? note('reading the registry…') : reg.error ? note(reg.error)
+      : !rows.length ? note('no service registered')
+        : rows.map((r) => `<tr data-service="${esc(r[0])}">${r.map((c) => `<td>${esc(c)}</td>`).join('')}</tr>`).join('');
     fillRows('#services tbody', html);
     const pb = Object.entries((reg && reg.primary_backup) || {});
     $('#failover-panel').hidden = !pb.length;
