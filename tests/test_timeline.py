@@ -75,6 +75,7 @@ def test_page_steps_and_plays(browser: webdriver.Chrome, tmp_path: Path) -> None
     for k in (2, 3, 4):
         browser.find_element("id", "step").click()
         assert f"instant {k} of" in now(browser)
+        assert browser.find_elements("css selector", "#instant li")  # what happened then
     browser.find_element("id", "back").click()
     assert "instant 3 of" in now(browser)
     slider = browser.find_element("id", "slider")

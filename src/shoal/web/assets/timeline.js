@@ -13,6 +13,8 @@
   const framesOf = new Map(rec.nodes.map((n) => [n, []]));
   for (const f of rec.frames) framesOf.get(f[F.node]).push(f);
   const sent = rec.messages.map((m) => m[0]);
+  const arrivals = rec.messages.map((m, k) => [m[1], k]).filter((a) => a[0] >= 0).sort((a, b) => a[0] - b[0]);
+  const frameTimes = rec.frames.map((f) => f[0]);
   let maxLatency = LOST_SHOW_US;
   for (const m of rec.messages) if (m[1] >= 0) maxLatency = Math.max(maxLatency, m[1] - m[0]);
   const times = (() => {
@@ -136,6 +138,7 @@
     }
     $('#stage').innerHTML = parts.join('');
     $('#logs').innerHTML = logs.join('');
+    drawInstant(t);
     // The notes up to t are shown: only those between the old and the new count change.
     const upTo = lastAtOrBefore(noteTimes, t, null) + 1;
     for (let k = Math.min(upTo, notesShown); k < Math.max(upTo, notesShown); k++) {
@@ -143,6 +146,28 @@
     }
     notesShown = upTo;
     if (upTo) notes.children[upTo - 1].scrollIntoView({ block: 'nearest' });
+  }
+
+  // What happened exactly at t: what "Step" just showed (at most a screenful of it).
+  function drawInstant(t) {
+    const lines = [];
+    const describe = (m) => `n${m[2]}→n${m[3]} ${m[4]} term ${m[5]}${m[6] ? `, ${m[6]} entries` : ''}${m[7] ? ', reject' : ''}`;
+    for (let k = lastAtOrBefore(frameTimes, t, null); k >= 0 && frameTimes[k] === t; k--) {
+      const f = rec.frames[k];
+      lines.push(`n${f[F.node]} now ${f[F.state] === 'up' ? f[F.role] : f[F.state]}, term ${f[F.term]}, commit ${f[F.commit]}, applied ${f[F.applied]}, last ${f[F.last]}`);
+    }
+    for (let k = lastAtOrBefore(sent, t, null); k >= 0 && sent[k] === t; k--) {
+      const m = rec.messages[k];
+      lines.push(`sent ${describe(m)}${m[1] < 0 ? ' (will be lost)' : ''}`);
+    }
+    for (let k = lastAtOrBefore(arrivals, t); k >= 0 && arrivals[k][0] === t; k--) {
+      lines.push(`delivered ${describe(rec.messages[arrivals[k][1]])}`);
+    }
+    for (let k = lastAtOrBefore(rec.notes, t); k >= 0 && rec.notes[k][0] === t; k--) lines.push(rec.notes[k][1]);
+    const ul = $('#instant');
+    ul.innerHTML = '';
+    for (const l of lines.slice(0, 12)) ul.append(Object.assign(document.createElement('li'), { textContent: l }));
+    if (lines.length > 12) ul.append(Object.assign(document.createElement('li'), { textContent: `… and ${lines.length - 12} more` }));
   }
 
   // ------------------------------------------------------------------ controls
