@@ -185,7 +185,7 @@
     for (const id of ids) {
       const v = nodes.get(id);
       const [x, y] = pos.get(id);
-      const role = !v ? 'follower' : !v.st ? 'down' : v.st.role;
+      const role = !v ? 'unknown' : !v.st ? 'down' : v.st.role;
       parts.push(`<circle data-node="${id}" class="${role}" cx="${x}" cy="${y}" r="22"><title>n${id}: ${v ? role : 'peer (not watched from here)'}</title></circle><text x="${x}" y="${y}">${!v || v.st ? 'n' + id : '✕'}</text>`);
     }
     const html = parts.join('');
