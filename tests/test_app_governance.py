@@ -165,3 +165,26 @@ def test_cluster_strategies_failsafe_forking_broadcast_failfast():
         await remote.pool.close()
 
     run(main())
+
+
+def test_failback_sends_a_call_that_never_ran_again_later():
+    async def main():
+        server, _ = await _c_server()
+        port = int(server.address.rsplit(":", 1)[1])
+        await server.stop(grace_s=0)
+        remote = Remote("C", ComponentConfig(retries=2), Pool())
+        remote.update([Instance("chain.C", "c-0", server.address)])
+        failback = make_stub(interface_spec(C), remote, "failback", None)
+        assert await failback.bump() is None  # not idempotent, but it never reached anyone
+        assert len(remote._failback) == 1
+        server, impl = await _c_server(port)
+
+        async def resent() -> bool:
+            return impl.pings == 1
+
+        await until(resent, "the failed call to be sent again", timeout=8)
+        await remote.close()
+        await remote.pool.close()
+        await server.stop()
+
+    run(main())

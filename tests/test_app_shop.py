@@ -169,6 +169,25 @@ def test_app_status_lists_every_component_replica_and_its_health(deployment: Dep
     assert table.exit_code == 0 and "Inventory" in table.stdout and "inventory-1" in table.stdout
 
 
+def test_shoal_app_run_serves_the_monolith_until_interrupted(store: list[str]) -> None:
+    import signal
+    import subprocess
+
+    proc = subprocess.Popen([sys.executable, "-m", "shoal", "app", "run", "examples.shop:App",
+                             "--endpoints", ",".join(store), "--check-args"],
+                            cwd=ROOT, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stderr is not None
+        line = proc.stderr.readline()
+        assert "Frontend, Orders, Inventory running in one process" in line, line
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(20) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
 def test_kill_9_of_a_replica_under_load(deployment: Deployment, store: list[str]) -> None:
     """Idempotent calls all succeed (retried on the survivor); each non-idempotent checkout
     either succeeds having run once or fails with a clear error, never running twice.

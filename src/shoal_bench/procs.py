@@ -34,8 +34,8 @@ _START_LEAD_S = 0.05
 class DriverSpec:
     """How a generator process builds its driver (a driver itself cannot cross processes).
     kind "shoal": Shoal's own client over `endpoints`; "etcd": aetcd to `endpoints[0]`, etcd's
-    gRPC API (etcd's, or Shoal's with --grpc); "rpc-shoal", "rpc-grpc", "shop-monolith",
-    "shop-deployed": shoal_bench.rpc's."""
+    gRPC API (etcd's, or Shoal's with --grpc); "rpc-*" and "shop-*":
+    shoal_bench.rpc's."""
 
     system: str
     kind: str

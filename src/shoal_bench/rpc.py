@@ -2,7 +2,8 @@
 overhead beside a plain method call, and the shop as a monolith beside the shop deployed.
 
 RPC: one server process per system (uvloop for both), a `bytes -> bytes` echo with a 64-byte
-payload. Shoal's side is what a component call costs: the typed stub (msgspec codec), the
+payload; the two systems' runs interleaved (shoal, grpc, shoal, ...), since on a shared
+machine a burst of someone else's load would otherwise land on one side only. Shoal's side is what a component call costs: the typed stub (msgspec codec), the
 caller's governance (picker, breaker, retry budget, outlier detector) and the multiplexed
 connection, observability off. gRPC's side is a generic handler with identity serializers, so
 no protobuf work at all: the most favourable setting for it. Closed-loop callers run in
@@ -99,19 +100,26 @@ class GrpcDriver:
 
 
 class ShopDriver:
-    """put: a checkout of one item (unique order ids); get: a stock read."""
+    """Every operation is one `request`: a checkout of one item (unique order ids) or a stock
+    read. (Both as loadgen's "put": its "get" mix would first fill keys with puts.)"""
 
-    def __init__(self, endpoints: list[str], deployed: bool):
-        self.name = "shop-deployed" if deployed else "shop-monolith"
-        self.endpoints, self.deployed = endpoints, deployed
+    def __init__(self, endpoints: list[str], deployed: bool, request: str):
+        self.name = f"shop-{'deployed' if deployed else 'monolith'}-{request}"
+        self.endpoints, self.deployed, self.request = endpoints, deployed, request
         if os.getcwd() not in sys.path:
             sys.path.insert(0, os.getcwd())  # examples/ is not a package of the distribution
         self._ids = itertools.count()
         self._tag = f"{os.getpid()}-{time.monotonic_ns()}"
         self._shop: Any = None
         self._client: Any = None
+        self._opening: asyncio.Future[Any] | None = None
 
     async def _open(self) -> Any:
+        if self._opening is None:  # the first caller opens it; the others wait for that one
+            self._opening = asyncio.ensure_future(self._start())
+        return await asyncio.shield(self._opening)
+
+    async def _start(self) -> Any:
         if self._shop is None:
             from examples.shop import App
 
@@ -133,14 +141,14 @@ class ShopDriver:
 
         shop = await self._open()
         n = next(self._ids)  # skus in turn: no two callers fight over one stock key
-        await shop.get(Frontend).checkout(f"b-{self._tag}-{n}",
-                                          [Item(f"{SHOP_SKU}-{n % SHOP_SKUS}", 1)])
+        sku = f"{SHOP_SKU}-{n % SHOP_SKUS}"
+        if self.request == "stock":
+            await shop.get(Frontend).stock(sku)
+        else:
+            await shop.get(Frontend).checkout(f"b-{self._tag}-{n}", [Item(sku, 1)])
 
     async def get(self, key: bytes) -> None:
-        from examples.shop import Frontend
-
-        shop = await self._open()
-        await shop.get(Frontend).stock(f"{SHOP_SKU}-{next(self._ids) % SHOP_SKUS}")
+        await self.put(key, b"")
 
     async def close(self) -> None:
         if self._shop is not None:
@@ -155,12 +163,14 @@ SHOP_CALLERS = 8
 
 
 def make_driver(kind: str, endpoints: list[str]) -> Any:
-    """DriverSpec's kinds of this module: rpc-shoal, rpc-grpc, shop-monolith, shop-deployed."""
+    """DriverSpec's kinds of this module: rpc-shoal, rpc-grpc, shop-MODE-REQUEST (MODE
+    monolith or deployed, REQUEST checkout or stock)."""
     if kind == "rpc-shoal":
         return ShoalRpcDriver(endpoints[0])
     if kind == "rpc-grpc":
         return GrpcDriver(endpoints[0])
-    return ShopDriver(endpoints, deployed=kind == "shop-deployed")
+    _, mode, request = kind.split("-")
+    return ShopDriver(endpoints, deployed=mode == "deployed", request=request)
 
 
 # ---------------------------------------------------------------------------- servers
@@ -218,22 +228,23 @@ class RpcPlan:
 
 def run_rpc_bench(plan: RpcPlan) -> dict[str, Any]:
     out: dict[str, Any] = {"rpc": [], "monolith": monolith_overhead(plan.repeat), "shop": []}
-    for clients in plan.clients:
-        pair = {}
-        for system in ("shoal", "grpc"):
-            proc, address = _start_server(system)
-            try:
-                runs = [run_load_procs(DriverSpec(system, f"rpc-{system}", (address,)),
-                                       clients=clients, seconds=plan.seconds,
-                                       value_size=PAYLOAD_BYTES, mix="put",
-                                       procs=min(plan.procs, clients), server_pids=[proc.pid])
-                        for _ in range(plan.repeat)]
-            finally:
-                proc.kill()
-                proc.wait()
-            pair[system] = median_result(runs)
-        out["rpc"].append(pair)
-        _print_pair(pair)
+    servers = {system: _start_server(system) for system in ("shoal", "grpc")}
+    try:
+        for clients in plan.clients:
+            runs: dict[str, list[LoadResult]] = {"shoal": [], "grpc": []}
+            for _ in range(plan.repeat):  # interleaved: a burst of load elsewhere hits both
+                for system, (proc, address) in servers.items():
+                    runs[system].append(run_load_procs(
+                        DriverSpec(system, f"rpc-{system}", (address,)), clients=clients,
+                        seconds=plan.seconds, value_size=PAYLOAD_BYTES, mix="put",
+                        procs=min(plan.procs, clients), server_pids=[proc.pid]))
+            pair = {system: median_result(r) for system, r in runs.items()}
+            out["rpc"].append(pair)
+            _print_pair(pair)
+    finally:
+        for proc, _ in servers.values():
+            proc.kill()
+            proc.wait()
     if plan.shop:
         out["shop"] = shop_bench(plan)
     if plan.json:
@@ -309,19 +320,22 @@ def shop_bench(plan: RpcPlan) -> list[dict[str, Any]]:
             dep.start()
             os.environ["SHOAL_APP_TOKEN"] = dep.token  # for the generator processes' callers
             pids = [p.pid for p in dep.procs.values()]
-            for mix in ("put", "get"):
-                for kind in ("shop-monolith", "shop-deployed"):
-                    runs = [run_load_procs(DriverSpec(kind, kind, eps), clients=c,
-                                           seconds=plan.seconds, value_size=8, mix=mix,
-                                           procs=min(plan.procs, c),
-                                           server_pids=pids if kind == "shop-deployed" else ())
-                            for c in (SHOP_CALLERS,) for _ in range(plan.repeat)]
-                    r = median_result(runs)
-                    what = "checkout" if mix == "put" else "stock"
-                    rows.append({"request": what, "mode": kind, **r.as_dict()})
-                    print(f"shop {what:8} {kind:14} {r.throughput:7.0f}/s p50 {r.p50_ms:6.2f} ms "
-                          f"p99 {r.p99_ms:6.2f} ms ({r.clients} callers, {r.errors} errors)",
-                          flush=True)
+            for request in ("checkout", "stock"):
+                runs: dict[str, list[LoadResult]] = {"monolith": [], "deployed": []}
+                for _ in range(plan.repeat):  # interleaved, as the RPC's runs
+                    for mode in runs:
+                        kind = f"shop-{mode}-{request}"
+                        runs[mode].append(run_load_procs(
+                            DriverSpec(kind, kind, eps), clients=SHOP_CALLERS,
+                            seconds=plan.seconds, value_size=8, mix="put",
+                            procs=min(plan.procs, SHOP_CALLERS),
+                            server_pids=pids if mode == "deployed" else ()))
+                for mode, results in runs.items():
+                    r = median_result(results)
+                    rows.append({"request": request, "mode": mode, **r.as_dict()})
+                    print(f"shop {request:8} {mode:9} {r.throughput:7.0f}/s p50 "
+                          f"{r.p50_ms:7.2f} ms p99 {r.p99_ms:7.2f} ms ({r.clients} callers, "
+                          f"{r.errors} errors)", flush=True)
     return rows
 
 

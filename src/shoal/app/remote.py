@@ -35,7 +35,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
 from ..balance import Backend
-from ..caller import BreakerConfig, BreakerState, Caller, CallPolicy, RetryBudget
+from ..caller import BreakerConfig, BreakerState, Caller, CallPolicy, NoBackend, RetryBudget
 from ..caller import DeadlineExceeded as CallDeadlineExceeded
 from ..caller.errors import ConnectFailed, SendFailed
 from ..gateway.timeouts import CoarseTimeout, Wheel
@@ -153,7 +153,7 @@ class Remote:
         if cls is None:
             return exc
         try:
-            return cls(str(exc).partition(": ")[2] if exc.method else str(exc))
+            return cls(exc.detail)
         except Exception:  # noqa: BLE001 - a class that does not take one message
             return exc
 
@@ -163,8 +163,8 @@ class Remote:
         return [b for b in self.caller.routable()
                 if self.caller.breakers[b.id].state(now) is not BreakerState.OPEN]
 
-    async def _fan_out(self, method: MethodSpec, payload: bytes, deadline: float,
-                       metadata: dict[str, str], targets: list[Backend]) -> list[asyncio.Task[bytes]]:
+    def _fan_out(self, method: MethodSpec, payload: bytes, deadline: float,
+                 metadata: dict[str, str], targets: list[Backend]) -> list[asyncio.Future[bytes]]:
         ids = [b.id for b in targets]
         return [asyncio.ensure_future(self._one(method, payload, deadline, dict(metadata), True,
                                                 fast=True, avoid=[i for i in ids if i != b.id]))
@@ -179,13 +179,13 @@ class Remote:
         targets = self._rng.sample(live, min(self.config.forks, len(live))) if live else []
         if len(targets) < 2:  # nothing to fork over: an ordinary call
             return await self._one(method, payload, deadline, metadata, True)
-        tasks = await self._fan_out(method, payload, deadline, metadata, targets)
+        tasks = self._fan_out(method, payload, deadline, metadata, targets)
         try:
             errors: list[BaseException] = []
             for next_done in asyncio.as_completed(tasks):
                 try:
                     return await next_done
-                except (ConnectFailed, SendFailed, TimeoutError, Exception) as exc:
+                except Exception as exc:  # noqa: BLE001 - another branch may still answer
                     errors.append(exc)
             raise errors[-1]
         finally:
@@ -200,7 +200,7 @@ class Remote:
         targets = list(self.caller.routable())
         if not targets:
             return await self._one(method, payload, deadline, metadata, False, fast=True)
-        tasks = await self._fan_out(method, payload, deadline, metadata, targets)
+        tasks = self._fan_out(method, payload, deadline, metadata, targets)
         results = await asyncio.gather(*tasks, return_exceptions=True)
         for r in results:
             if isinstance(r, BaseException):
@@ -216,9 +216,7 @@ class Remote:
         except RemoteError:
             raise  # an answer: nothing to send again
         except Exception as exc:  # noqa: BLE001 - failback: retried later when safe
-            never_ran = isinstance(exc.__cause__, NEVER_RAN) or isinstance(exc.__context__,
-                                                                           NEVER_RAN)
-            if not (method.idempotent or never_ran):
+            if not (method.idempotent or _never_ran(exc)):
                 raise
             if len(self._failback) >= FAILBACK_QUEUE:
                 log.warning("%s (failback): queue full, dropped: %s", method.qualname, exc)
@@ -242,6 +240,19 @@ class Remote:
     async def close(self) -> None:
         for t in list(self._failback):
             t.cancel()
+
+
+def _never_ran(exc: BaseException) -> bool:
+    """Did the call fail before any replica could run it? (Along the chain of causes: the
+    caller wraps the attempt's error, which wraps the RPC's.)"""
+    seen: BaseException | None = exc
+    for _ in range(8):  # bounded: a cycle in a chain of causes must not hang us
+        if seen is None:
+            return False
+        if isinstance(seen, (*NEVER_RAN, NoBackend)):
+            return True
+        seen = seen.__cause__
+    return False
 
 
 def app_errors(classes: Sequence[type[BaseException]]) -> dict[str, type[Any]]:

@@ -16,7 +16,7 @@ class RpcError(Exception):
     def __init__(self, message: str, method: str = ""):
         named = not method or message.startswith(method)  # the callee's message may say it
         super().__init__(message if named else f"{method}: {message}")
-        self.method = method
+        self.method, self.detail = method, message
 
 
 class DeadlineExceeded(RpcError, TimeoutError):
