@@ -27,8 +27,6 @@ import sys
 import time
 from itertools import pairwise
 
-import numpy as np
-
 from .register import CAS, WRITE, RegOp, relevant
 
 _CHECK_EVERY = 4096  # search steps between deadline and memory checks
@@ -94,16 +92,12 @@ def linearizable(ops: list[RegOp], init: int, budget: Budget) -> bool | None:
     # Completed ops: entry 2j is op j's call, 2j+1 its return; head and tail sentinels after.
     n = len(done)
     head, tail = 2 * n, 2 * n + 1
-    # Built with numpy, as the search's own loop would take longer over every entry than the
-    # search itself takes on a history that linearizes at the first try.
-    where = np.zeros(2 * n + 2, dtype=np.int64)
-    where[0 : 2 * n : 2] = [op.call for op in done]
-    where[1 : 2 * n : 2] = [op.ret for op in done]  # type: ignore[assignment]  # all set
-    chain = np.concatenate(([head], np.argsort(where[: 2 * n], kind="stable"), [tail]))
-    nxt_a, prv_a = np.zeros(2 * n + 2, dtype=np.int64), np.zeros(2 * n + 2, dtype=np.int64)
-    nxt_a[chain[:-1]], prv_a[chain[1:]] = chain[1:], chain[:-1]
-    nxt, prv = nxt_a.tolist(), prv_a.tolist()
-    pos = where.tolist()
+    pos = [0] * (2 * n + 2)
+    pos[0 : 2 * n : 2] = [op.call for op in done]
+    pos[1 : 2 * n : 2] = [op.ret for op in done]  # type: ignore[misc]  # all set
+    nxt, prv = [0] * (2 * n + 2), [0] * (2 * n + 2)
+    for x, y in pairwise([head, *sorted(range(2 * n), key=pos.__getitem__), tail]):
+        nxt[x], prv[y] = y, x
 
     # Unknown-outcome ops: entry i is maybe[i]; their own sentinels after.
     m = len(maybe)
