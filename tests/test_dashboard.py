@@ -3,6 +3,7 @@ allowed behind an admin token, `shoal dashboard` watching them, and the page it 
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import time
@@ -10,6 +11,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import msgpack
 import pytest
@@ -63,14 +65,46 @@ def gateway(cluster: LocalProcessCluster) -> Iterator[tuple[str, str, subprocess
 
 
 @pytest.fixture(scope="module")
-def page(cluster: LocalProcessCluster, browser: webdriver.Chrome,
-         gateway: tuple[str, str, subprocess.Popen[bytes]]) -> Iterator[webdriver.Chrome]:
+def dashboard(cluster: LocalProcessCluster,
+              gateway: tuple[str, str, subprocess.Popen[bytes]]) -> Iterator[str]:
     with dashboard_process(cluster, gateways=[gateway[1]], supervised=True) as url:
-        browser.get(url)
-        wait_until(lambda: browser.find_element("id", "conn").get_attribute("data-state") == "token",
-                   10, "the page asks for the admin token")
-        enter_token(browser, cluster.admin_token)
-        yield browser
+        yield url
+
+
+@pytest.fixture(scope="module")
+def page(cluster: LocalProcessCluster, browser: webdriver.Chrome,
+         dashboard: str) -> Iterator[webdriver.Chrome]:
+    browser.get(dashboard)
+    wait_until(lambda: browser.find_element("id", "conn").get_attribute("data-state") == "token",
+               10, "the page asks for the admin token")
+    enter_token(browser, cluster.admin_token)
+    yield browser
+
+
+def post(url: str, body: bytes, token: str | None) -> tuple[int, dict[str, Any]]:
+    headers = {"Content-Type": "application/json"}
+    if token is not None:
+        headers["Authorization"] = f"Bearer {token}"
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, body, headers), timeout=20) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+def test_aggregator_refuses_what_it_cannot_do(cluster: LocalProcessCluster, dashboard: str) -> None:
+    base, token = dashboard.removesuffix("/dashboard"), cluster.admin_token
+    assert post(f"{base}/dashboard/process/1", b'{"op": "pause"}', None)[0] == 401
+    assert post(f"{base}/dashboard/faults/1", b'{"heal": true}', "wrong")[0] == 401
+    code, answer = post(f"{base}/dashboard/process/7", b'{"op": "pause"}', token)
+    assert code == 404 and "no node 7 among the watched: [1, 2, 3]" in answer["error"]
+    code, answer = post(f"{base}/dashboard/process/1", b'{"op": "explode"}', token)
+    assert code == 400 and "unknown operation 'explode'" in answer["error"]
+    code, answer = post(f"{base}/dashboard/process/1", b"[]", token)
+    assert code == 400 and '{"op": OPERATION}' in answer["error"]
+    code, answer = post(f"{base}/dashboard/faults/1", b'{"drop": 2}', token)  # the node's own check
+    assert code == 400 and "drop must be a probability" in answer["error"]
+    assert cluster.faults(1)["drop"] == 0.0
 
 
 def text(driver: webdriver.Chrome, css: str) -> str:
