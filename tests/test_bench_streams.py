@@ -5,6 +5,7 @@ themselves come from `shoal bench --log`, docs/kafka.md)."""
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
@@ -12,10 +13,13 @@ import pytest
 from shoal.local.cluster import LocalProcessCluster
 from shoal_bench.debian import MissingTool
 from shoal_bench.streams import (
+    Latency,
     RedisServers,
+    StreamsPlan,
     Target,
     Throughput,
     _create_topic,
+    _report,
     latency,
     throughput,
 )
@@ -54,7 +58,21 @@ def test_shoal_produce_throughput_and_latency_through_confluent_kafka(tmp_path):
         assert e2e.records == 100 and 0 < e2e.p50_ms <= e2e.p99_ms
 
 
-def test_throughput_units():
+def test_throughput_units_and_the_json_report(capsys):
     r = Throughput("x", 1000, 5000, 2.0, 0.5, 0.1)
     assert r.records_per_s == 2500 and r.mb_per_s == 2.5 and r.server_us_per_record == 100
     assert math.isnan(Throughput("x", 1, 0, 1.0, 0.0, 0.0).server_us_per_record)
+    plan = StreamsPlan([100], 2.0, 3, 2, json=True)
+    thr = {("shoal", 100): [Throughput("shoal", 100, n, 2.0, 1.0, 0.2) for n in (30, 10, 20)],
+           ("redis-always", 100): [Throughput("redis-always", 100, n, 2.0, 0.0, 0.2)
+                                   for n in (0, 0, 5)]}
+    lat = {k: [Latency(k[0], 100, 10, p, 2 * p) for p in (1.0, 3.0, 2.0)] for k in thr}
+    _report(plan, thr, lat)
+    out = json.loads(capsys.readouterr().out, parse_constant=lambda c: pytest.fail(c))
+    rows = {row["system"]: row for row in out["results"]}
+    assert rows["shoal"]["records"] == 20 and rows["shoal"]["e2e_p50_ms"] == 2.0  # medians
+    assert rows["shoal"]["shoal_ratio"] == 1.0 and rows["redis-always"]["e2e_p99_ms"] == 4.0
+    # a median run that got nothing through: no CPU per record, no ratio, and still JSON
+    assert rows["redis-always"]["records"] == 0
+    assert rows["redis-always"]["server_us_per_record"] is None
+    assert rows["redis-always"]["shoal_ratio"] is None

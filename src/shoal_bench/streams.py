@@ -429,8 +429,10 @@ def _report(plan: StreamsPlan, thr: dict[tuple[str, int], list[Throughput]],
         row["shoal_ratio"] = shoal["records_per_s"] / row["records_per_s"] \
             if row["records_per_s"] else math.nan
     out = {"plan": asdict(plan), "results": rows}
-    if plan.json:
-        print(json.dumps(out))
+    if plan.json:  # (NaN, e.g. CPU per record of a run that got nothing through, is null)
+        print(json.dumps({**out, "results": [
+            {k: None if isinstance(v, float) and math.isnan(v) else v for k, v in row.items()}
+            for row in rows]}))
         return out
     t = Table(title=f"Shoal's log (3 nodes, acks=all, idempotent) beside Redis Streams: medians "
                     f"of {plan.repeat}, {plan.procs} generator processes, {plan.seconds:.0f} s runs")
