@@ -57,11 +57,14 @@ def run(target: str = typer.Argument(..., help="the application, as module:App")
     application = _load(target)
     with _store(endpoints) as eps:
         async def main() -> None:
-            async with Client(eps) as client, Monolith(application, client,
-                                                       check_args=check_args):
+            async def serve() -> None:  # says it runs once Ctrl-C is handled, not before
                 note(f"{application.name}: {', '.join(application.components)} running in "
                      f"one process (store {','.join(eps)}); Ctrl-C stops")
-                await interruptible(asyncio.Event().wait())
+                await asyncio.Event().wait()
+
+            async with Client(eps) as client, Monolith(application, client,
+                                                       check_args=check_args):
+                await interruptible(serve())
 
         install_event_loop()
         asyncio.run(main())
