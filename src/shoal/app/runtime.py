@@ -45,19 +45,30 @@ class LocalRuntime:
         self.config = config or DeployConfig()
         self.observer = observer
         self._stubs: dict[tuple[str, str], Any] = {}
+        self._resolved: dict[type, Any] = {}  # `get(iface)` with no strategy, once resolved
 
     def get(self, iface: type[T], *, strategy: str | None = None) -> T:
+        if strategy is None:  # the hot path: what this interface resolved to before
+            hit = self._resolved.get(iface)
+            if hit is not None:
+                return cast(T, hit)
+        found = self._resolve(iface, strategy)
+        if strategy is None:
+            self._resolved[iface] = found
+        return cast(T, found)
+
+    def _resolve(self, iface: type, strategy: str | None) -> Any:
         d = self.app.by_interface(iface)
         if strategy is not None and strategy not in STRATEGIES:
             raise StrategyRefused(f"unknown strategy {strategy!r}; one of {', '.join(STRATEGIES)}")
         impl = self.local.get(d.name)
         if impl is not None:
             if not self.check_args:
-                return cast(T, impl)
+                return impl
             key = (d.name, "checked")
             if key not in self._stubs:
                 self._stubs[key] = checked_proxy(d.spec, impl)
-            return cast(T, self._stubs[key])
+            return self._stubs[key]
         remote = self.remotes.get(d.name)
         if remote is None:
             raise LookupError(f"{d.name} neither runs in this process nor is reachable "
@@ -68,7 +79,7 @@ class LocalRuntime:
         if stub is None:
             stub = self._stubs[key] = make_stub(d.spec, remote, chosen, self.observer,
                                                 self.config.component(d.name).deadline_ms)
-        return cast(T, stub)
+        return stub
 
 
 def checked_proxy(spec: InterfaceSpec, impl: Component) -> Any:
