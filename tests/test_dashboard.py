@@ -3,7 +3,9 @@ allowed behind an admin token, `shoal dashboard` watching them, and the page it 
 
 from __future__ import annotations
 
+import asyncio
 import json
+import re
 import subprocess
 import sys
 import time
@@ -159,6 +161,26 @@ def test_registered_services_are_listed(cluster: LocalProcessCluster, page: webd
             client.delete(api.key)
     wait_until(lambda: not page.find_elements("css selector", row), 5,
                "the instance gone from the list")
+
+
+def test_directory_and_shard_map_after_a_split(cluster: LocalProcessCluster,
+                                               page: webdriver.Chrome) -> None:
+    from shoal.client import Client
+    from shoal.shard.split import split
+
+    async def go() -> int:
+        async with Client(cluster.endpoints) as client:
+            return (await split(client, b"m")).lookup(b"m").group
+
+    group = asyncio.run(go())
+    wait_until(lambda: f'["m", ∞) → group {group}' in text(page, "#shards"), 10,
+               "the shard map drawn with the split")
+    assert '["", "m") → group 0' in text(page, "#shards")
+    hosts = wait_until(lambda: re.search(rf"group {group} on ((n\d, )*n\d)",
+                                         text(page, "#directory")), 5, "the new group listed")
+    assert len(hosts.group(1).split(", ")) == 3
+    wait_until(lambda: page.find_elements("css selector", f'#groups tr[data-group="{group}"]'), 10,
+               "the new group's row")
 
 
 def test_gateway_traffic_and_backends(page: webdriver.Chrome,

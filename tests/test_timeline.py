@@ -4,6 +4,7 @@ it steps, plays, and on a failing seed shows the violation."""
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -114,3 +115,8 @@ def test_failing_seed_page_shows_the_violation(browser: webdriver.Chrome, tmp_pa
     wait_until(lambda: browser.find_element("css selector", "#notes li.bad").is_displayed(), 2,
                "the violation listed at its instant")
     assert browser.find_element("id", "verdict").text == "violation"
+    named = {int(n) for n in re.findall(r"\bn(?:ode )?(\d+)\b", rec["violation"]["text"])
+             if int(n) in rec["nodes"]}
+    ringed = {int(str(c.get_attribute("data-node")))
+              for c in browser.find_elements("css selector", "#stage circle.culprit")}
+    assert named and ringed == named  # the nodes the violation names

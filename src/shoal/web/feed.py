@@ -39,6 +39,7 @@ class Feed:
         self.source, self.interval_s, self.always = source, interval_s, always
         self.observer = Observer()
         self.view: dict[str, Any] | None = None
+        self._view_json = "null"
         self._seq = 0  # events published so far; each event carries its number
         self._fresh = asyncio.Event()  # set and replaced whenever a new view is in
         self._viewers = 0
@@ -88,6 +89,7 @@ class Feed:
             self._seq += 1
             e["seq"] = self._seq
         self.view = view
+        self._view_json = json.dumps(view, default=str)  # once per view, whoever watches
         fresh, self._fresh = self._fresh, asyncio.Event()
         fresh.set()
 
@@ -109,7 +111,7 @@ class Feed:
                     continue
                 news = [e for e in self.observer.events if e["seq"] > sent]
                 sent = self._seq
-                data = json.dumps({"view": self.view, "events": news}, default=str)
+                data = f'{{"view": {self._view_json}, "events": {json.dumps(news, default=str)}}}'
                 await resp.write(f"data: {data}\n\n".encode())
                 await self._fresh.wait()
         except ConnectionResetError:

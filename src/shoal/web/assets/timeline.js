@@ -62,6 +62,9 @@
     const a = (2 * Math.PI * i) / rec.nodes.length - Math.PI / 2;
     return [n, [130 * Math.cos(a), 130 * Math.sin(a)]];
   }));
+  // The nodes the violation names ("node 3", "n3"), ringed in red from its instant on.
+  const culprits = new Set(rec.violation
+    ? [...rec.violation.text.matchAll(/\bn(?:ode )?(\d+)\b/g)].map((m) => +m[1]).filter((n) => pos.has(n)) : []);
   const notes = $('#notes');
   for (const [t, text] of rec.notes) {
     const li = document.createElement('li');
@@ -126,7 +129,8 @@
       const [x, y] = pos.get(n);
       const state = f ? f[F.state] : 'up';
       const role = state === 'up' ? (f ? f[F.role] : 'follower') : state;
-      parts.push(`<circle class="node ${role}" data-node="${n}" cx="${x}" cy="${y}" r="24"><title>n${n} ${role}</title></circle>` +
+      const ringed = culprits.has(n) && t >= rec.violation.t ? ' culprit' : '';
+      parts.push(`<circle class="node ${role}${ringed}" data-node="${n}" cx="${x}" cy="${y}" r="24"><title>n${n} ${role}</title></circle>` +
         `<text x="${x}" y="${y - 5}">n${n}</text><text x="${x}" y="${y + 8}" style="font-size:9px">t${f ? f[F.term] : 0}</text>`);
       if (!f) continue;
       const [,,, r, term, leader, commit, applied, last] = f;
