@@ -32,6 +32,8 @@ import typer
 
 from . import (
     app as app_cmd,
+)
+from . import (
     bench,
     cap,
     certs,
