@@ -30,9 +30,7 @@ from __future__ import annotations
 
 import typer
 
-from . import (
-    app as app_cmd,
-)
+from . import app as app_cmd
 from . import (
     bench,
     cap,
