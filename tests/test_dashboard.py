@@ -116,7 +116,11 @@ def text(driver: webdriver.Chrome, css: str) -> str:
 def test_stream_needs_the_token(cluster: LocalProcessCluster) -> None:
     # the page is open (it holds no data); the stream is the admin's, as /status is
     url = f"http://{cluster.http_endpoints[0]}/dashboard"
-    assert b"<title>Shoal dashboard</title>" in urllib.request.urlopen(url, timeout=20).read()
+    html = urllib.request.urlopen(url, timeout=20).read()
+    assert b"<title>Shoal dashboard</title>" in html
+    for asset in (html, *(urllib.request.urlopen(f"{url}/assets/{name}", timeout=20).read()
+                          for name in ("dashboard.js", "dashboard.css"))):
+        assert b"http://" not in asset and b"https://" not in asset  # no CDN: works offline
     with pytest.raises(urllib.error.HTTPError) as refused:
         urllib.request.urlopen(url + "/stream", timeout=20)
     assert refused.value.code == 401
