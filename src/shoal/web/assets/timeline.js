@@ -162,12 +162,13 @@
     }
     for (let k = lastAtOrBefore(sent, t, null); k >= 0 && sent[k] === t; k--) {
       const m = rec.messages[k];
-      lines.push(`sent ${describe(m)}${m[1] < 0 ? ' (will be lost)' : ''}`);
+      lines.push(`sent ${describe(m)}${m[1] < 0 ? ' (never delivered: lost, cut off, or the run ended first)' : ''}`);
     }
     for (let k = lastAtOrBefore(arrivals, t); k >= 0 && arrivals[k][0] === t; k--) {
       lines.push(`delivered ${describe(rec.messages[arrivals[k][1]])}`);
     }
     for (let k = lastAtOrBefore(rec.notes, t); k >= 0 && rec.notes[k][0] === t; k--) lines.push(rec.notes[k][1]);
+    if (rec.violation && rec.violation.t === t) lines.unshift('VIOLATION: ' + rec.violation.text);
     const ul = $('#instant');
     ul.innerHTML = '';
     for (const l of lines.slice(0, 12)) ul.append(Object.assign(document.createElement('li'), { textContent: l }));
