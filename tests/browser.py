@@ -35,6 +35,16 @@ def chromium(width: int = 1280, height: int = 1000) -> webdriver.Chrome:
     return webdriver.Chrome(service=Service(paths["chromedriver"]), options=opts)
 
 
+@contextlib.contextmanager
+def session(width: int = 1280, height: int = 1000) -> Iterator[webdriver.Chrome]:
+    """A browser for a `with` block (a module's fixture), quit at its end."""
+    driver = chromium(width, height)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
 def wait_until(probe: Callable[[], T], timeout: float, what: str) -> T:
     """The first truthy value `probe` returns within `timeout` seconds; AssertionError naming
     `what` otherwise. Elements redrawn between lookups are looked up again."""

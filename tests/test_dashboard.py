@@ -19,7 +19,7 @@ import msgpack
 import pytest
 from selenium import webdriver
 
-from browser import chromium, dashboard_process, enter_token, supervisor, wait_until
+from browser import dashboard_process, enter_token, session, supervisor, wait_until
 from shoal.client import SyncClient
 from shoal.failover.fencing import Keys
 from shoal.local.cluster import LocalProcessCluster, free_ports
@@ -37,11 +37,8 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalProcessCl
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[webdriver.Chrome]:
-    driver = chromium()
-    try:
+    with session() as driver:
         yield driver
-    finally:
-        driver.quit()
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ import pytest
 from selenium import webdriver
 from typer.testing import CliRunner
 
-from browser import chromium, wait_until
+from browser import session, wait_until
 from shoal.cli import app
 from shoal.sim import SimConfig
 from shoal.sim.bugs import planted
@@ -25,11 +25,8 @@ SHORT = SimConfig(nodes=3, steps=1500)
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[webdriver.Chrome]:
-    driver = chromium()
-    try:
+    with session() as driver:
         yield driver
-    finally:
-        driver.quit()
 
 
 def now(driver: webdriver.Chrome) -> str:
