@@ -354,12 +354,16 @@ class KafkaServer:
 
     async def produce(self, req: pr.ProduceRequest, version: int) -> pr.ProduceResponse:
         known = self.topics()
+        # Each partition is its own group: their appends go through their logs side by side,
+        # so a request for n partitions costs one consensus round, not n in a row.
+        appends = [[self._append(known.get(td.name), pd.index, pd.records, req.timeout_ms)
+                    for pd in td.partition_data] for td in req.topic_data]
+        results = iter(await asyncio.gather(*(a for topic in appends for a in topic)))
         out = []
         for td in req.topic_data:
-            t = known.get(td.name)
             parts = []
             for pd in td.partition_data:
-                code, base, start = await self._append(t, pd.index, pd.records, req.timeout_ms)
+                code, base, start = next(results)
                 parts.append(pr.PartitionProduceResponse(index=pd.index, error_code=code,
                                                          base_offset=base, log_start_offset=start))
             out.append(pr.TopicProduceResponse(name=td.name, partition_responses=parts))
@@ -402,13 +406,20 @@ class KafkaServer:
         return ErrorCode.NONE, t.groups[index]
 
     def appended(self, group: int) -> asyncio.Event:
-        """Set whenever a batch is applied to `group` here (a watch on the partition's state,
-        which every append moves), so a long-polling fetch wakes at once."""
+        """An event set by the next batch applied to `group` here (a watch on the partition's
+        state, which every append moves), so a long-polling fetch wakes at once. Each append
+        sets the event and puts a fresh one in its place; no one ever clears one, so a fetch
+        that took it before reading cannot miss an append, whatever other fetches do."""
         ev = self._appended.get(group)
         if ev is None:
             ev = self._appended[group] = asyncio.Event()
+
+            def on_append(_resp: object) -> None:
+                self._appended[group], done = asyncio.Event(), self._appended[group]
+                done.set()
+
             try:
-                self.node.watch(lambda _resp: ev.set(), group=group, key=STATE_KEY)
+                self.node.watch(on_append, group=group, key=STATE_KEY)
             except NodeError:
                 del self._appended[group]  # (no replica here: a fetch says NOT_LEADER anyway)
         return ev
@@ -418,7 +429,12 @@ class KafkaServer:
         known = self.topics()
         wait_ms = min(max(req.max_wait_ms, 0), MAX_FETCH_WAIT_MS)
         end = time.monotonic() + wait_ms / 1000
+        groups = [t.groups[fp.partition] for ft in req.topics if (t := known.get(ft.topic))
+                  for fp in ft.partitions if 0 <= fp.partition < len(t.groups)]
         while True:
+            # Taken before reading: an append that lands while the partitions are read
+            # wakes the wait below at once, instead of being missed until the next one.
+            appended = [self.appended(g) for g in groups]
             total, responses = 0, []
             budget = req.max_bytes
             for ft in req.topics:
@@ -435,15 +451,9 @@ class KafkaServer:
             errors = any(p.error_code for r in responses for p in r.partitions)
             if total >= max(req.min_bytes, 1) or remaining <= 0 or errors:
                 return fe.FetchResponse(responses=responses, session_id=0)
-            await self._wait_append([t.groups[fp.partition] for ft in req.topics
-                                     if (t := known.get(ft.topic))
-                                     for fp in ft.partitions if 0 <= fp.partition < len(t.groups)],
-                                    remaining)
+            await self._wait_append(appended, remaining)
 
-    async def _wait_append(self, groups: list[int], seconds: float) -> None:
-        events = [self.appended(g) for g in groups]
-        for ev in events:
-            ev.clear()
+    async def _wait_append(self, events: list[asyncio.Event], seconds: float) -> None:
         waits = [asyncio.ensure_future(ev.wait()) for ev in events]
         try:
             await asyncio.wait(waits, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
