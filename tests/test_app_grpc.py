@@ -344,3 +344,26 @@ def test_shoal_app_proto_prints_the_proto(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     assert "service Greeter {\n  rpc Hello(HelloRequest) returns (HelloResponse);\n}" in result.stdout
     assert bad.exit_code != 0 and "protomod has no attribute 'Nope'" in bad.output
+
+
+def test_the_deployed_runner_guards_its_grpc_port_with_the_token(tmp_path: Path) -> None:
+    # The runner hands the bridge the same bearer check its RPC and /metrics ports use.
+    from shoal.app.component import load_app
+    from shoal.app.config import load_deploy
+    from shoal.app.process import GroupProcess
+
+    root = Path(__file__).resolve().parents[1]
+    sys.path.insert(0, str(root))
+    try:
+        app = load_app("examples.shop:App")
+    finally:
+        sys.path.remove(str(root))
+    config = load_deploy(root / "examples" / "shop.toml")
+    group = next(iter(config.groups))
+    guarded = GroupProcess(app, config, group, 0, None, tmp_path, exporter="none", token="s3")
+    guarded._authorize_grpc({"authorization": "Bearer s3"})
+    for metadata in ({}, {"authorization": "Bearer wrong"}):
+        with pytest.raises(PermissionError, match="token"):
+            guarded._authorize_grpc(metadata)
+    open_process = GroupProcess(app, config, group, 0, None, tmp_path, exporter="none")
+    open_process._authorize_grpc({})  # no token configured: nothing to check

@@ -27,6 +27,7 @@ import json
 import os
 import signal
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -85,7 +86,8 @@ class GroupProcess:
 
             self._grpc = grpc.aio.server()
             for d, impl in grpc_defs:
-                grpc_bridge.serve(self._grpc, d.spec, impl, observer=self.observer)
+                grpc_bridge.serve(self._grpc, d.spec, impl, observer=self.observer,
+                                  authorize=self._authorize_grpc if self.token else None)
             port = self._grpc.add_insecure_port(f"{self.host}:0")
             await self._grpc.start()
             self.addresses["grpc"] = f"{self.host}:{port}"
@@ -100,6 +102,16 @@ class GroupProcess:
         return {"group": self.group, "replica": self.replica, "pid": os.getpid(),
                 **self.addresses, "components": self.names}
 
+    def _bearer_ok(self, header: str) -> bool:
+        """Whether an Authorization header carries the deployment's token (always, when there
+        is none)."""
+        return self.token is None or hmac.compare_digest(header, f"Bearer {self.token}")
+
+    def _authorize_grpc(self, metadata: Mapping[str, str]) -> None:
+        # gRPC carries the same bearer token as HTTP, in its `authorization` metadata
+        if not self._bearer_ok(metadata.get("authorization", "")):
+            raise PermissionError("this component's gRPC port needs the deployment's token")
+
     async def _start_http(self) -> str:
         from aiohttp import web
 
@@ -112,8 +124,7 @@ class GroupProcess:
                                      status=503 if draining else 200)
 
         async def metrics(request: web.Request) -> web.Response:
-            if self.token is not None and not hmac.compare_digest(
-                    request.headers.get("Authorization", ""), f"Bearer {self.token}"):
+            if not self._bearer_ok(request.headers.get("Authorization", "")):
                 return web.Response(status=401, text="metrics need the deployment's token\n")
             return web.Response(body=self.observer.metrics_text(),
                                 content_type="text/plain", charset="utf-8")
