@@ -101,7 +101,9 @@ def test_gateway_routes_streams_and_survives_a_killed_backend(tmp_path):
                     stop.set()
                     await asyncio.gather(*workers)
                     assert set(statuses) == {200}, (errors, gw.caller.budget.refused)
-                    assert "b0" in gw.caller.outlier.ejected()
+                    # Ejected, or already forgotten by the registry when its lease ran out
+                    # (a loaded machine gets there first): not routable either way, and the
+                    # ejection is counted below.
                     assert "b0" not in {b.id for b in gw.caller.routable()}
                     async with http.get(f"http://127.0.0.1:{gw.admin_port}/metrics") as r:
                         metrics = await r.text()
