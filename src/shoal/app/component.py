@@ -135,8 +135,9 @@ class Application:
         return f"{self.name}.{component}"
 
 
-def load_app(path: str) -> Application:
-    """`module:Name` -> the Application it names, or a clear error."""
+def load_object(path: str) -> Any:
+    """`module:Name` -> the object it names (an Application, an interface...), or a
+    ValueError naming what is missing."""
     import importlib
 
     module, sep, attr = path.partition(":")
@@ -146,8 +147,16 @@ def load_app(path: str) -> Application:
         mod = importlib.import_module(module)
     except ImportError as exc:
         raise ValueError(f"{path!r}: cannot import {module}: {exc}") from None
-    app: Any = getattr(mod, attr, None)
+    try:
+        return getattr(mod, attr)
+    except AttributeError:
+        raise ValueError(f"{path!r}: module {module} has no attribute {attr!r}") from None
+
+
+def load_app(path: str) -> Application:
+    """`module:Name` -> the Application it names, or a clear error."""
+    app = load_object(path)
     if not isinstance(app, Application):
-        raise ValueError(f"{path!r}: {attr} is not a shoal.app.Application "
+        raise ValueError(f"{path!r}: {path.partition(':')[2]} is not a shoal.app.Application "
                          f"(got {type(app).__name__})")
     return app
