@@ -164,6 +164,82 @@ def test_registered_services_are_listed(cluster: LocalProcessCluster, page: webd
                "the instance gone from the list")
 
 
+def test_per_method_figures_from_the_instances_metrics(cluster: LocalProcessCluster,
+                                                      page: webdriver.Chrome) -> None:
+    # Two instances of a component, each serving /metrics as shoal.app's processes do; calls
+    # keep arriving at both (most at c1), so the page shows the method's rate, its errors and
+    # p99, and where the requests went.
+    import http.server
+    import threading
+
+    from shoal.app.observe import Observer
+
+    observers = {"c1": Observer("c1", exporter="none"), "c2": Observer("c2", exporter="none")}
+    servers = {}
+    for ident, o in observers.items():
+        class Metrics(http.server.BaseHTTPRequestHandler):
+            observer = o
+
+            def do_GET(self) -> None:  # noqa: N802 - http.server's name
+                body = self.observer.metrics_text()
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *_: Any) -> None:
+                pass
+
+        servers[ident] = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Metrics)
+        threading.Thread(target=servers[ident].serve_forever, daemon=True).start()
+    stop = threading.Event()
+
+    def calls() -> None:  # 4 calls to c1 for each to c2, one of every 10 at c2 failing
+        n = 0
+        while not stop.is_set():
+            n += 1
+            with observers["c1"].server_call("Inventory", "reserve", {}):
+                pass
+            if n % 4 == 0:
+                try:
+                    with observers["c2"].server_call("Inventory", "reserve", {}):
+                        if n % 40 == 0:
+                            raise KeyError("sku")
+                except KeyError:
+                    pass
+            time.sleep(0.002)
+
+    caller = threading.Thread(target=calls, daemon=True)
+    caller.start()
+    instances = [Instance("inventory", ident, "127.0.0.1:9000",
+                          tags=(f"http=127.0.0.1:{srv.server_address[1]}",))
+                 for ident, srv in servers.items()]
+    row = '#methods tr[data-method="Inventory.reserve"]'
+    try:
+        with SyncClient(cluster.endpoints) as client:
+            for i in instances:
+                client.put(i.key, i.to_json())
+            try:
+                def figures() -> list[str] | None:
+                    cells = [td.text for td in page.find_elements("css selector", row + " td")]
+                    return cells if cells and cells[2] not in ("0", "0.0") else None
+
+                cells = wait_until(figures, 15, "the method's figures")
+                service, method, rps, errors, p99, spread = cells
+                assert (service, method) == ("inventory", "Inventory.reserve") and float(rps) > 0
+                assert errors.endswith("%") and p99.startswith("≤ ")
+                rates = dict(part.split(": ") for part in spread.split(" · "))
+                assert set(rates) == {"c1", "c2"} and float(rates["c1"]) > float(rates["c2"])
+            finally:
+                for i in instances:
+                    client.delete(i.key)
+    finally:
+        stop.set()
+        caller.join(5)
+        for srv in servers.values():
+            srv.shutdown()
+
+
 def test_directory_and_shard_map_after_a_split(cluster: LocalProcessCluster,
                                                page: webdriver.Chrome) -> None:
     from shoal.client import Client

@@ -33,6 +33,7 @@ from ..kv.errors import KVError
 from ..local.cluster import OPERATIONS, ask_supervisor, read_state
 from ..server.config import parse_member
 from ..server.http import MAX_BODY_BYTES, admin_guard
+from . import methods
 from .dashboard import routes
 from .feed import Feed
 from .gateways import figures, scrape
@@ -40,6 +41,7 @@ from .services import primaries, registered
 
 SERVICES_EVERY_S = 2.0
 GATEWAY_EVERY_S = 1.0
+MAX_SCRAPED = 200  # component processes whose /metrics are read per round
 
 
 @dataclass
@@ -61,6 +63,8 @@ class Aggregator:
         self.latest = {t.endpoint: self._entry(t, "not polled yet") for t in self.targets}
         self.client_options = client_options or {}  # credentials and TLS for the registry
         self.services: dict[str, Any] | None = None  # what registered() last read
+        # each component process's last /metrics scrape, by its http address: (counters, when)
+        self._scraped: dict[str, tuple[methods.Counters, float]] = {}
         self.gateways = {g: {"admin": g, "up": False, "error": "not polled yet"} for g in gateways}
         self.feed = Feed(self.current, interval_s, always=True)
         self._session: aiohttp.ClientSession | None = None
@@ -153,14 +157,53 @@ class Aggregator:
                         if ends else None
                 if client is not None:
                     try:
-                        self.services = {**await registered(client),
-                                         "primary_backup": await primaries(client)}
+                        found = await registered(client)
+                        self.services = {**found, "primary_backup": await primaries(client),
+                                         "methods": await self._methods(found["services"])}
                     except (ClientError, KVError, OSError, ValueError) as exc:
                         self.services = {"error": f"the registry could not be read: {exc}"}
                 await asyncio.sleep(SERVICES_EVERY_S)
         finally:
             if client is not None:
                 await client.close()
+
+    async def _methods(self, services: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+        """Per service: its methods' figures since the last round, from the /metrics of each
+        instance that names its HTTP port in a tag (shoal.app's processes do), or why not."""
+        assert self._session is not None
+        targets = [(name, i["id"], tag[5:]) for name, instances in services.items()
+                   for i in instances for tag in i["tags"] if tag.startswith("http=")]
+        targets = targets[:MAX_SCRAPED]
+
+        async def one(address: str) -> tuple[methods.Counters | None, str | None]:
+            try:
+                async with self._session.get(f"http://{address}/metrics") as r:  # type: ignore[union-attr]
+                    if r.status != 200:
+                        return None, f"/metrics answered {r.status}: {(await r.text())[:80]}"
+                    return methods.scrape(await r.text()), None
+            except (aiohttp.ClientError, OSError, TimeoutError, ValueError) as exc:
+                return None, f"no answer from {address}: {exc.__class__.__name__}"
+
+        answers = await asyncio.gather(*(one(address) for _, _, address in targets))
+        now = time.monotonic()
+        out: dict[str, Any] = {}
+        pairs: dict[str, dict[str, tuple[methods.Counters, methods.Counters, float]]] = {}
+        for (name, ident, address), (counters, error) in zip(targets, answers, strict=True):
+            entry = out.setdefault(name, {"rows": [], "errors": []})
+            if counters is None:
+                entry["errors"].append(f"{ident}: {error}")
+                self._scraped.pop(address, None)
+                continue
+            last = self._scraped.get(address)
+            if last is not None and now > last[1]:
+                pairs.setdefault(name, {})[ident] = (last[0], counters, now - last[1])
+            self._scraped[address] = (counters, now)
+        for name, scrapes in pairs.items():
+            out[name]["rows"] = methods.figures(scrapes)
+        live = {address for _, _, address in targets}
+        for gone in set(self._scraped) - live:  # deregistered: forget its last scrape
+            del self._scraped[gone]
+        return out
 
     async def _poll_forever(self, t: Target) -> None:
         late = 0  # answers missed in a row by the timeout

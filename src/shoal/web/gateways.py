@@ -37,11 +37,20 @@ def figures(prev: dict[str, Any], cur: dict[str, Any], dt: float) -> dict[str, A
     sent = {k: v - prev["responses"].get(k, 0.0) for k, v in cur["responses"].items()}
     total = sum(sent.values())
     errors = sum(v for k, v in sent.items() if k.startswith("5"))
-    before = dict(prev["buckets"])
-    deltas = [(le, n - before.get(le, 0.0)) for le, n in cur["buckets"]]  # cumulative
-    count = deltas[-1][1] if deltas else 0.0
-    p99 = next((le for le, n in deltas if n >= 0.99 * count), None) if count > 0 else None
     return {"rps": round(total / dt, 1), "error_rate": round(errors / total, 4) if total else 0.0,
-            "p99_ms": None if p99 is None else (p99 * 1000 if p99 != float("inf") else "inf"),
+            "p99_ms": p99_ms(prev["buckets"], cur["buckets"]),
             "retries_per_s": round((cur["retries"] - prev["retries"]) / dt, 1),
             "ejections": cur["ejections"]}
+
+
+def p99_ms(prev: list[tuple[float, float]], cur: list[tuple[float, float]]) -> float | str | None:
+    """The 99th percentile between two scrapes of a cumulative histogram's (bound, count)
+    buckets, as the bound in ms of the bucket that holds it: None when nothing was counted,
+    "inf" past the last bound."""
+    before = dict(prev)
+    deltas = [(le, n - before.get(le, 0.0)) for le, n in cur]  # cumulative
+    count = deltas[-1][1] if deltas else 0.0
+    if count <= 0:
+        return None
+    p99 = next(le for le, n in deltas if n >= 0.99 * count)
+    return p99 * 1000 if p99 != float("inf") else "inf"

@@ -333,11 +333,27 @@
       : !rows.length ? note('no service registered')
         : rows.map((r) => `<tr data-service="${esc(r[0])}">${r.map((c) => `<td>${esc(c)}</td>`).join('')}</tr>`).join('');
     fillRows('#services tbody', html);
+    fillRows('#methods tbody', methodRows((reg && !reg.error && reg.methods) || {}));
     const pb = Object.entries((reg && reg.primary_backup) || {});
     $('#failover-panel').hidden = !pb.length;
     fillRows('#failover tbody', pb.map(([name, s]) => `<tr data-service="${esc(name)}">${[name,
       s.primary ? `n${s.primary} ${s.address || ''}` : 'none', s.token || '–', s.mode || '–',
       s.members.join(', ')].map((c) => `<td>${esc(c)}</td>`).join('')}</tr>`).join(''));
+  }
+
+  // Each service's methods: rate, errors and p99 summed over its instances, and the spread.
+  function methodRows(byService) {
+    const cell = (c) => `<td>${esc(c)}</td>`;
+    return Object.entries(byService).map(([name, m]) => {
+      const errs = m.errors.map((e) => `<tr data-service="${esc(name)}"><td>${esc(name)}</td><td colspan="5" class="err">${esc(e)}</td></tr>`);
+      const rows = m.rows.slice(0, 50).map((r) => {
+        const p99 = r.p99_ms === null ? '–' : r.p99_ms === 'inf' ? '> 10 s' : `≤ ${r.p99_ms} ms`;
+        const spread = Object.entries(r.per_instance).map(([i, rps]) => `${i}: ${rps}`).join(' · ');
+        return `<tr data-method="${esc(r.component + '.' + r.method)}">${[name, `${r.component}.${r.method}`, r.rps,
+          `${(100 * r.error_rate).toFixed(1)}%`, p99, spread].map(cell).join('')}</tr>`;
+      });
+      return errs.concat(rows).join('');
+    }).join('');
   }
 
   // Each gateway: its traffic over the last second, and where requests may go now.
