@@ -240,6 +240,30 @@ def test_per_method_figures_from_the_instances_metrics(cluster: LocalProcessClus
             srv.shutdown()
 
 
+def test_a_refused_transaction_is_listed_with_its_reason(cluster: LocalProcessCluster,
+                                                        page: webdriver.Chrome) -> None:
+    from shoal.client import Client
+    from shoal.txn.coordinator import TxnAborted
+
+    async def go() -> str:
+        async with Client(cluster.endpoints) as client:
+            await client.put(b"acct/a", b"10")
+            tx = client.transaction()
+            await tx.get(b"acct/a")  # read at one version...
+            await client.put(b"acct/a", b"20")  # ...written since by someone else
+            tx.put(b"acct/b", b"10")
+            with pytest.raises(TxnAborted):
+                await tx.commit()
+            return tx.id.hex()
+
+    txn = asyncio.run(go())
+    row = f'#aborts tr[data-txn="{txn}"]'
+    wait_until(lambda: page.find_elements("css selector", row), 10, "the abort listed")
+    cells = [td.text for td in page.find_elements("css selector", row + " td")]
+    assert cells[1] == txn[:16] and "refused" in cells[3]
+    assert "changed acct/a" in cells[4]  # the read's key, and why
+
+
 def test_directory_and_shard_map_after_a_split(cluster: LocalProcessCluster,
                                                page: webdriver.Chrome) -> None:
     from shoal.client import Client

@@ -84,6 +84,7 @@ from .config import Member, NodeConfig, parse_member
 from .event_log_view import event_log
 from .group import Group
 from .slices import in_slices
+from .txn_view import RecentAborts
 
 log = logging.getLogger("shoal.node")
 
@@ -194,6 +195,7 @@ class Node:
         self.id = cfg.id
         self.cluster_id = cluster_number(cfg.cluster_id)
         self.faults = FaultPlan()
+        self.recent_aborts = RecentAborts()  # transactions this node saw refused, for /status
         self.groups: dict[int, Group] = {}
         self.started_at = time.monotonic()
         self.failed: BaseException | None = None  # why the Ready loop died, if it did
@@ -767,8 +769,11 @@ class Node:
         if g.replica.role != "leader":
             raise self._explain(g.replica.not_leader())
         cmd = decoded if decoded is not None else decode_command(command, g.replica.kv.limits)
-        return await self._call(g, _Propose(group, self._future(), cmd=cmd, data=command or None), timeout,
-                                "the write was not applied in time; it may still be")
+        result = await self._call(g, _Propose(group, self._future(), cmd=cmd,
+                                              data=command or None), timeout,
+                                  "the write was not applied in time; it may still be")
+        self.recent_aborts.note(group, cmd.request, result)
+        return result
 
     async def read(self, request: RangeRequest | LeaseTimeToLiveRequest | LeaseLeasesRequest,
                    serializable: bool, timeout: float, group: int = META) -> Any:
@@ -878,7 +883,8 @@ class Node:
                 "directory": {gid: sorted(e.hosts) for gid, e in sorted(self.listed_groups().items())},
                 "shard_map": [[_text(s.start), _text(s.end), s.group]
                               for s in ShardMap.decode(shard_map.value).shards]
-                if shard_map is not None else None, "event_log": event_log(self)}
+                if shard_map is not None else None, "event_log": event_log(self),
+                "txn_aborts": self.recent_aborts.as_list()}
 
     def group_stats(self) -> dict[int, dict[str, int]]:
         return {gid: dict(g.replica.stats) for gid, g in sorted(self.groups.items())}

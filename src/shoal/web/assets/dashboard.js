@@ -138,6 +138,7 @@
     drawFaultPanel(nodes, view);
     drawServices(view);
     drawEventLog(nodes);
+    drawAborts(nodes);
     drawGateways(view);
     document.body.dataset.drawMs = (performance.now() - started).toFixed(1); // for scale checks
   }
@@ -382,6 +383,19 @@
 
   // Each node reports the high watermarks of the partitions it hosts: the highest is the
   // leader's, and a consumer's lag is measured against it.
+  // Transactions recently aborted, as the group leaders that refused them saw them; newest first.
+  function drawAborts(nodes) {
+    const seen = new Map();
+    for (const v of nodes.values()) {
+      for (const a of ((v && v.st && v.st.txn_aborts) || [])) seen.set(`${a.txn}/${a.group}/${a.at}`, a);
+    }
+    const list = [...seen.values()].sort((a, b) => b.at - a.at).slice(0, 20);
+    $('#aborts-panel').hidden = !list.length;
+    const why = (a) => a.reasons.length ? a.reasons.map((r) => `${r.reason} ${r.key}${r.holder ? ' (held by ' + r.holder.slice(0, 12) + ')' : ''}`).join('; ') : '–';
+    fillRows('#aborts tbody', list.map((a) => `<tr data-txn="${esc(a.txn)}">${[new Date(a.at * 1000).toLocaleTimeString(),
+      a.txn.slice(0, 16), a.group, a.what, why(a)].map((c) => `<td>${esc(c)}</td>`).join('')}</tr>`).join(''));
+  }
+
   function drawEventLog(nodes) {
     const parts = new Map(), committed = new Map();
     for (const v of nodes.values()) {
