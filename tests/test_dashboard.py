@@ -211,6 +211,24 @@ def test_per_method_figures_from_the_instances_metrics(cluster: LocalProcessClus
 
     caller = threading.Thread(target=calls, daemon=True)
     caller.start()
+    # c1 also calls Inventory, as a process of the shop would, and its breaker for the
+    # replica inv-1 is open: its /metrics say so, and so must the page.
+    from shoal.app.config import load_deploy
+    from shoal.app.deployed import Deployed
+    from shoal.balance.base import Backend
+
+    root = Path(__file__).resolve().parents[1]
+    sys.path.insert(0, str(root))
+    try:
+        from examples.shop import App
+    finally:
+        sys.path.remove(str(root))
+    calling = Deployed(App, None, load_deploy(root / "examples" / "shop.toml"),
+                       local=["Frontend", "Orders"], observer=observers["c1"])
+    inventory = calling.remotes["Inventory"].caller
+    inventory.update([Backend("inv-0", "127.0.0.1:1"), Backend("inv-1", "127.0.0.1:2")])
+    for _ in range(inventory.breaker_config.failure_threshold):
+        inventory.breakers["inv-1"].on_failure(inventory.clock())
     instances = [Instance("inventory", ident, "127.0.0.1:9000",
                           tags=(f"http=127.0.0.1:{srv.server_address[1]}",))
                  for ident, srv in servers.items()]
@@ -230,6 +248,11 @@ def test_per_method_figures_from_the_instances_metrics(cluster: LocalProcessClus
                 assert errors.endswith("%") and p99.startswith("≤ ")
                 rates = dict(part.split(": ") for part in spread.split(" · "))
                 assert set(rates) == {"c1", "c2"} and float(rates["c1"]) > float(rates["c2"])
+                seen = '#callers tr[data-callee="Inventory"][data-caller="inventory c1"] td'
+                cells = wait_until(lambda: [td.text for td in
+                                            page.find_elements("css selector", seen)], 10,
+                                   "what c1's callers see")
+                assert cells[2:] == ["least-request", "failover", "inv-1", "–"]
             finally:
                 for i in instances:
                     client.delete(i.key)

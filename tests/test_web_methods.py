@@ -21,12 +21,12 @@ def _calls(o: Observer, ok: int, failed: int) -> None:
 def test_figures_sum_instances_and_spread_them() -> None:
     a, b = Observer("a", exporter="none"), Observer("b", exporter="none")
     _calls(a, 5, 0)
-    before = {"a": methods.scrape(a.metrics_text().decode()),
-              "b": methods.scrape(b.metrics_text().decode())}
+    before = {"a": methods.scrape(a.metrics_text().decode())[0],
+              "b": methods.scrape(b.metrics_text().decode())[0]}
     _calls(a, 30, 0)  # since the last scrape: 30 at a, 8 ok and 2 failed at b
     _calls(b, 8, 2)
-    after = {"a": methods.scrape(a.metrics_text().decode()),
-             "b": methods.scrape(b.metrics_text().decode())}
+    after = {"a": methods.scrape(a.metrics_text().decode())[0],
+             "b": methods.scrape(b.metrics_text().decode())[0]}
     [row] = methods.figures({i: (before[i], after[i], 2.0) for i in ("a", "b")})
     assert (row["component"], row["method"]) == ("Orders", "checkout")
     assert row["rps"] == 20.0 and row["per_instance"] == {"a": 15.0, "b": 5.0}
@@ -37,6 +37,6 @@ def test_figures_sum_instances_and_spread_them() -> None:
 def test_no_calls_in_the_interval_has_no_p99() -> None:
     o = Observer("a", exporter="none")
     _calls(o, 3, 0)
-    same = methods.scrape(o.metrics_text().decode())
+    same = methods.scrape(o.metrics_text().decode())[0]
     [row] = methods.figures({"a": (same, same, 1.0)})
     assert row["rps"] == 0.0 and row["error_rate"] == 0.0 and row["p99_ms"] is None

@@ -13,10 +13,14 @@ from __future__ import annotations
 
 import contextlib
 import functools
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any, TypeVar
 
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
 from ..caller import BreakerConfig
+from ..caller.breaker import BreakerState
 from ..registry import ServiceWatcher, Snapshot
 from ..registry.outlier import OutlierConfig
 from ..rpc import Pool
@@ -44,6 +48,8 @@ class Deployed:
                         for name in app.components if name not in local}
         self.runtime = LocalRuntime(app, remotes=self.remotes, config=self.config,
                                     observer=observer)
+        if observer is not None:  # the callers' routing state beside the call counts
+            observer.registry.register(_CallerState(observer.process, self.remotes))
         self.watchers: dict[str, ServiceWatcher] = {}
 
     async def __aenter__(self) -> Deployed:
@@ -78,3 +84,31 @@ class Deployed:
 
 def _follow(remote: Remote, snapshot: Snapshot) -> None:
     remote.update(snapshot.instances)
+
+
+class _CallerState(Collector):
+    """What this process's callers of each remote component see, read at scrape time: the
+    picker and strategy in use (an info gauge), each replica's breaker state and whether the
+    outlier detector ejected it. The dashboard shows them beside the callee's figures."""
+
+    def __init__(self, process: str, remotes: dict[str, Remote]) -> None:
+        self.process, self.remotes = process, remotes
+
+    def collect(self) -> Iterator[Metric]:
+        info = GaugeMetricFamily("shoal_rpc_caller_info", "a caller's picker and strategy",
+                                 labels=["process", "component", "picker", "strategy"])
+        open_ = GaugeMetricFamily("shoal_rpc_caller_breaker_open",
+                                  "1 while the caller's breaker for a replica is open",
+                                  labels=["process", "component", "replica"])
+        ejected = GaugeMetricFamily("shoal_rpc_caller_ejected",
+                                    "1 while the caller's outlier detector ejects a replica",
+                                    labels=["process", "component", "replica"])
+        for name, remote in sorted(self.remotes.items()):
+            caller, cfg = remote.caller, remote.config
+            info.add_metric([self.process, name, cfg.picker, cfg.strategy], 1)
+            now, out = caller.clock(), caller.outlier.ejected()
+            for backend, breaker in sorted(caller.breakers.items()):
+                labels = [self.process, name, backend]
+                open_.add_metric(labels, int(breaker.state(now) is BreakerState.OPEN))
+                ejected.add_metric(labels, int(backend in out))
+        yield from (info, open_, ejected)

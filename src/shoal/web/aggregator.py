@@ -175,7 +175,7 @@ class Aggregator:
                    for i in instances for tag in i["tags"] if tag.startswith("http=")]
         targets = targets[:MAX_SCRAPED]
 
-        async def one(address: str) -> tuple[methods.Counters | None, str | None]:
+        async def one(address: str) -> tuple[Any, str | None]:
             try:
                 async with self._session.get(f"http://{address}/metrics") as r:  # type: ignore[union-attr]
                     if r.status != 200:
@@ -188,12 +188,15 @@ class Aggregator:
         now = time.monotonic()
         out: dict[str, Any] = {}
         pairs: dict[str, dict[str, tuple[methods.Counters, methods.Counters, float]]] = {}
-        for (name, ident, address), (counters, error) in zip(targets, answers, strict=True):
-            entry = out.setdefault(name, {"rows": [], "errors": []})
-            if counters is None:
+        for (name, ident, address), (scraped, error) in zip(targets, answers, strict=True):
+            entry = out.setdefault(name, {"rows": [], "errors": [], "callers": {}})
+            if scraped is None:
                 entry["errors"].append(f"{ident}: {error}")
                 self._scraped.pop(address, None)
                 continue
+            counters, callers = scraped
+            if callers:
+                entry["callers"][ident] = callers
             last = self._scraped.get(address)
             if last is not None and now > last[1]:
                 pairs.setdefault(name, {})[ident] = (last[0], counters, now - last[1])

@@ -3,7 +3,9 @@ GET /metrics (shoal.app.observe: server-side calls, errors and a latency histogr
 component and method). The aggregator finds the processes through the registry (an
 instance's `http=host:port` tag), scrapes each, and sums two scrapes' differences over a
 component's instances: requests per second, error rate and p99 per method, and how the
-requests spread over the instances (where the callers' pickers sent them).
+requests spread over the instances (where the callers' pickers sent them). A process that
+calls other components also says what its callers see of them (shoal.app.deployed): the
+picker and strategy, and the replicas with an open breaker or ejected.
 
 Pure but for the parsing of text, like shoal.web.gateways."""
 
@@ -18,11 +20,25 @@ from .gateways import p99_ms
 Counters = dict[tuple[str, str], dict[str, Any]]  # (component, method) -> counters
 
 
-def scrape(text: str) -> Counters:
-    """Per (component, method): requests, errors and the latency buckets, from one answer."""
+def scrape(text: str) -> tuple[Counters, list[dict[str, Any]]]:
+    """From one answer: per (component, method) the requests, errors and latency buckets it
+    served, and what its callers of other components see (per callee: the picker, the
+    strategy, and the replicas whose breaker is open or that are ejected)."""
     out: Counters = {}
+    seen: dict[str, dict[str, Any]] = {}
     for family in text_string_to_metric_families(text):
         for s in family.samples:
+            if s.name.startswith("shoal_rpc_caller_"):
+                c = seen.setdefault(s.labels.get("component", "?"), {
+                    "callee": s.labels.get("component", "?"), "picker": None,
+                    "strategy": None, "open_breakers": [], "ejected": []})
+                if s.name == "shoal_rpc_caller_info":
+                    c["picker"], c["strategy"] = s.labels["picker"], s.labels["strategy"]
+                elif s.value and s.name == "shoal_rpc_caller_breaker_open":
+                    c["open_breakers"].append(s.labels["replica"])
+                elif s.value and s.name == "shoal_rpc_caller_ejected":
+                    c["ejected"].append(s.labels["replica"])
+                continue
             if not s.name.startswith("shoal_rpc_server_"):
                 continue
             key = (s.labels.get("component", "?"), s.labels.get("method", "?"))
@@ -35,7 +51,7 @@ def scrape(text: str) -> Counters:
                 entry["buckets"].append((float(s.labels["le"]), s.value))
     for entry in out.values():
         entry["buckets"].sort()
-    return out
+    return out, [seen[k] for k in sorted(seen)]
 
 
 def figures(scrapes: dict[str, tuple[Counters, Counters, float]]) -> list[dict[str, Any]]:

@@ -335,6 +335,7 @@
         : rows.map((r) => `<tr data-service="${esc(r[0])}">${r.map((c) => `<td>${esc(c)}</td>`).join('')}</tr>`).join('');
     fillRows('#services tbody', html);
     fillRows('#methods tbody', methodRows((reg && !reg.error && reg.methods) || {}));
+    fillRows('#callers tbody', callerRows((reg && !reg.error && reg.methods) || {}));
     const pb = Object.entries((reg && reg.primary_backup) || {});
     $('#failover-panel').hidden = !pb.length;
     fillRows('#failover tbody', pb.map(([name, s]) => `<tr data-service="${esc(name)}">${[name,
@@ -355,6 +356,20 @@
       });
       return errs.concat(rows).join('');
     }).join('');
+  }
+
+  // Per callee component, each calling instance's view: picker, strategy, breakers, ejections.
+  function callerRows(byService) {
+    const rows = [];
+    for (const [name, m] of Object.entries(byService)) {
+      for (const [ident, list] of Object.entries(m.callers || {})) {
+        for (const c of list) rows.push([c.callee, `${name} ${ident}`, c.picker || '–', c.strategy || '–',
+          c.open_breakers.join(', ') || '–', c.ejected.join(', ') || '–', c.open_breakers.length || c.ejected.length]);
+      }
+    }
+    rows.sort((a, b) => (a[0] + a[1]).localeCompare(b[0] + b[1]));
+    return rows.slice(0, 100).map((r) => `<tr data-callee="${esc(r[0])}" data-caller="${esc(r[1])}" class="${r[6] ? 'bad' : ''}">` +
+      r.slice(0, 6).map((c) => `<td>${esc(c)}</td>`).join('') + '</tr>').join('');
   }
 
   // Each gateway: its traffic over the last second, and where requests may go now.
