@@ -316,7 +316,15 @@ def _kafka_consume(target: Target, lat: list[float], ready: threading.Event,
     c = Consumer({"bootstrap.servers": target.address, "group.id": f"bench-{time.time_ns()}",
                   "auto.offset.reset": "latest", "enable.auto.commit": True,
                   "fetch.wait.max.ms": 100, "log_level": 2})
-    c.subscribe([TOPIC], on_assign=lambda *_: ready.set())
+    def on_assign(consumer: Any, parts: list[Any]) -> None:
+        # Start each partition at its end as it is now, explicitly: "latest" would be looked
+        # up only once fetching starts, and a record sent before that would be skipped.
+        for tp in parts:
+            tp.offset = consumer.get_watermark_offsets(tp, timeout=10, cached=False)[1]
+        consumer.assign(parts)
+        ready.set()
+
+    c.subscribe([TOPIC], on_assign=on_assign)
     try:
         while not stop.is_set():
             for m in c.consume(500, 0.1):
