@@ -232,6 +232,21 @@ def test_client_port_speaks_tls_and_a_client_certificate_names_its_user(tmp_path
         assert json.loads(https.read())["health"] is True
         with pytest.raises((urllib.error.URLError, ConnectionError)):
             urllib.request.urlopen(f"http://{health}", timeout=10)
+
+        async def dashboard_view(tls: ssl.SSLContext | None) -> dict:
+            # `shoal dashboard` with SHOAL_CACERT polls the nodes over HTTPS
+            from shoal.web.aggregator import Aggregator
+
+            agg = Aggregator([f"127.0.0.1:{c.http[1]}"], None,
+                             client_options={"tls": tls} if tls else {})
+            await agg.start()
+            try:
+                return next(iter((await agg.view())["nodes"].values()))
+            finally:
+                await agg.stop()
+        seen = asyncio.run(dashboard_view(client_context(ca)))
+        assert seen["up"] and seen["status"]["role"] == "leader"
+        assert not asyncio.run(dashboard_view(None))["up"]  # plain HTTP: no answer
         admin = pki["admin"]
         creds = grpc.ssl_channel_credentials(ca.read_bytes(), admin.key_file.read_bytes(),
                                              admin.cert_file.read_bytes())

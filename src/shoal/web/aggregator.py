@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import ssl
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -62,6 +63,9 @@ class Aggregator:
         self.interval_s, self.timeout_s = interval_s, timeout_s
         self.latest = {t.endpoint: self._entry(t, "not polled yet") for t in self.targets}
         self.client_options = client_options or {}  # credentials and TLS for the registry
+        tls = self.client_options.get("tls")  # an ssl.SSLContext when TLS is on
+        self.node_ssl: ssl.SSLContext | bool = tls if tls is not None else True
+        self.node_scheme = "https" if tls is not None else "http"
         self.services: dict[str, Any] | None = None  # what registered() last read
         # each component process's last /metrics scrape, by its http address: (counters, when)
         self._scraped: dict[str, tuple[methods.Counters, float]] = {}
@@ -85,7 +89,10 @@ class Aggregator:
         return {"Authorization": f"Bearer {self.token}"} if self.token else {}
 
     async def start(self) -> None:
-        """Open the HTTP session; `poll` too: keep polling every node (what the server does)."""
+        """Open the HTTP session; `poll` too: keep polling every node (what the server does).
+        With TLS on (a context in the client options, SHOAL_CACERT...), the nodes' HTTP ports
+        speak HTTPS, and the same context verifies them; gateways and component processes
+        keep plain HTTP."""
         self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.timeout_s))
 
     async def poll(self) -> None:
@@ -228,7 +235,8 @@ class Aggregator:
         assert self._session is not None, "start() first"
         entry = self._entry(t, None)
         try:
-            async with self._session.get(f"http://{t.endpoint}/status", headers=self.headers) as r:
+            async with self._session.get(f"{self.node_scheme}://{t.endpoint}/status",
+                                         headers=self.headers, ssl=self.node_ssl) as r:
                 if r.status != 200:
                     entry["error"] = f"/status answered {r.status}: {(await r.text())[:200]}"
                     return entry
@@ -269,8 +277,9 @@ class Aggregator:
         headers = {"Authorization": req.headers.get("Authorization", ""),
                    "Content-Type": "application/json"}
         try:
-            async with self._session.post(f"http://{t.endpoint}/faults", data=await req.read(),
-                                          headers=headers) as r:
+            async with self._session.post(f"{self.node_scheme}://{t.endpoint}/faults",
+                                          data=await req.read(), headers=headers,
+                                          ssl=self.node_ssl) as r:
                 return web.Response(body=await r.read(), status=r.status,
                                     content_type="application/json")
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
