@@ -86,7 +86,7 @@ class KafkaServer:
         self.advertised = advertised_host or host
         self._server: asyncio.AbstractServer | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._appended: dict[int, asyncio.Event] = {}  # group -> set when a batch is applied
+        self._appended: dict[int, asyncio.Event] = {}  # group -> set by its next append
         self.groups = GroupService(self)  # consumer groups, coordinated by the meta leader
         self._handlers = self._handler_table()
 
@@ -356,9 +356,9 @@ class KafkaServer:
         known = self.topics()
         # Each partition is its own group: their appends go through their logs side by side,
         # so a request for n partitions costs one consensus round, not n in a row.
-        appends = [[self._append(known.get(td.name), pd.index, pd.records, req.timeout_ms)
-                    for pd in td.partition_data] for td in req.topic_data]
-        results = iter(await asyncio.gather(*(a for topic in appends for a in topic)))
+        results = iter(await asyncio.gather(*(
+            self._append(known.get(td.name), pd.index, pd.records, req.timeout_ms)
+            for td in req.topic_data for pd in td.partition_data)))
         out = []
         for td in req.topic_data:
             parts = []
