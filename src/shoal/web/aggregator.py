@@ -3,7 +3,8 @@ the admin token) every `interval_s`, each node on its own task with a timeout, a
 is the latest answer of each: a slow node delays nobody else's figures, and one that is down
 or paused is shown down, with why (refused at once; no answer within the timeout twice in a
 row: once is shown as late, the last answer standing). Every
-couple of seconds it also reads the service registry through a client (shoal.web.services),
+couple of seconds it also reads the service registry through a client (shoal.web.services)
+and the /metrics of every registered instance that names its HTTP port (shoal.web.methods),
 and every second each `--gateways` admin port (shoal.web.gateways).
 
 Its own port serves the dashboard's routes (shoal.web.dashboard) and two more, each needing
