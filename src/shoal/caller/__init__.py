@@ -3,7 +3,7 @@ budget and a circuit breaker per backend. See docs/gateway.md ("The caller")."""
 
 from .breaker import BreakerConfig, BreakerState, CircuitBreaker
 from .budget import BudgetConfig, RetryBudget
-from .caller import Caller, CallPolicy, Exchange
+from .caller import Caller, CallPolicy, Exchange, Resume
 from .errors import (
     CallError,
     ConnectFailed,
@@ -16,5 +16,5 @@ from .errors import (
 __all__ = [
     "BreakerConfig", "BreakerState", "BudgetConfig", "CallError", "CallPolicy", "Caller",
     "CircuitBreaker", "ConnectFailed", "DeadlineExceeded", "Exchange", "NoBackend",
-    "RetryBudget", "SendFailed", "UpstreamFailed",
+    "Resume", "RetryBudget", "SendFailed", "UpstreamFailed",
 ]

@@ -38,6 +38,14 @@ class CallPolicy:
             raise ValueError("deadline_s and try_timeout_s must be > 0, max_attempts >= 1")
 
 
+@dataclass(frozen=True, slots=True)
+class Resume:
+    """A call whose first attempt was started without awaiting (`Caller.begin`) and failed."""
+    start: float  # when the call started (its deadline counts from here)
+    backend_id: str
+    error: Exception  # ConnectFailed, SendFailed or TimeoutError
+
+
 @dataclass(slots=True)
 class Exchange(Generic[T]):
     backend: Backend
@@ -126,19 +134,27 @@ class Caller:
     async def call(self, attempt: Callable[[Backend], Awaitable[T]], *,
                    key: str | bytes | None = None, client: str | None = None,
                    idempotent: bool = False, deadline_s: float | None = None,
-                   timer: Any = None, avoid: Sequence[str] = ()) -> Exchange[T]:
+                   timer: Any = None, avoid: Sequence[str] = (),
+                   resume: Resume | None = None) -> Exchange[T]:
         """Run `attempt(backend)` until one succeeds or the policy says stop. On success the
         caller must `finish` the returned exchange. `timer` is handed to `_timed` untouched
         (a subclass's own timeout mechanism, e.g. the gateway's per-connection watchdog).
-        Backends in `avoid` are never chosen (a fan-out sends each branch to its own)."""
+        Backends in `avoid` are never chosen (a fan-out sends each branch to its own).
+        `resume` continues a call begun with `begin` from its failed first attempt."""
         policy = self.policy
-        start = self.clock()
-        end = start + (deadline_s if deadline_s is not None else policy.deadline_s)
         tried: list[str] = list(avoid)
         last: Exception | None = None
-        self.budget.start_request()
+        if resume is None:
+            start, first = self.clock(), 0
+            self.budget.start_request()
+        else:
+            start, first, last = resume.start, 1, resume.error
+            tried.append(resume.backend_id)
+        end = start + (deadline_s if deadline_s is not None else policy.deadline_s)
         try:
-            for n in range(policy.max_attempts):
+            for n in range(first, policy.max_attempts):
+                if last is not None and not (isinstance(last, ConnectFailed) or idempotent):
+                    break  # it may have run: only idempotent requests can run twice
                 now = self.clock()
                 if n:
                     if now >= end or not self.budget.try_retry():
@@ -160,8 +176,6 @@ class Caller:
                 if not isinstance(value, Exception):
                     return Exchange(backend, value, start, n + 1)
                 last = value
-                if not (isinstance(value, ConnectFailed) or idempotent):
-                    break  # it may have run: only idempotent requests can run twice
         except BaseException:
             self.budget.end_request()
             raise
@@ -174,6 +188,36 @@ class Caller:
         raise UpstreamFailed(f"backend {tried[-1]} failed: {last} "
                              f"({n_tried} attempt{'s' * (n_tried > 1)})") from last
 
+    def begin(self, key: str | bytes | None, client: str | None) -> tuple[Backend, float]:
+        """A call's first attempt, started without awaiting (a proxy's fast path): its backend
+        and start time. Then exactly one of: `finish` (on an `Exchange` of the two),
+        `failed` and `call(resume=)`, or `abandon`. NoBackend if none is routable."""
+        start = self.clock()
+        self.budget.start_request()
+        backend = self.select(key, client, (), start)
+        if backend is None:
+            self.budget.end_request()
+            raise NoBackend(f"no available backend ({len(self.backends)} registered, "
+                            f"{len(self.outlier.ejected())} ejected)")
+        assert self._picker is not None
+        self._picker.on_start(backend.id)
+        return backend, start
+
+    def failed(self, backend_id: str, t0: float) -> None:
+        """An attempt started at `t0` failed (ConnectFailed, SendFailed or a timeout)."""
+        if self._picker is not None:
+            self._picker.on_finish(backend_id)
+        self._record(backend_id, False, self.clock() - t0)
+
+    def abandon(self, backend_id: str) -> None:
+        """A call begun with `begin` ends with no verdict on its backend (it was never sent)."""
+        if self._picker is not None:
+            self._picker.on_finish(backend_id)
+        breaker = self.breakers.get(backend_id)
+        if breaker is not None:
+            breaker.on_cancel()
+        self.budget.end_request()
+
     async def _attempt(self, attempt: Callable[[Backend], Awaitable[T]], backend: Backend,
                        timeout: float, timer: Any) -> T | Exception:
         """One try: returns the value, or the exception (ConnectFailed, SendFailed or
@@ -185,8 +229,7 @@ class Caller:
         try:
             return await self._timed(attempt, backend, timeout, timer)
         except (ConnectFailed, SendFailed, TimeoutError) as exc:
-            picker.on_finish(backend.id)
-            self._record(backend.id, False, self.clock() - t0)
+            self.failed(backend.id, t0)
             return exc
         except BaseException:
             picker.on_finish(backend.id)

@@ -104,13 +104,14 @@ class Gateway:
         self._on_snapshot(self.watcher.snapshot())
         host, port = parse_address(c.listen, listen=True)
         if c.mode == "http":
-            handler = HttpProxy(self.caller, self.pools, self.stats, c.limits, c.hash_header).handle
-            limit = c.limits.max_head_bytes
+            proxy = HttpProxy(self.caller, self.pools, self.stats, c.limits, c.hash_header)
+            server = await asyncio.get_running_loop().create_server(proxy.protocol, host, port,
+                                                                    backlog=1024)
         else:
-            handler = TcpProxy(self.caller, self.stats, c.connect_timeout_s).handle
-            limit = 64 * 1024
-        self._servers.append(await asyncio.start_server(handler, host, port, limit=limit,
-                                                        backlog=1024))
+            server = await asyncio.start_server(
+                TcpProxy(self.caller, self.stats, c.connect_timeout_s).handle, host, port,
+                limit=64 * 1024, backlog=1024)
+        self._servers.append(server)
         if c.admin is not None:
             await self._start_admin(*parse_address(c.admin, listen=True))
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 
+from .conn import Peer
 from .timeouts import Wheel
 
 CHUNK = 64 * 1024
@@ -36,7 +37,7 @@ async def read_some(reader: asyncio.StreamReader, n: int, side: str, idle_s: flo
         raise BodyError(side, f"connection broke: {exc}") from None
 
 
-async def read_exactly(reader: asyncio.StreamReader, n: int, side: str, idle_s: float,
+async def read_exactly(reader: asyncio.StreamReader | Peer, n: int, side: str, idle_s: float,
                        wheel: Wheel | None = None) -> bytes:
     try:
         async with (wheel.timeout(idle_s) if wheel is not None else asyncio.timeout(idle_s)):

@@ -12,19 +12,24 @@ from collections import deque
 
 from ..caller import ConnectFailed
 from ..registry import parse_address
+from .conn import Peer
 
 READ_LIMIT = 64 * 1024  # a backend's response head must fit in this
 
 
-class Conn:
-    __slots__ = ("reader", "writer", "reused")
+class Conn(Peer):
+    """A backend connection (conn.py's Peer), reused across requests."""
 
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter):
-        self.reader, self.writer = reader, writer
+    def __init__(self, loop: asyncio.AbstractEventLoop):
+        super().__init__(loop, READ_LIMIT)
         self.reused = False
 
+    def open(self) -> bool:
+        """Neither side has closed it, and nothing unread is left from the last response."""
+        return not (self.eof or self.buf or self.transport.is_closing())
+
     def close(self) -> None:
-        self.writer.close()
+        self.transport.close()
 
 
 class Pool:
@@ -48,7 +53,7 @@ class Pool:
             return None
         while self._idle:
             conn = self._idle.pop()  # most recently used: the least likely to have timed out
-            if not (conn.reader.at_eof() or conn.writer.is_closing()):
+            if conn.open():
                 conn.reused = True
                 self._busy += 1
                 return conn
@@ -64,14 +69,15 @@ class Pool:
             await self._wait_slot()
         while self._idle and not fresh:
             conn = self._idle.pop()  # most recently used: the least likely to have timed out
-            if not (conn.reader.at_eof() or conn.writer.is_closing()):
+            if conn.open():
                 conn.reused = True
                 return conn
             conn.close()
+        loop = asyncio.get_running_loop()
         try:
             async with asyncio.timeout(self.connect_timeout):
-                reader, writer = await asyncio.open_connection(self.host, self.port,
-                                                               limit=READ_LIMIT)
+                _, conn = await loop.create_connection(lambda: Conn(loop), self.host,
+                                                       self.port)
         except (OSError, TimeoutError) as exc:
             self._free_slot()
             raise ConnectFailed(f"cannot connect to {self.address}: {exc or 'timed out'}") from None
@@ -79,7 +85,7 @@ class Pool:
             self._free_slot()
             raise
         self.opened += 1
-        return Conn(reader, writer)
+        return conn
 
     async def _wait_slot(self) -> None:
         """Wait until `_free_slot` hands this waiter a slot (first come, first served)."""
@@ -105,8 +111,8 @@ class Pool:
 
     def release(self, conn: Conn, reusable: bool) -> None:
         self._free_slot()
-        if (reusable and not self.closed and len(self._idle) < self.max_idle
-                and not conn.writer.is_closing()):
+        conn.unstream()
+        if reusable and not self.closed and len(self._idle) < self.max_idle and conn.open():
             self._idle.append(conn)
         else:
             conn.close()

@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from functools import partial
 
 from ..balance import Backend
-from ..caller import CallError, SendFailed
+from ..caller import CallError, ConnectFailed, Exchange, NoBackend, Resume, SendFailed
 from .body import BodyError, copy_chunked, copy_length, copy_until_eof, drain, read_exactly
 from .calls import GatewayCaller
+from .conn import HEAD_END, Peer
 from .http1 import (
     HttpError,
     RequestHead,
@@ -25,9 +27,9 @@ from .http1 import (
     parse_request,
     parse_response,
 )
-from .pool import Conn, Pools
+from .pool import Conn, Pool, Pools
 from .stats import GatewayStats
-from .timeouts import Watchdog, Wheel
+from .timeouts import Alarm, Watchdog, Wheel
 
 SMALL_BODY = 64 * 1024  # response bodies up to this go out in one write with their head
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
@@ -49,49 +51,304 @@ class ProxyLimits:
             raise ValueError("proxy timeouts must be > 0")
 
 
+def response_head(resp: ResponseHead, req: RequestHead) -> bytes:
+    """The head to send the client, with the Connection header its request calls for."""
+    if not req.keep_alive or resp.until_close:
+        return resp.lines + b"\r\nConnection: close\r\n\r\n"
+    if req.http10:
+        return resp.lines + b"\r\nConnection: keep-alive\r\n\r\n"
+    return resp.lines + b"\r\n\r\n"
+
+
+class ClientConn(Peer):
+    """A client connection (conn.py's Peer) and the state of its request in flight."""
+
+    def __init__(self, proxy: HttpProxy, loop: asyncio.AbstractEventLoop):
+        super().__init__(loop, proxy.limits.max_head_bytes)
+        self.proxy = proxy
+        self.counted = False  # in stats.connections
+        self.ip, self.ip_bytes = "unknown", b"unknown"
+        self.alarm: Alarm | None = None  # the head timeout, or the inline attempt's timeout
+        self.task: asyncio.Task[None] | None = None  # serving a request the slow way
+        # The request whose first attempt runs inline, waiting for `conn` to answer:
+        self.conn: Conn | None = None
+        self.pool: Pool | None = None
+        self.req: RequestHead | None = None
+        self.body = b""
+        self.backend: Backend | None = None
+        self.t0 = self.start = 0.0  # the call's start (caller clock); the request's (stats)
+        self.on_upstream = partial(proxy._upstream, self)  # the listener on `conn`
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        self.proxy._accept(self)
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        if self.task is None and self.conn is None:
+            self.proxy._next(self)
+
+    def eof_received(self) -> bool:
+        super().eof_received()
+        if self.task is None and self.conn is None:
+            self.proxy._next(self)
+        return True
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        super().connection_lost(exc)
+        self.proxy._lost(self)
+
+
 class HttpProxy:
+    """Plain requests (no body or a small one that came with the head, an idle pooled
+    connection, a small fixed-length answer) are served inline by protocol callbacks: no
+    task, no future, no coroutine. Everything else, and whatever an inline request runs into
+    (a connect, a failure to retry, a body to stream, a slow client), continues in a task
+    with the same caller call (`Caller.begin`, `call(resume=)`)."""
+
     def __init__(self, caller: GatewayCaller, pools: Pools, stats: GatewayStats,
                  limits: ProxyLimits | None = None, hash_header: str | None = None):
         self.caller, self.pools, self.stats = caller, pools, stats
         self.limits = limits or ProxyLimits()
         self.hash_header = hash_header.lower().encode() if hash_header else None
         self.wheel: Wheel | None = None  # coarse timeouts (timeouts.py), made in the loop
+        # The inline attempt's timeout: the first attempt's, as in Caller.call.
+        self.try_timeout_s = min(caller.policy.try_timeout_s, caller.policy.deadline_s)
 
-    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    def protocol(self) -> ClientConn:
+        """The protocol factory for `loop.create_server`."""
+        return ClientConn(self, asyncio.get_running_loop())
+
+    # ------------------------------------------------------------------ connections
+    def _accept(self, client: ClientConn) -> None:
         stats = self.stats
         stats.accepted += 1
+        transport = client.transport
         if stats.connections >= self.limits.max_connections:
-            writer.write(error_response(503, "the gateway is at its connection limit", False))
-            writer.close()
+            transport.write(error_response(503, "the gateway is at its connection limit", False))
+            transport.close()
             return
         stats.connections += 1
+        client.counted = True
         if self.wheel is None:
             self.wheel = Wheel()
-        peer = writer.get_extra_info("peername")
-        ip = str(peer[0]) if peer else "unknown"
+        peer = transport.get_extra_info("peername")
+        if peer:
+            client.ip = str(peer[0])
+            client.ip_bytes = client.ip.encode()
+        client.alarm = Alarm(self.wheel, partial(self._alarm, client))
+        client.alarm.arm(self.limits.head_timeout_s)  # re-armed per request, not a timer
+
+    def _lost(self, client: ClientConn) -> None:
+        if client.counted:
+            client.counted = False
+            self.stats.connections -= 1
+        if client.alarm is not None:
+            client.alarm.close()
+        # An inline request still waiting finishes normally; its answer is dropped.
+
+    def _alarm(self, client: ClientConn) -> None:
+        if client.conn is not None:
+            self._failed(client, TimeoutError())  # the inline attempt timed out
+        elif client.task is None:
+            client.transport.close()  # idle keep-alive connection, or too slow to send a head
+
+    # ------------------------------------------------------------------ the inline path
+    def _next(self, client: ClientConn) -> None:
+        """Serve the next buffered request: inline if it is plain, else in a task."""
+        transport = client.transport
+        if transport.is_closing():
+            return
+        buf = client.buf
+        end = buf.find(HEAD_END) + 4
+        if end < 4:
+            if client.eof and not buf:
+                transport.close()  # closed between requests
+            elif client.eof or len(buf) > client.limit:
+                self._slow(client, partial(self._exchange, client))  # answers 431, or gives up
+            return  # the rest of the head is still to come
+        limits = self.limits
+        start = time.monotonic()
+        try:
+            req = parse_request(buf[:end], client.ip_bytes, self.hash_header)
+        except HttpError:
+            req = None
+        n = max(req.content_length, 0) if req is not None else 0
+        if (req is None or end > client.limit or req.chunked or n > limits.retry_buffer_bytes
+                or (n > 0 and (req.expect_continue or len(buf) < end + n))):
+            # The slow path refuses it, or reads its body with a timeout.
+            self._slow(client, partial(self._exchange, client))
+            return
+        client.buf = buf[end + n:]
+        client.resume()
+        body = buf[end:end + n] if n else b""
+        try:
+            backend, t0 = self.caller.begin(req.affinity, client.ip)
+        except NoBackend as exc:
+            self._error(client, req, exc, start)
+            return
+        pool = client.pool = self.pools.get(backend.address)
+        client.req, client.body, client.backend, client.t0, client.start = (req, body, backend,
+                                                                            t0, start)
+        conn = pool.take_idle()
+        if conn is None:
+            self._slow(client, partial(self._connect, client, False))
+        else:
+            self._send_inline(client, conn, self.try_timeout_s)
+
+    def _send_inline(self, client: ClientConn, conn: Conn, timeout: float) -> None:
+        req, body = client.req, client.body
+        assert req is not None and client.alarm is not None
+        conn.transport.write(req.forward + body if body else req.forward)
+        client.conn = conn
+        client.alarm.arm(timeout)
+        conn.listener = client.on_upstream
+
+    def _upstream(self, client: ClientConn) -> None:
+        """The inline request's backend sent bytes, or closed."""
+        conn, req, backend = client.conn, client.req, client.backend
+        assert conn is not None and req is not None and backend is not None
+        while True:
+            buf = conn.buf
+            end = buf.find(HEAD_END) + 4
+            if end < 4 or end > conn.limit:
+                if end > conn.limit or len(buf) > conn.limit:
+                    self._failed(client, SendFailed(
+                        f"{backend.id} at {backend.address}: response head too long"))
+                elif conn.eof:
+                    error = conn.error
+                    if conn.reused and (isinstance(error, ConnectionError)
+                                        or (error is None and not buf)):
+                        # The backend closed this idle keep-alive connection as we reused
+                        # it and never read the request: again on a fresh one (see _send).
+                        self._detach(client).release(conn, False)
+                        self._slow(client, partial(self._connect, client, True))
+                        return
+                    what = "closed the connection" if error is None else error
+                    self._failed(client, SendFailed(f"{backend.id} at {backend.address}: {what}"))
+                return  # more of the head is to come
+            try:
+                resp = parse_response(buf[:end], req.method)
+            except HttpError as exc:
+                self._failed(client, SendFailed(f"{backend.id} at {backend.address}: {exc}"))
+                return
+            conn.buf = buf[end:]
+            if resp.status >= 200:
+                break
+            # 1xx interim answers (102, 103) are dropped, as in _send.
+        pool = self._detach(client)
+        ex = Exchange(backend, (conn, resp), client.t0, 1)
+        self.stats.response(resp.status, time.monotonic() - client.start)
+        data: bytes | None = b""
+        if not resp.no_body:
+            data = conn.take(resp.content_length) if 0 <= resp.content_length <= SMALL_BODY \
+                else None
+        if data is None:  # a body to wait for or to stream: in a task
+            self._slow(client, partial(self._deliver, client, ex, req))
+            return
+        transport = client.transport
+        if not transport.is_closing():
+            transport.write(response_head(resp, req) + data)
+        pool.release(conn, resp.keep_alive)
+        self.caller.finish(ex, resp.status < 500)
+        if not req.keep_alive or resp.until_close:
+            transport.close()
+        elif client.writing_paused:  # the client reads slowly: wait for it, bounded
+            self._slow(client, partial(self._drained, client))
+        else:
+            assert client.alarm is not None
+            client.alarm.arm(self.limits.head_timeout_s)
+            self._next(client)
+
+    def _detach(self, client: ClientConn) -> Pool:
+        """The inline request stops waiting on its backend connection; its pool."""
+        assert client.conn is not None and client.pool is not None and client.alarm is not None
+        client.conn.listener = None
+        client.conn = None
+        client.alarm.disarm()
+        return client.pool
+
+    def _failed(self, client: ClientConn, error: Exception) -> None:
+        """The inline attempt failed: recorded, then the call goes on in a task (retry or
+        error answer, by the caller's policy)."""
+        conn, req, backend = client.conn, client.req, client.backend
+        assert conn is not None and req is not None and backend is not None
+        self._detach(client).release(conn, False)
+        self.caller.failed(backend.id, client.t0)
+        resume = Resume(client.t0, backend.id, error)
+        self._slow(client, partial(self._serve, client, req, client.body, client.start, resume))
+
+    def _error(self, client: ClientConn, req: RequestHead, exc: CallError, start: float) -> None:
+        client.transport.write(error_response(exc.status, str(exc), req.keep_alive))
+        self.stats.response(exc.status, time.monotonic() - start)
+        if req.keep_alive:
+            assert client.alarm is not None
+            client.alarm.arm(self.limits.head_timeout_s)
+            self._next(client)
+        else:
+            client.transport.close()
+
+    # ------------------------------------------------------------------ the slow path
+    def _slow(self, client: ClientConn, work: Callable[[Watchdog], Awaitable[bool]]) -> None:
+        """Serve one request in a task: `work(dog)` says whether the connection stays open."""
+        assert client.alarm is not None
+        client.alarm.disarm()
+        client.task = client.loop.create_task(self._run(client, work))
+
+    async def _run(self, client: ClientConn, work: Callable[[Watchdog], Awaitable[bool]]) -> None:
+        assert self.wheel is not None
         task = asyncio.current_task()
         assert task is not None
         dog = Watchdog(self.wheel, task)
-        ip_bytes = ip.encode()
+        keep = False
         try:
-            while await self._exchange(reader, writer, ip, ip_bytes, dog):
-                pass
+            keep = await work(dog)
         except (ConnectionError, BodyError, TimeoutError):
             pass  # the client left or stalled: nothing to answer
         finally:
             dog.close()
-            stats.connections -= 1
-            writer.close()
+            client.task = None
+            if not keep:
+                client.transport.close()
+        if client.conn is not None:
+            return  # its attempt goes on inline (after _connect)
+        assert client.alarm is not None
+        client.alarm.arm(self.limits.head_timeout_s)
+        self._next(client)  # back to the inline path
 
-    async def _exchange(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                        ip: str, ip_bytes: bytes, dog: Watchdog) -> bool:
-        """Serve one request; True if the connection may carry another."""
+    async def _connect(self, client: ClientConn, fresh: bool, dog: Watchdog) -> bool:
+        """The inline request's backend needs a new connection: open it, then go on inline."""
+        backend, pool, req = client.backend, client.pool, client.req
+        assert backend is not None and pool is not None and req is not None
+        dog.arm(self.try_timeout_s)
+        error: Exception
+        try:
+            conn = await pool.acquire(fresh)
+        except ConnectFailed as exc:
+            error = exc
+        except asyncio.CancelledError:
+            if not dog.timed_out():
+                self.caller.abandon(backend.id)
+                raise
+            error = TimeoutError()
+        else:
+            left = self.try_timeout_s - (self.caller.clock() - client.t0)
+            self._send_inline(client, conn, max(left, 0.0))
+            return True
+        finally:
+            dog.disarm()
+        self.caller.failed(backend.id, client.t0)
+        return await self._serve(client, req, client.body, client.start,
+                                 Resume(client.t0, backend.id, error), dog)
+
+    async def _exchange(self, client: ClientConn, dog: Watchdog) -> bool:
+        """Read and serve one request; True if the connection may carry another."""
         limits = self.limits
         wheel = self.wheel
         assert wheel is not None
-        dog.arm(limits.head_timeout_s)  # a deadline re-armed per request, not a timer
+        dog.arm(limits.head_timeout_s)
         try:
-            head = await reader.readuntil(b"\r\n\r\n")
+            head = await client.read_head()
         except asyncio.CancelledError:
             if dog.timed_out():
                 return False  # idle keep-alive connection, or a client too slow to send a head
@@ -99,39 +356,53 @@ class HttpProxy:
         except asyncio.IncompleteReadError:
             return False  # closed between requests (or mid-head: nothing useful to say)
         except asyncio.LimitOverrunError:
-            return self._refuse(writer, 431, f"request head over {limits.max_head_bytes} bytes")
+            return self._refuse(client, 431, f"request head over {limits.max_head_bytes} bytes")
         finally:
             dog.disarm()
         start = time.monotonic()
         try:
-            req = parse_request(head, ip_bytes, self.hash_header)
+            req = parse_request(head, client.ip_bytes, self.hash_header)
         except HttpError as exc:
-            return self._refuse(writer, exc.status, str(exc))
+            return self._refuse(client, exc.status, str(exc))
         body = b""
         streamed = req.chunked or req.content_length > limits.retry_buffer_bytes
         if req.content_length > limits.max_body_bytes:
-            return self._refuse(writer, 413, f"body over {limits.max_body_bytes} bytes")
+            return self._refuse(client, 413, f"body over {limits.max_body_bytes} bytes")
         if req.has_body and req.expect_continue:
-            writer.write(CONTINUE)  # we answer it: the Expect header is not forwarded
+            client.transport.write(CONTINUE)  # we answer it: the Expect header is not forwarded
         if req.content_length > 0 and not streamed:
-            body = await read_exactly(reader, req.content_length, "client", limits.body_idle_s,
+            body = await read_exactly(client, req.content_length, "client", limits.body_idle_s,
                                       wheel)
+        return await self._serve(client, req, body, start, None, dog)
 
-        attempt = partial(self._send, req, body, reader if streamed else None)  # (backend)
+    async def _serve(self, client: ClientConn, req: RequestHead, body: bytes, start: float,
+                     resume: Resume | None, dog: Watchdog) -> bool:
+        """The call for a request read (and its first attempt failed, with `resume`)."""
+        streamed = req.chunked or req.content_length > self.limits.retry_buffer_bytes
+        attempt = partial(self._send, req, body, client.stream_reader() if streamed else None)
         try:
             # A streamed body cannot be sent twice: only connect failures are retried then.
-            ex = await self.caller.call(attempt, key=req.affinity, client=ip,
-                                        idempotent=req.idempotent and not streamed, timer=dog)
+            ex = await self.caller.call(attempt, key=req.affinity, client=client.ip,
+                                        idempotent=req.idempotent and not streamed, timer=dog,
+                                        resume=resume)
         except CallError as exc:
             keep = req.keep_alive and not streamed
-            writer.write(error_response(exc.status, str(exc), keep))
+            client.transport.write(error_response(exc.status, str(exc), keep))
             self.stats.response(exc.status, time.monotonic() - start)
             return keep
+        finally:
+            if streamed:
+                client.unstream()
+        self.stats.response(ex.value[1].status, time.monotonic() - start)
+        return await self._deliver(client, ex, req, dog)
+
+    async def _deliver(self, client: ClientConn, ex: Exchange[tuple[Conn, ResponseHead]],
+                       req: RequestHead, dog: Watchdog) -> bool:
+        """Relay the answer, return the backend connection and end the call."""
         conn, resp = ex.value
-        self.stats.response(resp.status, time.monotonic() - start)
         ok, reusable, keep = resp.status < 500, resp.keep_alive, req.keep_alive
         try:
-            await self._relay(conn, resp, req, writer)
+            await self._relay(conn, resp, req, client)
         except BodyError as exc:
             ok = ok and exc.side != "backend"
             reusable = keep = False
@@ -142,8 +413,12 @@ class HttpProxy:
             self.caller.finish(ex, ok)
         return keep and not resp.until_close
 
-    def _refuse(self, writer: asyncio.StreamWriter, status: int, message: str) -> bool:
-        writer.write(error_response(status, message, False))
+    async def _drained(self, client: ClientConn, dog: Watchdog) -> bool:
+        await drain(client.writer, self.limits.body_idle_s)
+        return True
+
+    def _refuse(self, client: ClientConn, status: int, message: str) -> bool:
+        client.transport.write(error_response(status, message, False))
         self.stats.response(status, 0.0)
         return False
 
@@ -158,7 +433,7 @@ class HttpProxy:
             if conn is None:
                 conn = await pool.acquire(fresh)
             try:
-                conn.writer.write(req.forward + body if body else req.forward)
+                conn.transport.write(req.forward + body if body else req.forward)
                 if stream_from is not None:
                     if req.chunked:
                         await copy_chunked(stream_from, conn.writer, "client", idle)
@@ -166,7 +441,7 @@ class HttpProxy:
                         await copy_length(stream_from, conn.writer, req.content_length, "client",
                                           idle)
                 while True:
-                    resp = parse_response(await conn.reader.readuntil(b"\r\n\r\n"), req.method)
+                    resp = parse_response(await conn.read_head(), req.method)
                     if resp.status >= 200:
                         return conn, resp
                     # 1xx interim answers (102, 103) are dropped: we answered 100 ourselves.
@@ -190,34 +465,27 @@ class HttpProxy:
                 raise
 
     async def _relay(self, conn: Conn, resp: ResponseHead, req: RequestHead,
-                     writer: asyncio.StreamWriter) -> None:
+                     client: ClientConn) -> None:
         """Send the response head and stream its body to the client."""
         idle = self.limits.body_idle_s
-        if not req.keep_alive or resp.until_close:
-            head = resp.lines + b"\r\nConnection: close\r\n\r\n"
-        elif req.http10:
-            head = resp.lines + b"\r\nConnection: keep-alive\r\n\r\n"
-        else:
-            head = resp.lines + b"\r\n\r\n"
+        head = response_head(resp, req)
+        transport = client.transport
         if resp.no_body:
-            writer.write(head)
+            transport.write(head)
         elif 0 <= resp.content_length <= SMALL_BODY:
-            reader = conn.reader
-            # Usually the body came with the head: then read it without arming a timeout.
-            if len(reader._buffer) >= resp.content_length:  # type: ignore[attr-defined]
-                data = await reader.readexactly(resp.content_length)
-            else:
-                data = await read_exactly(reader, resp.content_length, "backend", idle,
-                                          self.wheel)
-            writer.write(head + data)
-            if not writer.transport.get_write_buffer_size():
-                return  # all sent (the common case): no drain
+            # Usually the body came with the head: then it is taken without a timeout.
+            data = conn.take(resp.content_length)
+            if data is None:
+                data = await read_exactly(conn, resp.content_length, "backend", idle, self.wheel)
+            transport.write(head + data)
         else:
-            writer.write(head)
+            transport.write(head)
+            reader, writer = conn.stream_reader(), client.writer
             if resp.content_length >= 0:
-                await copy_length(conn.reader, writer, resp.content_length, "backend", idle)
+                await copy_length(reader, writer, resp.content_length, "backend", idle)
             elif resp.chunked:
-                await copy_chunked(conn.reader, writer, "backend", idle)
+                await copy_chunked(reader, writer, "backend", idle)
             else:
-                await copy_until_eof(conn.reader, writer, "backend", idle)
-        await drain(writer, idle)
+                await copy_until_eof(reader, writer, "backend", idle)
+        if transport.get_write_buffer_size():  # not all sent (rare): wait, bounded
+            await drain(client.writer, idle)

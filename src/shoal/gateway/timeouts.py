@@ -16,6 +16,7 @@ seconds-long limits it enforces.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from types import TracebackType
 
 TICK = 0.02  # seconds per slot: the most a timeout can fire late
@@ -26,14 +27,14 @@ class Wheel:
 
     def __init__(self, loop: asyncio.AbstractEventLoop | None = None):
         self.loop = loop or asyncio.get_running_loop()
-        self.slots: dict[int, set[CoarseTimeout | Watchdog]] = {}
+        self.slots: dict[int, set[CoarseTimeout | Alarm]] = {}
         self.cursor = 0  # every slot below it has expired
         self.handle: asyncio.TimerHandle | None = None
 
     def timeout(self, delay: float) -> CoarseTimeout:
         return CoarseTimeout(self, delay)
 
-    def _add(self, t: CoarseTimeout | Watchdog, when: float) -> int:
+    def _add(self, t: CoarseTimeout | Alarm, when: float) -> int:
         if self.handle is None:
             self.cursor = int(self.loop.time() / TICK)
             self.handle = self.loop.call_later(TICK, self._tick)
@@ -45,7 +46,7 @@ class Wheel:
             members.add(t)
         return slot
 
-    def _remove(self, t: CoarseTimeout | Watchdog, slot: int) -> None:
+    def _remove(self, t: CoarseTimeout | Alarm, slot: int) -> None:
         members = self.slots.get(slot)
         if members is not None:
             members.discard(t)
@@ -101,21 +102,17 @@ class CoarseTimeout:
         self.task.cancel()
 
 
-class Watchdog:
-    """A re-armable deadline for one task that takes the same kind of timeout again and again
-    (a client connection waiting for its next request head). `arm` only stores the deadline;
-    the wheel holds at most one entry for it and re-queues it lazily when its slot passes
-    early. On expiry the task is cancelled and `fired` is set: the waiting code catches the
-    CancelledError, calls `timed_out()` to tell it from a real cancellation, and goes on."""
+class Alarm:
+    """A re-armable deadline that calls `fire()` when it passes: for code driven by protocol
+    callbacks, with no task to cancel. `arm` only stores the deadline; the wheel holds at most
+    one entry for it and re-queues it lazily when its slot passes early."""
 
-    __slots__ = ("wheel", "task", "deadline", "slot", "fired", "cancelling")
+    __slots__ = ("wheel", "deadline", "slot", "fire")
 
-    def __init__(self, wheel: Wheel, task: asyncio.Task[object]):
-        self.wheel, self.task = wheel, task
+    def __init__(self, wheel: Wheel, fire: Callable[[], None]):
+        self.wheel, self.fire = wheel, fire
         self.deadline: float | None = None
         self.slot: int | None = None
-        self.fired = False
-        self.cancelling = task.cancelling()
 
     def arm(self, delay: float) -> None:
         when = self.wheel.loop.time() + delay
@@ -126,14 +123,6 @@ class Watchdog:
 
     def disarm(self) -> None:
         self.deadline = None
-
-    def timed_out(self) -> bool:
-        """After a CancelledError: True if it was this deadline (the cancellation is then
-        consumed), False if the task was cancelled from elsewhere (re-raise it)."""
-        if not self.fired:
-            return False
-        self.fired = False
-        return self.task.uncancel() <= self.cancelling
 
     def close(self) -> None:
         if self.slot is not None:
@@ -149,5 +138,31 @@ class Watchdog:
             self.slot = self.wheel._add(self, when)
             return
         self.deadline = None
+        self.fire()
+
+
+class Watchdog(Alarm):
+    """An alarm for one task that takes the same kind of timeout again and again (a client
+    connection waiting for its next request head): on expiry the task is cancelled and
+    `fired` is set. The waiting code catches the CancelledError, calls `timed_out()` to tell
+    it from a real cancellation, and goes on."""
+
+    __slots__ = ("task", "fired", "cancelling")
+
+    def __init__(self, wheel: Wheel, task: asyncio.Task[object]):
+        super().__init__(wheel, self._cancel)
+        self.task = task
+        self.fired = False
+        self.cancelling = task.cancelling()
+
+    def timed_out(self) -> bool:
+        """After a CancelledError: True if it was this deadline (the cancellation is then
+        consumed), False if the task was cancelled from elsewhere (re-raise it)."""
+        if not self.fired:
+            return False
+        self.fired = False
+        return self.task.uncancel() <= self.cancelling
+
+    def _cancel(self) -> None:
         self.fired = True
         self.task.cancel()
