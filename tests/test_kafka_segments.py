@@ -2,7 +2,8 @@
 (kv/partition.py) and the log cleaner (events/compaction.py): rolling, index lookups,
 recovery of a torn tail and of a corrupt index, refusal of corruption in the middle,
 retention by whole segments, compaction keeping the latest record of each key, and a
-snapshot carrying the segments to a store with other files."""
+a snapshot naming the segments and carrying them to a store with other files, and a crash
+after a snapshot, a compaction and a trim restoring the same files."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from shoal.kv import KVStore
 from shoal.kv.partition import LogState
 from shoal.kv.requests import LogAppendRequest, LogCompactRequest, LogTrimRequest
 from shoal.server.kafka import retention_cut
+from shoal.sim.disk import SegmentFiles as SimSegmentFiles
 from shoal.storage.segment_files import SegmentFiles
 
 DAY = 24 * 3600 * 1000
@@ -128,7 +130,7 @@ def test_retention_deletes_whole_closed_segments_never_the_active_one() -> None:
     # by time: segments whose newest record is older than retention.ms
     assert retention_cut(segs, segs[2].max_ts + 11, 10, -1) == segs[3].base
     assert retention_cut(segs, 10**9, -1, -1) == segs[0].base
-    assert log.delete_before(segs[3].base) == segs[3].base
+    assert log.delete_before(segs[3].base, 1) == segs[3].base
     assert log.start_offset == segs[3].base and offsets(log.read(0, 100))[0] == segs[3].base
 
 
@@ -193,23 +195,73 @@ def test_tombstones_go_after_delete_retention_ms() -> None:
     assert b"a" not in keys and b"b" in keys
 
 
-def test_trim_and_snapshot_carry_the_segments_to_other_files() -> None:
+def test_a_snapshot_names_the_segments_and_carries_them_to_a_follower() -> None:
     kv = store_with([[(b"k", b"x" * 50)]] * 40, segment_bytes=500)
     kv.apply(LogTrimRequest(kv.segments.segments[2].base), 41)
     state = LogState.of(kv)
     assert state.start_offset == kv.segments.start_offset > 0
     snap = kv.snapshot()
+    assert len(snap) < kv.segments.size // 4  # the segments are named, not copied
+    shipped = kv.carrying_segments(snap)
+    assert shipped is not None and len(shipped) > kv.segments.size
     other = MemoryDirectory()
     other.write("00000000000000000000.log", b"stale")  # a follower's old files
-    restored = KVStore.restore(snap, files=other)
+    restored = KVStore.restore(shipped, files=other)
     assert list(restored.segments.batches()) == list(kv.segments.batches())
     assert "00000000000000000000.log" not in other.names()
     assert restored.snapshot() == snap
+    # files without the named segments: acknowledged batches would be lost
+    with pytest.raises(CorruptSegment, match="acknowledged batches are missing"):
+        KVStore.restore(snap, files=MemoryDirectory())
     # a restart over files that went further than the snapshot: cut back to it
     kv.apply(LogAppendRequest(keyed(0, [(b"k", b"y")]), 1000, 500, 7 * DAY), 42)
     again = KVStore.restore(snap, files=kv.files)
     assert again.segments.next_offset == state.next_offset
     assert again.snapshot() == snap
+    # once a trim deleted a named segment, the leader's files no longer hold the snapshot
+    kv.apply(LogTrimRequest(kv.segments.segments[3].base), 43)
+    assert kv.carrying_segments(snap) is None
+
+
+def test_a_crash_after_a_snapshot_and_a_compaction_and_trim_restores_the_same_files() -> None:
+    """kill -9 after a snapshot, with appends (unsynced), a compaction (which rewrites the
+    segment that was active at the snapshot) and a trim since: the snapshot and the entries
+    after it give back byte for byte the files of a replica that never crashed."""
+    def two(i: int, value: bytes) -> bytes:  # a key overwritten later and a key of its own
+        return keyed(0, [(b"k%d" % (i % 3), value), (b"u%d" % i, value)])
+
+    # One batch per segment, but a compacted batch and a whole one fit together: a restart
+    # that measured the compacted segment would append to it where the others rolled.
+    whole, compacted = len(two(0, b"v" * 40)), len(keyed(0, [(b"u0", b"v" * 40)]))
+    seg_bytes = compacted + whole + 2
+    assert seg_bytes < 2 * whole
+    entries: list[Any] = [LogAppendRequest(two(i, b"v" * 40), 1000, seg_bytes, 7 * DAY)
+                          for i in range(12)]
+    later: list[Any] = [
+        *[LogAppendRequest(two(i, b"w" * 40), 1000, seg_bytes, 7 * DAY) for i in range(12)],
+        LogCompactRequest(now_ms=5000, delete_retention_ms=1000),
+        LogTrimRequest(4),
+        *[LogAppendRequest(two(i, b"z" * 40), 1000, seg_bytes, 7 * DAY) for i in range(3)]]
+    crashing, steady = KVStore(files=SimSegmentFiles()), KVStore()
+    for i, r in enumerate(entries, 1):
+        crashing.apply(r, i)
+        steady.apply(r, i)
+    snap = crashing.snapshot()
+    active = crashing.segments.active
+    assert active is not None and active.size
+    for i, r in enumerate(later, len(entries) + 1):
+        crashing.apply(r, i)
+        steady.apply(r, i)
+    assert crashing.segments.rewritten == len(entries) + 13  # the compaction's index
+    files = crashing.files
+    assert isinstance(files, SimSegmentFiles)
+    files.crash()  # the appends since the snapshot are lost; the rewrite is not
+    restarted = KVStore.restore(snap, files=files)
+    for i, r in enumerate(later, len(entries) + 1):
+        restarted.apply(r, i)
+    assert restarted.snapshot() == steady.snapshot()
+    assert {n: bytes(files.files[n]) for n in files.names()} == {
+        n: bytes(d) for n, d in steady.files.files.items()}  # type: ignore[attr-defined]
 
 
 def test_a_store_with_no_segment_for_its_state_refuses_to_open() -> None:
@@ -355,4 +407,5 @@ def test_a_compacted_topic_and_a_kill_9_of_every_node_keep_acknowledged_records(
 
 def _segment_files(data_dir: Path) -> dict[str, bytes]:
     return {str(p.relative_to(data_dir)): p.read_bytes()
-            for p in sorted(data_dir.glob("groups/*/log/*")) if not p.name.endswith(".tmp")}
+            for p in sorted(data_dir.glob("groups/*/log/*"))
+            if p.suffix in (".log", ".index", ".timeindex")}  # (not a checkpoint, a .tmp)

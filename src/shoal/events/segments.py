@@ -17,9 +17,16 @@ short or failing its CRC is a torn write and is cut off; a bad batch with more d
 is corruption in the middle and refused (CorruptSegment, naming the file); an index that is
 missing, of the wrong size or disagreeing with the log is rebuilt from the log.
 
+A snapshot names the segments instead of copying them (`manifest`: per segment its base, next
+offset, size and a digest of its batch headers, whose CRCs cover the records; for the active
+one also its fill and first timestamp); `carry` reads the named bytes back for a follower that installs the snapshot, and
+`restore` makes the files what a snapshot says. A trim or compaction that deletes or rewrites
+a segment first records its entry's index (`REWRITE_CHECKPOINT`), so a restore knows when the
+files may differ from an older snapshot. How this composes with the consensus log is
+kv/partition.py's business.
+
 Pure: the files come through a `Directory` (storage/segment_files.py gives real files, a
-`MemoryDirectory` keeps them in memory for the simulator and the tests). How the segments'
-durability composes with the consensus log is kv/partition.py's business."""
+`MemoryDirectory` keeps them in memory for the simulator and the tests)."""
 
 from __future__ import annotations
 
@@ -29,10 +36,21 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from .protocol.records import HEADER_SIZE, BatchHeader, CorruptRecord, iter_batches, read_header
+from .protocol.records import (
+    HEADER_SIZE,
+    BatchHeader,
+    CorruptRecord,
+    crc32c,
+    iter_batches,
+    read_header,
+    restamp,
+)
 
 INDEX_INTERVAL = 4096  # Kafka's index.interval.bytes
 SCAN_BYTES = 64 * 1024  # read at a time when walking batch headers from an index entry
+# The index of the last entry that deleted or rewrote a segment (Kafka keeps its log start and
+# cleaner progress in checkpoint files beside the segments too).
+REWRITE_CHECKPOINT = "rewrite-checkpoint"
 _INDEX = struct.Struct(">II")
 _TIME = struct.Struct(">qI")
 
@@ -47,7 +65,7 @@ class Directory(Protocol):
     def names(self) -> list[str]: ...
     def size(self, name: str) -> int: ...
     def read(self, name: str, offset: int = 0, size: int = -1) -> bytes: ...
-    def append(self, name: str, data: bytes) -> None: ...
+    def append(self, name: str, *data: bytes | memoryview) -> None: ...  # the pieces, joined
     def truncate(self, name: str, size: int) -> None: ...
     def write(self, name: str, data: bytes) -> None: ...  # the whole file, replaced
     def delete(self, name: str) -> None: ...
@@ -71,8 +89,10 @@ class MemoryDirectory:
         data = self.files.get(name, bytearray())
         return bytes(data[offset:] if size < 0 else data[offset:offset + size])
 
-    def append(self, name: str, data: bytes) -> None:
-        self.files.setdefault(name, bytearray()).extend(data)
+    def append(self, name: str, *data: bytes | memoryview) -> None:
+        f = self.files.setdefault(name, bytearray())
+        for piece in data:
+            f += piece
 
     def truncate(self, name: str, size: int) -> None:
         del self.files.setdefault(name, bytearray())[size:]
@@ -101,6 +121,10 @@ class Segment:
     next_offset: int = -1  # after its last batch (its base while empty)
     first_ts: int = -1  # its first batch's max timestamp (segment.ms)
     max_ts: int = -1
+    digest: int = 0  # CRC-32C of its batch headers, chained (each header's CRC covers its records)
+    # The bytes appended to it, what segment.bytes is measured against: its size, except for a
+    # compacted segment that a restore makes the active one again (`restore`).
+    fill: int = 0
     index: list[tuple[int, int]] = field(default_factory=list)  # (offset, position)
     times: list[tuple[int, int]] = field(default_factory=list)  # (max timestamp, offset)
 
@@ -120,9 +144,10 @@ class Segment:
     def time_index(self) -> str:
         return segment_name(self.base, "timeindex")
 
-    def note(self, pos: int, base_offset: int, next_offset: int, max_ts: int,
-             size: int) -> tuple[bytes, bytes]:
-        """Account for a batch at `pos`; the index entries it adds (as bytes, maybe empty)."""
+    def note(self, pos: int, h: BatchHeader, raw: bytes | memoryview) -> tuple[bytes, bytes]:
+        """Account for batch `raw` (header `h`, as written) at `pos`; the index entries it adds
+        (as bytes, maybe empty)."""
+        base_offset, max_ts = h.base_offset, h.max_timestamp
         idx = tim = b""
         if not self.index or pos - self.index[-1][1] >= INDEX_INTERVAL:
             self.index.append((base_offset, pos))
@@ -130,10 +155,12 @@ class Segment:
             if max_ts > self.max_ts or not self.times:
                 self.times.append((max(max_ts, self.max_ts), base_offset))
                 tim = _TIME.pack(max(max_ts, self.max_ts), base_offset - self.base)
-        if self.size == 0:
+        if self.fill == 0:
             self.first_ts = max_ts
         self.max_ts = max(self.max_ts, max_ts)
-        self.size, self.next_offset = pos + size, next_offset
+        self.size, self.next_offset = pos + h.size, h.next_offset
+        self.fill += h.size
+        self.digest = _digest(raw, self.digest)
         return idx, tim
 
 
@@ -141,6 +168,7 @@ class SegmentLog:
     def __init__(self, dir: Directory):
         self.dir = dir
         self.segments: list[Segment] = []
+        self.rewritten = 0  # REWRITE_CHECKPOINT's index (0: none)
 
     # ---------------------------------------------------------------- opening
     @classmethod
@@ -148,6 +176,8 @@ class SegmentLog:
         """The segments in `dir`, recovered (see the module docstring)."""
         log = cls(dir)
         names = set(dir.names())
+        if REWRITE_CHECKPOINT in names:
+            log.rewritten = int(dir.read(REWRITE_CHECKPOINT))
         bases = sorted(int(n[:-4]) for n in names if n.endswith(".log") and n[:-4].isdigit())
         for i, base in enumerate(bases):
             seg, torn = log._recover(base)
@@ -187,7 +217,7 @@ class SegmentLog:
                 self.dir.truncate(seg.log, pos)
                 torn = True
                 break
-            indexes.append(seg.note(pos, h.base_offset, h.next_offset, h.max_timestamp, len(raw)))
+            indexes.append(seg.note(pos, h, raw))
             pos += len(raw)
         if not self._index_agrees(seg, indexes):
             self.dir.write(seg.offset_index, b"".join(i for i, _ in indexes))
@@ -219,18 +249,22 @@ class SegmentLog:
         return self.segments[:-1]
 
     # ---------------------------------------------------------------- writing
-    def append(self, batch: bytes, segment_bytes: int, segment_ms: int) -> None:
-        """One batch, already given its offset, after everything held."""
-        h = read_header(batch)
+    def append(self, batch: bytes | memoryview, segment_bytes: int, segment_ms: int,
+               base_offset: int | None = None) -> None:
+        """One batch after everything held, given its offset already or `base_offset` now (as
+        restamp gives it, without copying the batch: a new header goes before the rest)."""
+        head = batch[:HEADER_SIZE] if base_offset is None else restamp(batch[:HEADER_SIZE],
+                                                                        base_offset)
+        h = read_header(head)
         seg = self.active
-        if seg is None or (seg.size and (seg.size + len(batch) > segment_bytes or (
+        if seg is None or (seg.fill and (seg.fill + len(batch) > segment_bytes or (
                 segment_ms >= 0 and seg.first_ts >= 0
                 and h.max_timestamp - seg.first_ts >= segment_ms))):
             seg = self.roll(h.base_offset)
         assert h.base_offset >= seg.next_offset, (h.base_offset, seg.next_offset)
         pos = seg.size
-        idx, tim = seg.note(pos, h.base_offset, h.next_offset, h.max_timestamp, len(batch))
-        self.dir.append(seg.log, batch)
+        idx, tim = seg.note(pos, h, head)
+        self.dir.append(seg.log, head, memoryview(batch)[HEADER_SIZE:])
         if idx:
             self.dir.append(seg.offset_index, idx)
         if tim:
@@ -243,10 +277,11 @@ class SegmentLog:
         self.segments.append(seg)
         return seg
 
-    def delete_before(self, offset: int) -> int:
-        """Delete the whole segments that end at or before `offset`, never the active one.
-        Returns the new start offset."""
+    def delete_before(self, offset: int, index: int) -> int:
+        """Delete the whole segments that end at or before `offset`, never the active one, for
+        the entry at `index`. Returns the new start offset."""
         while len(self.segments) > 1 and self.segments[1].base <= offset:
+            self._rewriting(index)
             self._drop(self.segments.pop(0))
         return self.start_offset
 
@@ -262,9 +297,10 @@ class SegmentLog:
         kept = self._rebuild(seg.base, self.dir.read(seg.log, 0, pos))
         self.segments[-1] = kept
 
-    def replace(self, seg: Segment, batches: list[bytes]) -> None:
+    def replace(self, seg: Segment, batches: list[bytes], index: int) -> None:
         """Swap a closed segment's batches for `batches` (compaction: same offsets, fewer
-        records); a segment left with none is deleted."""
+        records), for the entry at `index`; a segment left with none is deleted."""
+        self._rewriting(index)
         i = self.segments.index(seg)
         if not batches:
             self._drop(self.segments.pop(i))
@@ -272,11 +308,18 @@ class SegmentLog:
         self.segments[i] = self._rebuild(seg.base, b"".join(batches))
         self.segments[i].next_offset = max(self.segments[i].next_offset, seg.next_offset)
 
+    def _rewriting(self, index: int) -> None:
+        """Record, durably and before the files change, that the entry at `index` deletes or
+        rewrites a segment: a snapshot before it no longer describes the files."""
+        if index > self.rewritten:
+            self.dir.write(REWRITE_CHECKPOINT, b"%d" % index)
+            self.rewritten = index
+
     def _rebuild(self, base: int, data: bytes) -> Segment:
         seg = Segment(base)
         idx, tim = bytearray(), bytearray()
         for h, raw in iter_batches(data, verify=False):
-            i, t = seg.note(seg.size, h.base_offset, h.next_offset, h.max_timestamp, len(raw))
+            i, t = seg.note(seg.size, h, raw)
             idx += i
             tim += t
         self.dir.write(seg.log, data)
@@ -358,31 +401,85 @@ class SegmentLog:
         return None
 
     # ---------------------------------------------------------------- snapshots
-    def dump(self) -> list[list[object]]:
-        """The segments' contents, after syncing them: [[base, next offset, log bytes], ...]."""
+    def manifest(self) -> list[list[int]]:
+        """What a snapshot records of the segments, after syncing them: per segment [base,
+        next offset, size, digest], and for the active one also its first timestamp and fill
+        (what its rolling depends on). The files are the state."""
         self.dir.sync()
-        return [[s.base, s.next_offset, self.dir.read(s.log)] for s in self.segments]
+        named = [[s.base, s.next_offset, s.size, s.digest] for s in self.segments]
+        if self.segments:
+            named[-1] += [self.segments[-1].first_ts, self.segments[-1].fill]
+        return named
 
-    def load(self, dumped: list[list[object]]) -> None:
-        """Make the files hold `dumped` (a snapshot's): a segment already identical stays
-        untouched, others are rewritten, the rest deleted."""
-        wanted = {}
-        for base, next_offset, data in dumped:
-            assert isinstance(base, int) and isinstance(next_offset, int)
-            assert isinstance(data, bytes)
-            wanted[base] = (next_offset, data)
-        for seg in list(self.segments):
-            if seg.base not in wanted:
-                self._drop(seg)
-        out = []
-        for base, (next_offset, data) in sorted(wanted.items()):
-            have = next((s for s in self.segments if s.base == base), None)
-            if have is None or have.size != len(data) or self.dir.read(have.log) != data:
-                have = self._rebuild(base, data)
-            have.next_offset = max(have.next_offset, next_offset)
-            out.append(have)
+    def carry(self, manifest: list[list[int]]) -> list[list[object]] | None:
+        """The bytes `manifest` names, read back for a follower to install: [[base, next
+        offset, log bytes], ...] (the active one's first timestamp and fill after). None if
+        the files no longer hold them (a trim or compaction since deleted or rewrote one)."""
+        carried: list[list[object]] = []
+        for base, next_offset, size, digest, *active in manifest:
+            seg = next((s for s in self.segments if s.base == base), None)
+            if seg is None or seg.size < size:
+                return None
+            data = self.dir.read(seg.log, 0, size)
+            if _digest_of(data) != digest:
+                return None
+            carried.append([base, next_offset, data, *active])
+        return carried
+
+    def restore(self, segments: list[list[object]], next_offset: int, rewritten: bool) -> None:
+        """Make the files what a snapshot says, its entries as `manifest` or `carry` gives
+        them. First every batch at or past `next_offset` goes (the consensus log applies it
+        again). A carried segment is written unless a file already holds it; a named one must
+        be in the files as named (else CorruptSegment: acknowledged batches are missing),
+        unless an entry after the snapshot deleted or rewrote segments (`rewritten`), which the
+        consensus log applies again: then a file that differs is kept as it is. The
+        snapshot's last segment, which that log appends to, takes the snapshot's fill and
+        first timestamp, so it rolls where it did even if compacted since. Segments the
+        snapshot does not have go."""
+        self.truncate(next_offset)
+        have = {s.base: s for s in self.segments}
+        out: list[Segment] = []
+        for k, entry in enumerate(segments):
+            base, seg_next, data = entry[:3]
+            assert isinstance(base, int) and isinstance(seg_next, int)
+            seg = have.pop(base, None)
+            if isinstance(data, bytes):  # carried (without first timestamp and fill: format 1)
+                if seg is None or seg.size != len(data) or self.dir.read(seg.log) != data:
+                    seg = self._rebuild(base, data)
+            else:
+                size, digest = data, entry[3]
+                assert isinstance(size, int)
+                if seg is None or seg.size != size or seg.digest != digest:
+                    if not rewritten:
+                        held = "no file" if seg is None else f"{seg.size} bytes"
+                        raise CorruptSegment(
+                            f"{segment_name(base, 'log')}: the snapshot names {size} bytes, "
+                            f"the files hold {held}: acknowledged batches are missing; "
+                            "restore this replica from a peer")
+                    if seg is None and k < len(segments) - 1:
+                        continue  # deleted after the snapshot: the log deletes it again
+                seg = seg or self.roll(base)
+            if k == len(segments) - 1 and len(entry) >= 5:  # (not in format 1's)
+                first_ts, fill = entry[-2:]
+                assert isinstance(first_ts, int) and isinstance(fill, int)
+                seg.first_ts, seg.fill = first_ts, fill
+            seg.next_offset = max(seg.next_offset, seg_next)
+            out.append(seg)
+        for stale in have.values():
+            self._drop(stale)
         self.segments = out
         self.dir.sync()
+
+
+def _digest(batch: bytes | memoryview, digest: int) -> int:
+    return crc32c(batch[:HEADER_SIZE], digest)
+
+
+def _digest_of(data: bytes) -> int:
+    digest = 0
+    for _, raw in iter_batches(data, verify=False):
+        digest = _digest(raw, digest)
+    return digest
 
 
 def _batch_size(data: bytes, pos: int) -> int:

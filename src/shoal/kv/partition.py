@@ -18,16 +18,42 @@ segments before an offset (retention by time and size is the leader's decision,
 server/kafka.py); `LogCompactRequest` runs the cleaner (events/compaction.py) over the closed
 segments, on every replica alike.
 
-Durability composes with the consensus log this way: the group's WAL holds every entry since
-the last snapshot, so segments need no fsync of their own on the append path; a snapshot
-syncs the segments and carries their bytes (`KVStore.snapshot`), and only then may the WAL
-before it go. After kill -9 a replica restores its snapshot, whose segments its files are
-compared with (a segment that differs is rewritten from the snapshot), cuts the files back to
-the snapshot's next offset, and the WAL applies the rest again; a lagging follower installing
-a snapshot gets the segments the same way. So an acknowledged batch is always in the WAL of
-a quorum or in a synced snapshot. Fetches read the segments after a ReadIndex, so they see
-exactly what is committed: the high watermark is the next offset. Pure: no I/O (the files come
-through the store's `Directory`), no clock (the leader's clock arrives in the request)."""
+Durability composes with the consensus log this way. The group's WAL holds every entry since
+the oldest snapshot kept, so segments need no fsync of their own on the append path. A snapshot
+syncs the segments (files and directory) and then names them rather than copying them
+(`KVStore.snapshot`, SegmentLog.manifest: per segment its base, next offset, size and a digest
+of its batch headers; for the active one also what its rolling depends on, its fill and first
+timestamp): the files are the state, as Kafka's and Redpanda's are, and only once the snapshot
+is durable may the WAL before it go. So every byte a snapshot names is on disk before the
+entries that wrote it can be released, and an acknowledged batch is always in the WAL of a
+quorum or in synced segments a durable snapshot names. After kill -9 a replica restores its
+snapshot (SegmentLog.restore): each segment is recovered (torn tail cut), the files are cut
+back to the snapshot's next offset (the WAL applies the rest again), and every named segment
+must be there as named, or the replica refuses to start (CorruptSegment: an acknowledged batch
+is missing).
+
+Trims and compactions delete or rewrite closed segments the last snapshot names. Each first
+records its entry's index, durably (REWRITE_CHECKPOINT), and the replica takes a snapshot right
+after applying it (replica.py), so the newest snapshot describes the files again. A crash in
+between leaves a snapshot older than the checkpoint: then a named segment may be missing or
+different, legitimately, because the WAL after the snapshot holds the trim or compaction and
+applies it again. Both are idempotent over their own output (a trim of what is gone deletes
+nothing; the cleaner keeps a batch whose records all stay byte for byte), appends cut back
+are written again with the same bytes, and the segment the snapshot had active keeps the
+snapshot's fill and first timestamp, so it rolls at the same batch as on every other replica:
+the files come out byte for byte as a replica's that never crashed would be (tested in
+tests/test_kafka_segments.py).
+
+A follower installing a snapshot from the leader gets the segments' bytes: the leader reads
+what its snapshot names back from its files when it sends the snapshot (Replica's
+`_with_segments`, `KVStore.carrying_segments`). The files still hold those bytes unchanged,
+because appends only add after them and every trim or compaction is followed by a new
+snapshot. The follower writes each segment it does not already hold and persists the snapshot
+with the bytes in it (the WAL it replaces is gone), until its own next snapshot names them.
+
+Fetches read the segments after a ReadIndex, so they see exactly what is committed: the high
+watermark is the next offset. Pure: no I/O (the files come through the store's `Directory`),
+no clock (the leader's clock arrives in the request)."""
 
 from __future__ import annotations
 
@@ -37,7 +63,7 @@ import msgpack
 
 from ..events.compaction import clean, latest_offsets
 from ..events.protocol.error_codes import ErrorCode
-from ..events.protocol.records import RecordBatch, iter_batches, restamp
+from ..events.protocol.records import RecordBatch, iter_batches
 from ..events.segments import CorruptSegment, SegmentLog
 from .errors import MalformedRequest
 from .keyvalue import RESERVED
@@ -97,9 +123,18 @@ def open_segments(store: KVStore) -> SegmentLog:
     return log
 
 
+def restore_segments(store: KVStore, segments: list[list[object]]) -> SegmentLog:
+    """The store's segment files made what its snapshot says (SegmentLog.restore): the
+    snapshot was just loaded into `store`, so its state is the snapshot's."""
+    log = SegmentLog.open(store.files)
+    log.restore(segments, LogState.of(store).next_offset, log.rewritten > store.applied_index)
+    return log
+
+
 def append(store: KVStore, r: LogAppendRequest) -> LogAppendResponse:
     try:
-        batches = list(iter_batches(r.batches, verify=False))
+        # Views, not copies: the segment writes each batch from this entry's bytes.
+        batches = list(iter_batches(memoryview(r.batches), verify=False))
     except Exception as exc:  # noqa: BLE001 - the leader checked; a bad entry fails alike
         raise MalformedRequest(f"LogAppendRequest: {exc}") from None
     if not batches:
@@ -133,7 +168,7 @@ def append(store: KVStore, r: LogAppendRequest) -> LogAppendResponse:
     base = state.next_offset
     for h, raw in batches:
         offset = state.next_offset
-        log.append(restamp(raw, offset), r.segment_bytes, r.segment_ms)
+        log.append(raw, r.segment_bytes, r.segment_ms, offset)
         state.next_offset += h.last_offset_delta + 1
         if h.producer_id >= 0:
             for entry in producers[h.producer_id][1]:
@@ -170,7 +205,7 @@ def trim(store: KVStore, r: LogTrimRequest) -> LogAppendResponse:
     """Delete the whole segments before `before_offset` (retention; never the active one):
     the log start moves up to the first segment kept."""
     state = LogState.of(store)
-    start = store.segments.delete_before(r.before_offset)
+    start = store.segments.delete_before(r.before_offset, store.applied_index)
     if start > state.start_offset:
         state.start_offset = start
         _save(store, state)
@@ -191,7 +226,8 @@ def compact(store: KVStore, r: LogCompactRequest) -> LogAppendResponse:
         for seg, batches in zip(closed, decoded, strict=True):
             results = [(raw, clean(raw, b, latest, horizon)) for raw, b in batches]
             if any(out is not raw for raw, out in results):
-                log.replace(seg, [out for _, out in results if out is not None])
+                log.replace(seg, [out for _, out in results if out is not None],
+                            store.applied_index)
         state.cleaned = closed[-1].next_offset
         _save(store, state)
     return LogAppendResponse(store._header(), -1, 0, state.start_offset)

@@ -391,16 +391,36 @@ class KVStore:
 
     def snapshot(self) -> bytes:
         """The replicated state (not watchers), msgpack in a fixed order, then a crc32; a
-        partition's segments, synced, follow (kv/partition.py says why)."""
+        partition's segments follow, synced and named, not copied (kv/partition.py says
+        why)."""
         body = pack([
             SNAPSHOT_FORMAT,
             self.applied_index,
             self.mvcc.dump(),
             self.lessor.dump(),
             self.sessions.dump(),
-            *([self.segments.dump()] if partition.is_partition(self) else []),
+            *([self.segments.manifest()] if partition.is_partition(self) else []),
         ])  # fmt: skip
         return body + zlib.crc32(body).to_bytes(4, "big")
+
+    def carrying_segments(self, data: bytes) -> bytes | None:
+        """`data`, a `snapshot()` of this store, with the segment bytes it names carried in
+        it: what a follower installs. None if the files no longer hold them (a trim or
+        compaction since); the snapshot taken after it will do."""
+        raw = unpack(data[:-4], "snapshot")
+        if len(raw) == 5 or all(isinstance(entry[2], bytes) for entry in raw[5]):
+            return data  # no partition, or carried already (one installed from a leader)
+        carried = self.segments.carry(raw[5])
+        if carried is None:
+            return None
+        body = pack([*raw[:5], carried])
+        return body + zlib.crc32(body).to_bytes(4, "big")
+
+    @property
+    def rewritten_index(self) -> int:
+        """The index of the last entry that deleted or rewrote a segment (0: none): a snapshot
+        older than it no longer describes the segment files (kv/partition.py)."""
+        return self._segments.rewritten if self._segments is not None else 0
 
     @classmethod
     def restore(cls, data: bytes, limits: KVLimits | None = None,
@@ -428,8 +448,7 @@ class KVStore:
         store.intents = IntentIndex.rebuild(store)
         store.span = shards.load_span(store)
         if segments:
-            store._segments = SegmentLog.open(store.files)
-            store._segments.load(segments[0])
+            store._segments = partition.restore_segments(store, segments[0])
         return store
 
     def _check_leases(self) -> None:

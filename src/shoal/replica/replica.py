@@ -57,12 +57,16 @@ from ..consensus.messages import (
     Durable,
     Entry,
     EntryKind,
+    Message,
     MsgType,
     NotLeader,
     ProposalDropped,
     Ready,
     Snapshot,
+    SnapshotMeta,
 )
+from ..consensus.paxos import InstallSnapshot, Promise
+from ..consensus.raft import Raft
 from ..events.protocol.records import iter_batches
 from ..events.segments import Directory
 from ..kv import KVStore
@@ -70,7 +74,7 @@ from ..kv.errors import CorruptSnapshot, ErrNoSpace, KVError, MalformedRequest
 from ..kv.keyvalue import prefix_end
 from ..kv.limits import KVLimits
 from ..kv.mvcc import RECORD_OVERHEAD
-from ..kv.partition import PRODUCER_PREFIX, LogState
+from ..kv.partition import PRODUCER_PREFIX, LogState, is_partition
 from ..kv.requests import (
     Command,
     CompactionRequest,
@@ -173,6 +177,9 @@ class Replica:
         # Until the log or a snapshot says otherwise: a joining node needs these to answer.
         self.members: Members = dict(members)
         self.applied = self.snapshot_index = 0
+        self._snapshot = durable.snapshot  # the engine's latest, which it sends to followers
+        # That snapshot as sent, with the segment bytes it names (`_with_segments`).
+        self._shipped: tuple[SnapshotMeta, bytes | None] | None = None
         if durable.snapshot is not None:
             self._restore(durable.snapshot.data)
             self.applied = self.snapshot_index = durable.snapshot.meta.index
@@ -350,7 +357,35 @@ class Replica:
 
     def ready(self) -> Ready:
         self._flush_batch()
-        return self.engine.ready()
+        rd = self.engine.ready()
+        if rd.messages and self._snapshot is not None and is_partition(self.kv):
+            rd.messages = [out for m in rd.messages if (out := self._with_segments(m)) is not None]
+        return rd
+
+    def _with_segments(self, m: object) -> object | None:
+        """`m`, and if it carries our snapshot, with the segment bytes the snapshot names in it
+        (an event-log partition's snapshot names its segments instead of copying them,
+        kv/partition.py). None while they cannot be read back: the engine sends again."""
+        if isinstance(m, Message) and m.type is MsgType.SNAP and isinstance(self.engine, Raft):
+            full = self._carried(m.snapshot)
+            if full is None:
+                return None
+            chunk = full[m.offset : m.offset + self.engine.cfg.snapshot_chunk_bytes]
+            return replace(m, chunk=chunk, done=m.offset + len(chunk) >= len(full))
+        if isinstance(m, Promise | InstallSnapshot) and m.snapshot is not None:
+            full = self._carried(m.snapshot.meta)
+            return None if full is None else replace(m, snapshot=Snapshot(m.snapshot.meta, full))
+        return m
+
+    def _carried(self, meta: SnapshotMeta | None) -> bytes | None:
+        snap = self._snapshot
+        if snap is None or snap.meta != meta:
+            return None
+        if self._shipped is None or self._shipped[0] != meta:
+            kv_bytes, *rest = msgpack.unpackb(snap.data, strict_map_key=False)
+            carried = self.kv.carrying_segments(kv_bytes)
+            self._shipped = (meta, None if carried is None else msgpack.packb([carried, *rest]))
+        return self._shipped[1]
 
     def _flush_batch(self) -> None:
         """The waiting proposals as one entry; if the engine refuses it, each fails alike."""
@@ -373,6 +408,7 @@ class Replica:
             assert rd.snapshot.meta.index > self.applied, (rd.snapshot.meta.index, self.applied)
             self._restore(rd.snapshot.data)
             self.applied = self.snapshot_index = rd.snapshot.meta.index
+            self._snapshot, self._shipped = rd.snapshot, None
             out.members, out.store_replaced = dict(self.members), True
             for index in [i for i in self._conf_waits if i <= self.applied]:
                 # Its outcome is inside the snapshot, not in any entry we will apply: unknown.
@@ -423,9 +459,13 @@ class Replica:
                 self._promote()
             if self.role != "leader":
                 self._expiring.clear()
-        if self.applied - self.snapshot_index >= self.cfg.snapshot_entries:
+        # Also right after a trim or compaction deleted or rewrote segments: our snapshot names
+        # segments, and a follower is sent what the files hold of them (`_with_segments`).
+        if (self.applied - self.snapshot_index >= self.cfg.snapshot_entries
+                or self.snapshot_index < self.kv.rewritten_index <= self.applied):
             try:
                 out.snapshot = self.engine.compact(self.applied, self.snapshot_data())
+                self._snapshot, self._shipped = out.snapshot, None
                 self.snapshot_index = self.applied
                 self.stats["snapshots"] += 1
             except ProposalDropped:

@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 
 from .errors import io_error
-from .files import sync_dir, sync_fd, write_all, write_atomic
+from .files import sync_dir, sync_fd, write_atomic
 
 OPEN_FILES = 8  # appends go to the active segment's three files; older descriptors close
 
@@ -53,8 +53,18 @@ class SegmentFiles:
         except OSError as e:
             raise io_error(e, "reading", path) from e
 
-    def append(self, name: str, data: bytes) -> None:
-        write_all(self._fd(name), data, self.dir / name)
+    def append(self, name: str, *data: bytes | memoryview) -> None:
+        """The pieces in one writev (a batch goes as its new header and the rest, uncopied)."""
+        fd, views = self._fd(name), [memoryview(d) for d in data]
+        try:
+            while views:
+                n = os.writev(fd, views)
+                while views and n >= len(views[0]):  # a short write (a nearly full disk)
+                    n -= len(views.pop(0))
+                if views:
+                    views[0] = views[0][n:]
+        except OSError as e:
+            raise io_error(e, "writing", self.dir / name) from e
         self._dirty.add(name)
 
     def truncate(self, name: str, size: int) -> None:

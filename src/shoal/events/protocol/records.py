@@ -43,6 +43,7 @@ import enum
 import struct
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import crc32c as _crc32c
 
@@ -71,6 +72,7 @@ _TRANSACTIONAL = 0x10
 _CONTROL = 0x20
 _DELETE_HORIZON = 0x40
 
+_Data = TypeVar("_Data", bytes, memoryview)
 _HEADER = struct.Struct(">qiibIhiqqqhii")
 assert _HEADER.size == HEADER_SIZE
 _I64 = struct.Struct(">q")
@@ -79,9 +81,9 @@ _U32 = struct.Struct(">I")
 _I16 = struct.Struct(">h")
 
 
-def crc32c(data: bytes | bytearray | memoryview) -> int:
-    """CRC-32C (Castagnoli), the checksum of v2 batches."""
-    return int(_crc32c.crc32c(data))
+def crc32c(data: bytes | bytearray | memoryview, value: int = 0) -> int:
+    """CRC-32C (Castagnoli), the checksum of v2 batches; `value` continues an earlier one."""
+    return int(_crc32c.crc32c(data, value))
 
 
 class TimestampType(enum.IntEnum):
@@ -276,10 +278,11 @@ def verify_crc(batch: bytes | bytearray | memoryview) -> None:
 
 
 def iter_batches(
-    data: bytes, *, allow_truncated_tail: bool = False, verify: bool = True,
+    data: _Data, *, allow_truncated_tail: bool = False, verify: bool = True,
     max_batch_size: int | None = None,
-) -> Iterator[tuple[BatchHeader, bytes]]:
-    """(header, bytes) of each batch in a partition's records, CRCs checked if `verify`.
+) -> Iterator[tuple[BatchHeader, _Data]]:
+    """(header, bytes) of each batch in a partition's records, CRCs checked if `verify`; given
+    a memoryview, each batch is a view into it (no copy).
 
     With `allow_truncated_tail`, a last batch cut short ends the walk (Fetch responses may end
     so); otherwise it is CorruptRecord. A batch larger than `max_batch_size` (a broker's
@@ -304,14 +307,20 @@ def iter_batches(
         pos += h.size
 
 
-def restamp(batch: bytes | bytearray, base_offset: int,
+def restamp(batch: bytes | bytearray | memoryview, base_offset: int,
             partition_leader_epoch: int | None = None) -> bytes:
     """`batch` with a new baseOffset (and leader epoch): the broker's append, no re-encoding.
 
-    Both fields precede the CRC'd range, so the CRC stays valid (asserted)."""
-    buf = bytearray(batch)
-    restamp_into(buf, 0, base_offset, partition_leader_epoch)
-    return bytes(buf)
+    Both fields precede the CRC'd range, so the CRC stays valid. One copy of the batch, made
+    by joining the new fields to the rest (a batch may be a megabyte, copied per replica)."""
+    h = read_header(batch)
+    if not -(1 << 63) <= base_offset < (1 << 63) - h.last_offset_delta:
+        raise LocalProtocolError(f"base offset {base_offset} out of range")
+    view = memoryview(batch)
+    if partition_leader_epoch is None:
+        return b"".join((_I64.pack(base_offset), view[8:]))
+    return b"".join((_I64.pack(base_offset), view[8:12], _I32.pack(partition_leader_epoch),
+                     view[16:]))
 
 
 def restamp_into(buf: bytearray, pos: int, base_offset: int,
