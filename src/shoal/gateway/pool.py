@@ -24,6 +24,14 @@ class Conn(Peer):
         super().__init__(loop, READ_LIMIT)
         self.reused = False
 
+    def data_received(self, data: bytes) -> None:
+        listener = self.listener
+        if listener is None or self.reader is not None:
+            super().data_received(data)
+        else:  # an answer the proxy waits for inline: straight to it
+            self.buf = self.buf + data if self.buf else data
+            listener()
+
     def open(self) -> bool:
         """Neither side has closed it, and nothing unread is left from the last response."""
         return not (self.eof or self.buf or self.transport.is_closing())

@@ -27,7 +27,7 @@ from .http1 import (
     parse_request,
     parse_response,
 )
-from .pool import Conn, Pool, Pools
+from .pool import READ_LIMIT, Conn, Pool, Pools
 from .stats import GatewayStats
 from .timeouts import Alarm, Watchdog, Wheel
 
@@ -63,12 +63,13 @@ def response_head(resp: ResponseHead, req: RequestHead) -> bytes:
 class ClientConn(Peer):
     """A client connection (conn.py's Peer) and the state of its request in flight."""
 
-    def __init__(self, proxy: HttpProxy, loop: asyncio.AbstractEventLoop):
+    def __init__(self, proxy: HttpProxy, loop: asyncio.AbstractEventLoop, wheel: Wheel):
         super().__init__(loop, proxy.limits.max_head_bytes)
         self.proxy = proxy
         self.counted = False  # in stats.connections
         self.ip, self.ip_bytes = "unknown", b"unknown"
-        self.alarm: Alarm | None = None  # the head timeout, or the inline attempt's timeout
+        # The head timeout, or the inline attempt's timeout.
+        self.alarm = Alarm(wheel, partial(proxy._alarm, self))
         self.task: asyncio.Task[None] | None = None  # serving a request the slow way
         # The request whose first attempt runs inline, waiting for `conn` to answer:
         self.conn: Conn | None = None
@@ -84,8 +85,10 @@ class ClientConn(Peer):
         self.proxy._accept(self)
 
     def data_received(self, data: bytes) -> None:
-        super().data_received(data)
-        if self.task is None and self.conn is None:
+        if self.task is not None or self.conn is not None or self.reader is not None:
+            super().data_received(data)  # buffered for whoever serves this connection now
+        else:
+            self.buf = self.buf + data if self.buf else data
             self.proxy._next(self)
 
     def eof_received(self) -> bool:
@@ -112,12 +115,15 @@ class HttpProxy:
         self.limits = limits or ProxyLimits()
         self.hash_header = hash_header.lower().encode() if hash_header else None
         self.wheel: Wheel | None = None  # coarse timeouts (timeouts.py), made in the loop
+        self.head_timeout_s = self.limits.head_timeout_s
         # The inline attempt's timeout: the first attempt's, as in Caller.call.
         self.try_timeout_s = min(caller.policy.try_timeout_s, caller.policy.deadline_s)
 
     def protocol(self) -> ClientConn:
         """The protocol factory for `loop.create_server`."""
-        return ClientConn(self, asyncio.get_running_loop())
+        if self.wheel is None:
+            self.wheel = Wheel()
+        return ClientConn(self, asyncio.get_running_loop(), self.wheel)
 
     # ------------------------------------------------------------------ connections
     def _accept(self, client: ClientConn) -> None:
@@ -130,21 +136,17 @@ class HttpProxy:
             return
         stats.connections += 1
         client.counted = True
-        if self.wheel is None:
-            self.wheel = Wheel()
         peer = transport.get_extra_info("peername")
         if peer:
             client.ip = str(peer[0])
             client.ip_bytes = client.ip.encode()
-        client.alarm = Alarm(self.wheel, partial(self._alarm, client))
-        client.alarm.arm(self.limits.head_timeout_s)  # re-armed per request, not a timer
+        client.alarm.arm(self.head_timeout_s)  # re-armed per request, not a timer
 
     def _lost(self, client: ClientConn) -> None:
         if client.counted:
             client.counted = False
             self.stats.connections -= 1
-        if client.alarm is not None:
-            client.alarm.close()
+        client.alarm.close()
         # An inline request still waiting finishes normally; its answer is dropped.
 
     def _alarm(self, client: ClientConn) -> None:
@@ -198,7 +200,7 @@ class HttpProxy:
 
     def _send_inline(self, client: ClientConn, conn: Conn, timeout: float) -> None:
         req, body = client.req, client.body
-        assert req is not None and client.alarm is not None
+        assert req is not None
         conn.transport.write(req.forward + body if body else req.forward)
         client.conn = conn
         client.alarm.arm(timeout)
@@ -208,61 +210,72 @@ class HttpProxy:
         """The inline request's backend sent bytes, or closed."""
         conn, req, backend = client.conn, client.req, client.backend
         assert conn is not None and req is not None and backend is not None
-        while True:
-            buf = conn.buf
-            end = buf.find(HEAD_END) + 4
-            if end < 4 or end > conn.limit:
-                if end > conn.limit or len(buf) > conn.limit:
-                    self._failed(client, SendFailed(
-                        f"{backend.id} at {backend.address}: response head too long"))
-                elif conn.eof:
-                    error = conn.error
-                    if conn.reused and (isinstance(error, ConnectionError)
-                                        or (error is None and not buf)):
-                        # The backend closed this idle keep-alive connection as we reused
-                        # it and never read the request: again on a fresh one (see _send).
-                        self._detach(client).release(conn, False)
-                        self._slow(client, partial(self._connect, client, True))
-                        return
-                    what = "closed the connection" if error is None else error
-                    self._failed(client, SendFailed(f"{backend.id} at {backend.address}: {what}"))
-                return  # more of the head is to come
-            try:
-                resp = parse_response(buf[:end], req.method)
-            except HttpError as exc:
-                self._failed(client, SendFailed(f"{backend.id} at {backend.address}: {exc}"))
-                return
-            conn.buf = buf[end:]
-            if resp.status >= 200:
-                break
-            # 1xx interim answers (102, 103) are dropped, as in _send.
-        pool = self._detach(client)
+        buf = conn.buf
+        end = buf.find(HEAD_END) + 4
+        if end < 4 or end > READ_LIMIT:
+            self._no_head(client, conn, end > READ_LIMIT or len(buf) > READ_LIMIT)
+            return
+        try:
+            resp = parse_response(buf[:end] if end < len(buf) else buf, req.method)
+        except HttpError as exc:
+            self._failed(client, self._send_failed(client, exc))
+            return
+        conn.buf = buf[end:]
+        if resp.status < 200:  # 1xx interim answers (102, 103) are dropped, as in _send
+            self._upstream(client)
+            return
+        conn.listener = client.conn = None
+        client.alarm.disarm()
         ex = Exchange(backend, (conn, resp), client.t0, 1)
         self.stats.response(resp.status, time.monotonic() - client.start)
-        data: bytes | None = b""
-        if not resp.no_body:
-            data = conn.take(resp.content_length) if 0 <= resp.content_length <= SMALL_BODY \
-                else None
+        if resp.no_body:
+            data: bytes | None = b""
+        elif 0 <= resp.content_length <= SMALL_BODY:
+            data = conn.take(resp.content_length)
+        else:
+            data = None
         if data is None:  # a body to wait for or to stream: in a task
             self._slow(client, partial(self._deliver, client, ex, req))
             return
         transport = client.transport
         if not transport.is_closing():
             transport.write(response_head(resp, req) + data)
-        pool.release(conn, resp.keep_alive)
+        client.pool.release(conn, resp.keep_alive)  # type: ignore[union-attr]
         self.caller.finish(ex, resp.status < 500)
         if not req.keep_alive or resp.until_close:
             transport.close()
         elif client.writing_paused:  # the client reads slowly: wait for it, bounded
             self._slow(client, partial(self._drained, client))
         else:
-            assert client.alarm is not None
-            client.alarm.arm(self.limits.head_timeout_s)
-            self._next(client)
+            client.alarm.arm(self.head_timeout_s)
+            if client.buf or client.eof:  # pipelined, or closed meanwhile
+                self._next(client)
+
+    def _no_head(self, client: ClientConn, conn: Conn, too_long: bool) -> None:
+        """No complete response head yet: fail if it is too long or the backend closed."""
+        if too_long:
+            self._failed(client, self._send_failed(client, "response head too long"))
+        elif conn.eof:
+            error = conn.error
+            if conn.reused and (isinstance(error, ConnectionError)
+                                or (error is None and not conn.buf)):
+                # The backend closed this idle keep-alive connection as we reused it and
+                # never read the request: again on a fresh one (see _send).
+                self._detach(client).release(conn, False)
+                self._slow(client, partial(self._connect, client, True))
+            else:
+                self._failed(client, self._send_failed(
+                    client, "closed the connection" if error is None else error))
+
+    @staticmethod
+    def _send_failed(client: ClientConn, what: object) -> SendFailed:
+        backend = client.backend
+        assert backend is not None
+        return SendFailed(f"{backend.id} at {backend.address}: {what}")
 
     def _detach(self, client: ClientConn) -> Pool:
         """The inline request stops waiting on its backend connection; its pool."""
-        assert client.conn is not None and client.pool is not None and client.alarm is not None
+        assert client.conn is not None and client.pool is not None
         client.conn.listener = None
         client.conn = None
         client.alarm.disarm()
@@ -282,8 +295,7 @@ class HttpProxy:
         client.transport.write(error_response(exc.status, str(exc), req.keep_alive))
         self.stats.response(exc.status, time.monotonic() - start)
         if req.keep_alive:
-            assert client.alarm is not None
-            client.alarm.arm(self.limits.head_timeout_s)
+            client.alarm.arm(self.head_timeout_s)
             self._next(client)
         else:
             client.transport.close()
@@ -291,7 +303,6 @@ class HttpProxy:
     # ------------------------------------------------------------------ the slow path
     def _slow(self, client: ClientConn, work: Callable[[Watchdog], Awaitable[bool]]) -> None:
         """Serve one request in a task: `work(dog)` says whether the connection stays open."""
-        assert client.alarm is not None
         client.alarm.disarm()
         client.task = client.loop.create_task(self._run(client, work))
 
@@ -312,8 +323,7 @@ class HttpProxy:
                 client.transport.close()
         if client.conn is not None:
             return  # its attempt goes on inline (after _connect)
-        assert client.alarm is not None
-        client.alarm.arm(self.limits.head_timeout_s)
+        client.alarm.arm(self.head_timeout_s)
         self._next(client)  # back to the inline path
 
     async def _connect(self, client: ClientConn, fresh: bool, dog: Watchdog) -> bool:
