@@ -8,9 +8,9 @@ survives restarts and snapshots. No client request on any port reaches that key.
 
 from __future__ import annotations
 
-import contextlib
 import contextvars
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
+from types import TracebackType
 
 from ..auth import AUTH_KEY, AuthError, AuthState
 from ..kv.requests import (
@@ -75,10 +75,20 @@ class Auth:
             self.state().check_request(user, request)
 
 
-@contextlib.contextmanager
-def etcd_errors() -> Iterator[None]:
+def etcd_errors() -> _EtcdErrors:
     """The permission model's refusals as etcd's errors, which the rest of this API speaks."""
-    try:
-        yield
-    except AuthError as exc:
-        raise E.from_exception(exc) from None
+    return _ETCD_ERRORS
+
+
+class _EtcdErrors:
+    # Not a contextlib generator: every request enters it three times, at about 4 us each.
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        if isinstance(exc, AuthError):
+            raise E.from_exception(exc) from None
+
+
+_ETCD_ERRORS = _EtcdErrors()

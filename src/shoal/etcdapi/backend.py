@@ -17,12 +17,14 @@ from ..client.aio import Client
 from ..client.errors import ClientError, Unavailable
 from ..kv.errors import KVError
 from ..kv.requests import (
+    Command,
     LeaseLeasesRequest,
     LeaseTimeToLiveRequest,
     RangeRequest,
     Request,
     decode_response,
     encode_command,
+    validate,
 )
 from ..server.node import Node, NodeError
 from . import errors as E
@@ -50,16 +52,20 @@ class Backend:
         return rpc_pb2.ResponseHeader(
             cluster_id=node.cluster_id, member_id=node.id,
             revision=node.kv.revision if revision is None else revision,
-            raft_term=node.core.status().term)
+            raft_term=node.core.term)
 
     # ------------------------------------------------------------------ kv
     async def write(self, request: Request, *, internal: bool = False) -> Any:
         """Propose `request` on the leader, wherever it is, and return its kv Response.
         `internal`: a change to the auth state's reserved key, which the leader's client port
         accepts only from root (or while auth is off)."""
-        data = encode_command(request)
+        try:
+            validate(request, self.node.kv.limits)  # what decoding would check, without decoding
+        except KVError as exc:
+            raise E.from_exception(exc) from None
+        cmd, data = Command(request), encode_command(request)
         return await self._retrying(
-            lambda: self.node.write(data, self.timeout),
+            lambda: self.node.write(data, self.timeout, decoded=cmd),
             lambda ep: self._forward_kv(ep, data, "auth_kv" if internal else "kv"))
 
     async def read(self, request: RangeRequest | LeaseTimeToLiveRequest | LeaseLeasesRequest,

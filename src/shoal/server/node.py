@@ -747,11 +747,13 @@ class Node:
     async def _call(self, g: Group, item: _Propose | _ReadIndex | _ChangeMembers | _Transfer | _Alarm,
                     timeout: float, what: str) -> Any:
         self._input(item)
+        # A timer that fails the future itself: wait_for wrapped each request in a second
+        # future with its own callbacks.
+        timer = asyncio.get_running_loop().call_later(timeout, _expire, item.future, what)
         try:
-            return await asyncio.wait_for(item.future, timeout)
-        except TimeoutError:
-            raise NodeError("timeout", what) from None
+            return await item.future
         finally:
+            timer.cancel()
             if item.token:
                 g.waiters.pop(item.token, None)
                 g.replica.forget(item.token)
@@ -888,6 +890,11 @@ class Node:
 
     def group_stats(self) -> dict[int, dict[str, int]]:
         return {gid: dict(g.replica.stats) for gid, g in sorted(self.groups.items())}
+
+
+def _expire(future: asyncio.Future[Any], what: str) -> None:
+    if not future.done():
+        future.set_exception(NodeError("timeout", what))
 
 
 def _group_line(g: Group) -> dict[str, Any]:
