@@ -21,6 +21,12 @@ The checks:
   what they saw at an offset is what the log holds there;
 - the committed offset of a partition never moved backwards, in any reading of it.
 
+Progress is recorded per phase, under the nemesis ("faults") and after the healing
+("healed"): records acknowledged, consumed, commits made and the monitor's readings of the
+committed offsets (so, how often the group's coordinator answered), their rates, and the
+longest stretch without any. It is shown, not checked: a group can rightly make no progress
+while the nemesis leaves no quorum, and a restarted node takes seconds to serve again.
+
 Threads, not tasks: librdkafka's clients block; the nemesis runs on the event loop."""
 
 from __future__ import annotations
@@ -50,10 +56,11 @@ class LogResult:
     counts: dict[str, int]
     partitions: list[dict[str, int]]  # per partition: records, acknowledged, consumed, committed
     faults: list[str] = field(default_factory=list)
+    phases: dict[str, dict[str, float]] = field(default_factory=dict)  # see LogWorkload.phases
 
     def to_json(self) -> dict[str, Any]:
         return {"ok": self.ok, "problems": self.problems, "counts": self.counts,
-                "partitions": self.partitions, "faults": self.faults}
+                "partitions": self.partitions, "phases": self.phases, "faults": self.faults}
 
 
 @dataclass
@@ -71,6 +78,8 @@ class _Seen:
     # consumers may be recorded out of their order).
     readings: dict[int, list[int]] = field(default_factory=lambda: defaultdict(list))
     counts: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    # When each acknowledgement, consumed batch and commit happened: (monotonic time, count).
+    times: dict[str, list[tuple[float, int]]] = field(default_factory=lambda: defaultdict(list))
 
 
 class LogWorkload:
@@ -87,6 +96,8 @@ class LogWorkload:
         self.partition_rows: list[dict[str, int]] = []  # (the check's table)
         self._stop_producing, self._stop_consuming = threading.Event(), threading.Event()
         self._readers: list[threading.Thread] = []  # the consumers and the monitor
+        # (monotonic) the workload's start, the healing, the consumers' stop
+        self.started = self.healed = self.stopped = 0.0
 
     def setup(self) -> None:
         from confluent_kafka.admin import AdminClient, NewTopic
@@ -105,7 +116,8 @@ class LogWorkload:
         self._readers.append(threading.Thread(target=self._monitor, daemon=True))
         for t in [*producers, *self._readers]:
             t.start()
-        end = time.monotonic() + seconds
+        self.started = time.monotonic()
+        end = self.started + seconds
         while time.monotonic() < end:
             await asyncio.sleep(min(5.0, max(0.0, end - time.monotonic())))
             self._progress(say)
@@ -121,6 +133,7 @@ class LogWorkload:
             await asyncio.sleep(1.0)
             self._progress(say)
         self._stop_consuming.set()
+        self.stopped = time.monotonic()
         for t in self._readers:
             await asyncio.to_thread(t.join, 60.0)
         return done
@@ -137,6 +150,29 @@ class LogWorkload:
         say(f"acknowledged {c['acked']}, delivery failures {c['delivery_failed']}, "
             f"consumed {c['consumed']}, commits {c['commits']}, committed "
             f"{dict(sorted(self.seen.committed.items()))}")
+
+    def phases(self) -> dict[str, dict[str, float]]:
+        """Per phase ("faults": from the start to the healing; "healed": from it until the
+        consumers stopped): the records acknowledged and consumed, the commits made and the
+        monitor's readings of the committed offsets (one every half second while the group's
+        coordinator answers), per second, and the longest stretch in seconds without one
+        (phase edges included)."""
+        ends = {"faults": (self.started, self.healed),
+                "healed": (self.healed, self.stopped)}
+        out: dict[str, dict[str, float]] = {}
+        with self.seen.lock:
+            for phase, (start, end) in ends.items():
+                row: dict[str, float] = {"seconds": round(end - start, 1)}
+                for kind in ("acked", "consumed", "commits", "readings"):
+                    at = [(t, n) for t, n in self.seen.times[kind] if start <= t < end]
+                    total = sum(n for _, n in at)
+                    marks = [start, *(t for t, _ in at), end]
+                    row[kind] = total
+                    row[f"{kind}_per_s"] = round(total / max(end - start, 1e-9), 1)
+                    row[f"{kind}_longest_gap_s"] = round(max(
+                        b - a for a, b in zip(marks, marks[1:], strict=False)), 1)
+                out[phase] = row
+        return out
 
     # ------------------------------------------------------------------ clients
     def _produce(self, name: str) -> None:
@@ -159,6 +195,7 @@ class LogWorkload:
                     seen.acked[msg.value()] = (msg.partition(), msg.offset())
                     seen.ack_order[(name, msg.partition())].append(msg.offset())
                     seen.counts["acked"] += 1
+                    seen.times["acked"].append((time.monotonic(), 1))
 
             while not self._stop_producing.is_set() and not fatal:
                 value = b"%s:%d" % (name.encode(), seq)
@@ -205,6 +242,7 @@ class LogWorkload:
                             self.problems.append(f"partition {part} offset {off} was consumed "
                                                  f"as {was!r} and later as {value!r}")
                     seen.counts["consumed"] += len(got)
+                    seen.times["consumed"].append((time.monotonic(), len(got)))
                 try:
                     done = c.commit(asynchronous=False)
                 except KafkaException:
@@ -213,6 +251,7 @@ class LogWorkload:
                     continue
                 with seen.lock:
                     seen.counts["commits"] += 1
+                    seen.times["commits"].append((time.monotonic(), 1))
                     for tp in done or []:
                         if tp.error is None and tp.offset >= 0:
                             seen.committed[tp.partition] = max(
@@ -234,6 +273,7 @@ class LogWorkload:
                 except KafkaException:
                     continue
                 with self.seen.lock:
+                    self.seen.times["readings"].append((time.monotonic(), 1))
                     for tp in got:
                         if tp.error is None and tp.offset >= 0:
                             self.seen.readings[tp.partition].append(tp.offset)
@@ -335,6 +375,16 @@ class LogWorkload:
         return problems
 
 
+def progress_line(phases: dict[str, dict[str, float]]) -> str:
+    """The phases in one line: what the clients achieved under faults and after the healing."""
+    return "; ".join(
+        f"{name} ({p['seconds']:.0f} s): acknowledged {p['acked']:.0f} ({p['acked_per_s']:.0f}/s, "
+        f"longest stall {p['acked_longest_gap_s']:.1f} s), consumed {p['consumed']:.0f} "
+        f"({p['consumed_per_s']:.0f}/s, longest stall {p['consumed_longest_gap_s']:.1f} s), "
+        f"commits {p['commits']:.0f}, offsets read {p['readings']:.0f}"
+        for name, p in phases.items())
+
+
 def _record(m: Any) -> tuple[int, int, bytes]:
     """(partition, offset, value) of a consumed message."""
     return int(m.partition()), int(m.offset()), bytes(m.value() or b"")
@@ -354,9 +404,13 @@ def torture_log(nodes: int = 3, seconds: float = 60.0, seed: int = 0, producers:
         work.setup()
         say(f"topic {TOPIC}: {partitions} partitions, replication factor 3")
 
+        async def faults_then_healed(nemesis: Nemesis) -> None:
+            await nemesis.run(seconds, None)
+            work.healed = time.monotonic()
+
         async def main() -> list[str]:
             nemesis = Nemesis(cluster, rng, say)
-            await asyncio.gather(work.run(seconds, say), nemesis.run(seconds, None))
+            await asyncio.gather(work.run(seconds, say), faults_then_healed(nemesis))
             await asyncio.to_thread(cluster.wait_leader, 30.0)
             say("healed; the consumers catch up")
             if not await work.drain(say):
@@ -368,7 +422,10 @@ def torture_log(nodes: int = 3, seconds: float = 60.0, seed: int = 0, producers:
         say("reading every partition back")
         log = work.read_back()
         problems = work.check(log)
+        phases = work.phases()
+        say(progress_line(phases))
     counts = dict(work.seen.counts)
     counts["records_in_log"] = sum(len(r) for r in log.values())
     counts["problems"] = len(problems)
-    return LogResult(not problems, problems[:MAX_PROBLEMS], counts, work.partition_rows, faults)
+    return LogResult(not problems, problems[:MAX_PROBLEMS], counts, work.partition_rows, faults,
+                     phases)
