@@ -73,3 +73,7 @@ def test_check_perf_output_is_read_whether_it_passes_or_fails():
     passed = parse("etcd", "PASS: Throughput is 150 writes/s\nPASS: Slowest request took "
                    "0.073629s\nPASS: Stddev is 0.004085s\nPASS\n")
     assert (passed.passed, passed.slowest_s) == (True, 0.073629)
+    # the servers' CPU over the tool's 60 s, per write it reports
+    passed.server_cpu_s = 4.5
+    assert passed.server_us_per_write == 4.5 / (150 * 60) * 1e6
+    assert failed.server_us_per_write is None  # CPU not read
