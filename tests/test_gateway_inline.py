@@ -169,3 +169,21 @@ def test_abandon_gives_back_a_half_open_probe():
     caller.abandon(backend.id)
     assert caller.breakers["b1"].allow(5.0)  # and abandon gave it back
     assert caller.budget.active == 0 and caller.inflight("b1") == 0
+
+
+def test_long_bursts_are_served_in_a_loop_not_by_recursion():
+    async def main() -> None:
+        # No backend: every one of many pipelined requests is answered at once.
+        proxy = HttpProxy(GatewayCaller("round-robin"), Pools(), GatewayStats())
+        client = proxy.protocol()
+        out = FakeTransport()
+        client.connection_made(out)
+        client.data_received(GET * 1500)
+        assert len(out.out) == 1500 and all(o.startswith(b"HTTP/1.1 503 ") for o in out.out)
+        assert not out.closing and client.buf == b""
+        # Many interim answers before the real one are all dropped.
+        _, conns, client, out = gateway(asyncio.get_running_loop())
+        client.data_received(GET)
+        conns["b1"].data_received(b"HTTP/1.1 103 Early Hints\r\n\r\n" * 1500 + OK)
+        assert out.out == [OK]
+    asyncio.run(main())

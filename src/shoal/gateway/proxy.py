@@ -158,9 +158,15 @@ class HttpProxy:
     # ------------------------------------------------------------------ the inline path
     def _next(self, client: ClientConn) -> None:
         """Serve the next buffered request: inline if it is plain, else in a task."""
+        while self._one(client):
+            pass  # answered at once (no backend): on to the next pipelined one
+
+    def _one(self, client: ClientConn) -> bool:
+        """Start serving one buffered request; True if it was answered already and the
+        connection can go on to the next."""
         transport = client.transport
         if transport.is_closing():
-            return
+            return False
         buf = client.buf
         end = buf.find(HEAD_END) + 4
         if end < 4:
@@ -168,7 +174,7 @@ class HttpProxy:
                 transport.close()  # closed between requests
             elif client.eof or len(buf) > client.limit:
                 self._slow(client, partial(self._exchange, client))  # answers 431, or gives up
-            return  # the rest of the head is still to come
+            return False  # the rest of the head is still to come
         limits = self.limits
         start = time.monotonic()
         try:
@@ -180,15 +186,20 @@ class HttpProxy:
                 or (n > 0 and (req.expect_continue or len(buf) < end + n))):
             # The slow path refuses it, or reads its body with a timeout.
             self._slow(client, partial(self._exchange, client))
-            return
+            return False
         client.buf = buf[end + n:]
         client.resume()
         body = buf[end:end + n] if n else b""
         try:
             backend, t0 = self.caller.begin(req.affinity, client.ip)
         except NoBackend as exc:
-            self._error(client, req, exc, start)
-            return
+            transport.write(error_response(exc.status, str(exc), req.keep_alive))
+            self.stats.response(exc.status, time.monotonic() - start)
+            if not req.keep_alive:
+                transport.close()
+                return False
+            client.alarm.arm(self.head_timeout_s)
+            return True
         pool = client.pool = self.pools.get(backend.address)
         client.req, client.body, client.backend, client.t0, client.start = (req, body, backend,
                                                                             t0, start)
@@ -197,6 +208,7 @@ class HttpProxy:
             self._slow(client, partial(self._connect, client, False))
         else:
             self._send_inline(client, conn, self.try_timeout_s)
+        return False
 
     def _send_inline(self, client: ClientConn, conn: Conn, timeout: float) -> None:
         req, body = client.req, client.body
@@ -210,20 +222,21 @@ class HttpProxy:
         """The inline request's backend sent bytes, or closed."""
         conn, req, backend = client.conn, client.req, client.backend
         assert conn is not None and req is not None and backend is not None
-        buf = conn.buf
-        end = buf.find(HEAD_END) + 4
-        if end < 4 or end > READ_LIMIT:
-            self._no_head(client, conn, end > READ_LIMIT or len(buf) > READ_LIMIT)
-            return
-        try:
-            resp = parse_response(buf[:end] if end < len(buf) else buf, req.method)
-        except HttpError as exc:
-            self._failed(client, self._send_failed(client, exc))
-            return
-        conn.buf = buf[end:]
-        if resp.status < 200:  # 1xx interim answers (102, 103) are dropped, as in _send
-            self._upstream(client)
-            return
+        while True:
+            buf = conn.buf
+            end = buf.find(HEAD_END) + 4
+            if end < 4 or end > READ_LIMIT:
+                self._no_head(client, conn, end > READ_LIMIT or len(buf) > READ_LIMIT)
+                return
+            try:
+                resp = parse_response(buf[:end], req.method)
+            except HttpError as exc:
+                self._failed(client, self._send_failed(client, exc))
+                return
+            conn.buf = buf[end:]
+            if resp.status >= 200:
+                break
+            # 1xx interim answers (102, 103) are dropped, as in _send.
         conn.listener = client.conn = None
         client.alarm.disarm()
         ex = Exchange(backend, (conn, resp), client.t0, 1)
@@ -290,15 +303,6 @@ class HttpProxy:
         self.caller.failed(backend.id, client.t0)
         resume = Resume(client.t0, backend.id, error)
         self._slow(client, partial(self._serve, client, req, client.body, client.start, resume))
-
-    def _error(self, client: ClientConn, req: RequestHead, exc: CallError, start: float) -> None:
-        client.transport.write(error_response(exc.status, str(exc), req.keep_alive))
-        self.stats.response(exc.status, time.monotonic() - start)
-        if req.keep_alive:
-            client.alarm.arm(self.head_timeout_s)
-            self._next(client)
-        else:
-            client.transport.close()
 
     # ------------------------------------------------------------------ the slow path
     def _slow(self, client: ClientConn, work: Callable[[Watchdog], Awaitable[bool]]) -> None:
