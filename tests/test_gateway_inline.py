@@ -187,3 +187,15 @@ def test_long_bursts_are_served_in_a_loop_not_by_recursion():
         conns["b1"].data_received(b"HTTP/1.1 103 Early Hints\r\n\r\n" * 1500 + OK)
         assert out.out == [OK]
     asyncio.run(main())
+
+
+def test_a_client_that_leaves_mid_request_ends_its_call_without_a_verdict():
+    async def main() -> None:
+        proxy, conns, client, _ = gateway(asyncio.get_running_loop())
+        client.data_received(GET)
+        client.connection_lost(ConnectionResetError("gone"))
+        assert client.conn is None and conns["b1"].transport.is_closing()
+        assert proxy.caller.budget.active == 0 and proxy.caller.inflight("b1") == 0
+        assert proxy.caller.outlier._hosts["b1"].failures == 0
+        assert proxy.stats.connections == 0
+    asyncio.run(main())

@@ -147,7 +147,10 @@ class HttpProxy:
             client.counted = False
             self.stats.connections -= 1
         client.alarm.close()
-        # An inline request still waiting finishes normally; its answer is dropped.
+        conn, backend = client.conn, client.backend
+        if conn is not None and backend is not None:  # it left while its answer was coming
+            self._detach(client).release(conn, False)
+            self.caller.abandon(backend.id)  # no verdict on the backend, as for a cancel
 
     def _alarm(self, client: ClientConn) -> None:
         if client.conn is not None:
@@ -346,6 +349,10 @@ class HttpProxy:
                 raise
             error = TimeoutError()
         else:
+            if client.transport.is_closing():  # the client left meanwhile
+                pool.release(conn, True)
+                self.caller.abandon(backend.id)
+                return False
             left = self.try_timeout_s - (self.caller.clock() - client.t0)
             self._send_inline(client, conn, max(left, 0.0))
             return True
