@@ -459,6 +459,12 @@ class Replica:
                 self._promote()
             if self.role != "leader":
                 self._expiring.clear()
+            # The engine drops the reads it has not confirmed when its leader changes (a
+            # forwarded one dies with the old leader): fail them now, not at their callers'
+            # timeouts, so they ask the new leader.
+            for token in self._reads.values():
+                self._finish(out, Done(token, error=self.not_leader()))
+            self._reads.clear()
         # Also right after a trim or compaction deleted or rewrote segments: our snapshot names
         # segments, and a follower is sent what the files hold of them (`_with_segments`).
         if (self.applied - self.snapshot_index >= self.cfg.snapshot_entries
