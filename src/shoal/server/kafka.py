@@ -5,7 +5,7 @@ in the meta group naming its partitions' groups (events/topics.py). A node answe
 
 - Metadata with every node registered as a broker (each registers its Kafka address in the meta
   group when it starts) and each partition's leader as its group's leader; the controller is the
-  meta group's leader;
+  meta group's leader; all of it as this node sees it, so it is answered without a quorum;
 - Produce on a partition whose group this node leads: the batches' CRCs are checked, then one
   LogAppendRequest goes through the group's log, so an answer means the batches are on a
   quorum's disks. acks=1 is answered the same way (a stronger promise than Kafka's), acks=0 not
@@ -17,8 +17,10 @@ in the meta group naming its partitions' groups (events/topics.py). A node answe
 - the consumer-group APIs on the group coordinator, the meta group's leader
   (events/coordinator.py is the state machine, its offsets persisted in the meta group).
 
-Requests on one connection are answered in order, one at a time, as Kafka's broker does.
-Malformed frames close the connection; unsupported APIs and versions get Kafka's error."""
+Requests on one connection are answered in order, one at a time, as Kafka's broker does, so
+none may wait long: a ReadIndex is given BARRIER_S, a forward to the controller its own bound,
+and one answered late is logged. Malformed frames close the connection; unsupported APIs and
+versions get Kafka's error; a node without a quorum answers with Kafka's retriable errors."""
 
 from __future__ import annotations
 
@@ -49,9 +51,11 @@ from ..events.protocol import describe_configs as dc
 from ..events.protocol import fetch as fe
 from ..events.protocol import find_coordinator as fc
 from ..events.protocol import init_producer_id as ip
+from ..events.protocol import join_group as jg
 from ..events.protocol import list_offsets as lo
 from ..events.protocol import metadata as md
 from ..events.protocol import produce as pr
+from ..events.protocol import sync_group as sg
 from ..events.protocol.records import iter_batches
 from ..events.segments import Segment
 from ..kv.partition import STATE_KEY, LogState
@@ -75,6 +79,11 @@ from .node import Node, NodeError, now_ms
 log = logging.getLogger("shoal.kafka")
 
 MAX_FETCH_WAIT_MS = 30_000
+# How long a read waits for its ReadIndex: a leader that cannot confirm its lease by then is
+# cut off or overloaded, and the client is better told so than held (a healthy one confirms
+# in one heartbeat round).
+BARRIER_S = 2.0
+SLOW_S = 1.0  # a request answered this much later than it had to be is logged
 RETENTION_EVERY_S = 5.0
 DEFAULT_PARTITIONS = 1  # Kafka's num.partitions
 CONNECTIONS = 1000
@@ -130,7 +139,9 @@ class KafkaServer:
                         writer.write(out)
                         continue
                     assert isinstance(ev, RequestReceived)
+                    started = time.monotonic()
                     body = await self._answer(conn, ev)
+                    _note_slow(ev, time.monotonic() - started)
                     if ev.expects_response:
                         writer.write(conn.send_response(ev, body))
                 await writer.drain()
@@ -142,6 +153,8 @@ class KafkaServer:
             log.exception("kafka: closing a connection: this server broke the protocol")
         except (ConnectionError, asyncio.IncompleteReadError):
             pass
+        except NodeError as exc:  # (each handler answers what it can with Kafka's errors)
+            log.warning("kafka: closing a connection: a request failed: %s", exc)
         finally:
             writer.close()
 
@@ -196,16 +209,22 @@ class KafkaServer:
 
     # ---------------------------------------------------------------- Metadata
     async def metadata(self, req: md.MetadataRequest, version: int) -> md.MetadataResponse:
-        await self.node.read_barrier(5.0)
+        # This node's own view, as a Kafka broker answers from its metadata cache: it needs no
+        # quorum, so clients learn of new leaders while the meta group has none. A stale
+        # leader costs a NOT_LEADER_OR_FOLLOWER and another Metadata.
         known = self.topics()
         wanted = list(known) if req.topics is None or (version == 0 and not req.topics) \
             else [t.name for t in req.topics if t.name is not None]
         missing = [n for n in wanted if n not in known]
         if missing and req.topics is not None and req.allow_auto_topic_creation:
-            await self._create([ct.CreatableTopic(name=n, num_partitions=-1, replication_factor=-1,
-                                                  assignments=[], configs=[])
-                                for n in missing], version=4, quiet=True)
-            await self.node.read_barrier(5.0)
+            try:
+                await self._create([ct.CreatableTopic(name=n, num_partitions=-1,
+                                                      replication_factor=-1, assignments=[],
+                                                      configs=[])
+                                    for n in missing], version=4, quiet=True)
+                await self.node.read_barrier(BARRIER_S)
+            except NodeError as exc:  # (the topic is answered unknown: the client asks again)
+                log.info("kafka: could not create topics %s: %s", missing, exc)
             known = self.topics()
         brokers = self.brokers()
         out = []
@@ -242,8 +261,12 @@ class KafkaServer:
     async def _create(self, wanted: list[ct.CreatableTopic], version: int, quiet: bool = False,
                       validate: bool = False) -> list[ct.CreatableTopicResult]:
         if self.node.meta.role != "leader":
-            fwd = await self._forward(ct.CreateTopicsRequest(topics=wanted, timeout_ms=10_000,
-                                                             validate_only=validate), version)
+            try:
+                fwd = await self._forward(ct.CreateTopicsRequest(
+                    topics=wanted, timeout_ms=10_000, validate_only=validate), version)
+            except NodeError as exc:
+                return [ct.CreatableTopicResult(name=w.name, error_code=ErrorCode.NOT_CONTROLLER,
+                                                error_message=str(exc)) for w in wanted]
             return list(fwd.topics)
         results = []
         existing = self.topics()
@@ -290,11 +313,14 @@ class KafkaServer:
     async def delete_topics(self, req: dt.DeleteTopicsRequest,
                             version: int) -> dt.DeleteTopicsResponse:
         if self.node.meta.role != "leader":
-            return await self._forward(req, version)
-        names = [t.name for t in req.topics if t.name] if req.topics else list(req.topic_names)
+            try:
+                return await self._forward(req, version)
+            except NodeError:
+                return dt.DeleteTopicsResponse(responses=[dt.DeletableTopicResult(
+                    name=n, error_code=ErrorCode.NOT_CONTROLLER) for n in _names(req)])
         existing = self.topics()
         out = []
-        for name in names:
+        for name in _names(req):
             t = existing.get(name)
             if t is None:
                 out.append(dt.DeletableTopicResult(name=name,
@@ -309,26 +335,32 @@ class KafkaServer:
             out.append(dt.DeletableTopicResult(name=name, error_code=ErrorCode.NONE))
         return dt.DeleteTopicsResponse(responses=out)
 
-    async def _forward(self, req: Any, version: int) -> Any:
-        """`req` answered by the meta group's leader's Kafka port."""
+    async def _forward(self, req: Any, version: int, timeout: float = 15.0) -> Any:
+        """`req` answered by the meta group's leader's Kafka port, within `timeout` of its
+        sending (the leader's own writes give up sooner: a silent leader is paused or cut)."""
         leader = self._controller()
         addr = self.brokers().get(leader)
         if addr is None:
             raise NodeError("no_leader", "no meta leader with a Kafka port is known")
-        reader, writer = await asyncio.wait_for(asyncio.open_connection(*addr), 5.0)
+        try:
+            reader, writer = await asyncio.wait_for(asyncio.open_connection(*addr), 2.0)
+        except (OSError, TimeoutError) as exc:
+            raise NodeError("unavailable", f"the meta leader {leader}: {exc!r}") from None
         try:
             client = KafkaClientConnection(client_id=f"shoal-node-{self.node.id}")
             _, frame = client.send_request(req, version)
             writer.write(frame)
             await writer.drain()
             while True:
-                data = await asyncio.wait_for(reader.read(1 << 16), 15.0)
+                data = await asyncio.wait_for(reader.read(1 << 16), timeout)
                 client.receive_data(data)
                 got = client.next_response()
                 if isinstance(got, ResponseReceived):
                     return got.body
                 if got is CLOSED or not data:
                     raise NodeError("unavailable", "the meta leader closed the connection")
+        except (OSError, TimeoutError) as exc:
+            raise NodeError("unavailable", f"the meta leader {leader}: {exc!r}") from None
         finally:
             writer.close()
 
@@ -337,18 +369,23 @@ class KafkaServer:
                                version: int) -> ip.InitProducerIdResponse:
         if req.transactional_id:
             return ip.InitProducerIdResponse(error_code=ErrorCode.INVALID_REQUEST, producer_epoch=-1)
-        if self.node.meta.role != "leader":
-            return await self._forward(req, version)
-        for _ in range(20):
-            kv = self.node.kv.mvcc.get(T.PRODUCER_ID_KEY)
-            current = int(kv.value) if kv is not None else 0
-            cmp = Compare(T.PRODUCER_ID_KEY, CompareTarget.MOD, CompareResult.EQUAL,
-                          kv.mod_revision if kv is not None else 0)
-            resp = await self.node.write(b"", 5.0, decoded=Command(TxnRequest(
-                (cmp,), (PutRequest(T.PRODUCER_ID_KEY, b"%d" % (current + 1)),))))
-            if resp.succeeded:
-                return ip.InitProducerIdResponse(error_code=0, producer_id=current + 1,
-                                                 producer_epoch=0)
+        try:
+            if self.node.meta.role != "leader":
+                return await self._forward(req, version, timeout=6.0)
+            for _ in range(20):
+                kv = self.node.kv.mvcc.get(T.PRODUCER_ID_KEY)
+                current = int(kv.value) if kv is not None else 0
+                cmp = Compare(T.PRODUCER_ID_KEY, CompareTarget.MOD, CompareResult.EQUAL,
+                              kv.mod_revision if kv is not None else 0)
+                resp = await self.node.write(b"", 5.0, decoded=Command(TxnRequest(
+                    (cmp,), (PutRequest(T.PRODUCER_ID_KEY, b"%d" % (current + 1)),))))
+                if resp.succeeded:
+                    return ip.InitProducerIdResponse(error_code=0, producer_id=current + 1,
+                                                     producer_epoch=0)
+        except NodeError as exc:  # no meta leader, or it did not answer: the producer retries
+            log.info("kafka: InitProducerId: %s", exc)
+            return ip.InitProducerIdResponse(error_code=ErrorCode.COORDINATOR_NOT_AVAILABLE,
+                                             producer_epoch=-1)
         return ip.InitProducerIdResponse(error_code=ErrorCode.COORDINATOR_LOAD_IN_PROGRESS,
                                          producer_epoch=-1)
 
@@ -431,17 +468,22 @@ class KafkaServer:
         end = time.monotonic() + wait_ms / 1000
         groups = [t.groups[fp.partition] for ft in req.topics if (t := known.get(ft.topic))
                   for fp in ft.partitions if 0 <= fp.partition < len(t.groups)]
+        unique = sorted(set(groups))
         while True:
             # Taken before reading: an append that lands while the partitions are read
             # wakes the wait below at once, instead of being missed until the next one.
             appended = [self.appended(g) for g in groups]
+            # Every partition's ReadIndex at once: one slow to confirm (its leader cut off)
+            # holds the others for no longer than itself.
+            led = await asyncio.gather(*(self._barrier(g) for g in unique))
+            unled = {g for g, ok in zip(unique, led, strict=True) if not ok}
             total, responses = 0, []
             budget = req.max_bytes
             for ft in req.topics:
                 t = known.get(ft.topic)
                 parts = []
                 for fp in ft.partitions:
-                    part = await self._read(t, fp, min(fp.partition_max_bytes, budget))
+                    part = self._read(t, fp, min(fp.partition_max_bytes, budget), unled)
                     size = len(part.records or b"")
                     total += size
                     budget = max(0, budget - size)
@@ -461,19 +503,28 @@ class KafkaServer:
             for w in waits:
                 w.cancel()
 
-    async def _read(self, t: T.Topic | None, fp: fe.FetchPartition,
-                    max_bytes: int) -> fe.PartitionData:
-        def err(code: int) -> fe.PartitionData:
+    async def _barrier(self, group: int) -> bool:
+        """A ReadIndex on `group`: False if it failed (the leadership lost, or not confirmed
+        within BARRIER_S). One not led here needs none: `_led` refuses it."""
+        g = self.node.groups.get(group)
+        if g is None or g.replica.role != "leader":
+            return True
+        try:
+            await self.node.read_barrier(BARRIER_S, group)
+            return True
+        except NodeError:
+            return False
+
+    def _read(self, t: T.Topic | None, fp: fe.FetchPartition, max_bytes: int,
+              unled: set[int]) -> fe.PartitionData:
+        """One partition's records, on this node's replica; `unled` are the groups whose
+        leadership was not confirmed (NOT_LEADER_OR_FOLLOWER: the client asks Metadata)."""
+        code, group = self._led(t, fp.partition)
+        if not code and group in unled:
+            code = ErrorCode.NOT_LEADER_OR_FOLLOWER
+        if code:
             return fe.PartitionData(partition_index=fp.partition, error_code=code,
                                     high_watermark=-1, records=None)
-
-        code, group = self._led(t, fp.partition)
-        if code:
-            return err(code)
-        try:
-            await self.node.read_barrier(5.0, group)
-        except NodeError:
-            return err(ErrorCode.NOT_LEADER_OR_FOLLOWER)
         kv = self.node.groups[group].replica.kv
         state = LogState.of(kv)
         hw = state.next_offset
@@ -507,9 +558,8 @@ class KafkaServer:
     async def _offset_for(self, t: T.Topic | None, index: int,
                           timestamp: int) -> tuple[int, int, int]:
         code, group = self._led(t, index)
-        if code:
-            return code, -1, -1
-        await self.node.read_barrier(5.0, group)
+        if code or not await self._barrier(group):
+            return code or ErrorCode.NOT_LEADER_OR_FOLLOWER, -1, -1
         g = self.node.groups[group]
         state = LogState.of(g.replica.kv)
         if timestamp == -1:  # latest
@@ -595,6 +645,22 @@ class KafkaServer:
         if T.compacted(t.config) and closed and closed[-1].next_offset > state.cleaned:
             await self.node.write(b"", 30.0, group=group, decoded=Command(LogCompactRequest(
                 now_ms(), T.setting(t.config, "delete.retention.ms"))))
+
+
+def _note_slow(ev: RequestReceived, took: float) -> None:
+    """Log a request answered more than SLOW_S later than it had to be (a fetch may long-poll
+    for its max wait; a JoinGroup or SyncGroup waits for the rebalance): every later request
+    on its connection waited for it."""
+    if isinstance(ev.body, jg.JoinGroupRequest | sg.SyncGroupRequest):
+        return
+    allowed = ev.body.max_wait_ms / 1000 if isinstance(ev.body, fe.FetchRequest) else 0.0
+    if took > allowed + SLOW_S:
+        log.info("kafka: %s from %s answered in %.1f s", type(ev.body).__name__, ev.client_id,
+                 took)
+
+
+def _names(req: dt.DeleteTopicsRequest) -> list[str]:
+    return [t.name for t in req.topics if t.name] if req.topics else list(req.topic_names)
 
 
 def retention_cut(segments: list[Segment], now: int, keep_ms: int, keep_bytes: int) -> int:

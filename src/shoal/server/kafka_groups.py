@@ -36,7 +36,10 @@ if TYPE_CHECKING:
 log = logging.getLogger("shoal.kafka")
 
 TICK_S = 0.1
-INITIAL_REBALANCE_DELAY_MS = 3000  # Kafka's group.initial.rebalance.delay.ms
+# Kafka's group.initial.rebalance.delay.ms, shorter than its 3000: the coordinator moves with
+# the meta leader, and a group that had not yet completed a generation is loaded Empty, so
+# each move costs the delay again (twice over when a second member joins during it).
+INITIAL_REBALANCE_DELAY_MS = 1000
 GROUP_APIS = (jg.JoinGroupRequest, sg.SyncGroupRequest, hb.HeartbeatRequest,
               lg.LeaveGroupRequest, oc.OffsetCommitRequest, of.OffsetFetchRequest)
 
@@ -51,6 +54,7 @@ class GroupService:
         self._tokens = itertools.count(1)
         self._waiting: dict[int, asyncio.Future[Any]] = {}
         self._outputs: asyncio.Queue[C.Output] = asyncio.Queue()
+        self._write: asyncio.Future[Any] | None = None  # the writer's write in flight
         self._loading: asyncio.Lock = asyncio.Lock()
 
     def handlers(self) -> dict[int, Any]:
@@ -126,6 +130,18 @@ class GroupService:
             log.info("kafka: group coordinator unloaded on node %d: %s", self.node.id, why)
             out, self.coord = self.coord.unload(), None
             self._deliver(out)  # (NOT_COORDINATOR answers: nothing to write)
+            # What the old coordinator still had to write is answered NOT_COORDINATOR now (a
+            # write in flight may still apply: a commit retried is the same commit), instead
+            # of after a write to a log this node no longer leads times out; and none of it is
+            # written over the records a next coordinator here would load.
+            if self._write is not None:
+                self._write.cancel()
+            while not self._outputs.empty():
+                self._refuse(self._outputs.get_nowait())
+
+    def _refuse(self, out: C.Output) -> None:
+        self._deliver(C.Output([C.error_reply(r, ErrorCode.NOT_COORDINATOR)
+                                for r in out.replies]))
 
     async def _write_outputs(self) -> None:
         while True:
@@ -133,13 +149,22 @@ class GroupService:
             if out.persist:
                 ops = tuple(PutRequest(p.key, p.value) if p.value is not None
                             else DeleteRangeRequest(p.key) for p in out.persist)
+                self._write = asyncio.ensure_future(
+                    self.node.write(b"", 5.0, decoded=Command(TxnRequest((), ops))))
                 try:
-                    await self.node.write(b"", 5.0, decoded=Command(TxnRequest((), ops)))
+                    await asyncio.wait([self._write])
+                    self._write.result()
+                except asyncio.CancelledError:
+                    if not self._write.cancelled():
+                        raise  # (the writer itself is stopping)
+                    self._refuse(out)  # (unloaded while it was written)
+                    continue
                 except NodeError as exc:
-                    self._deliver(C.Output([C.error_reply(r, ErrorCode.NOT_COORDINATOR)
-                                            for r in out.replies]))
+                    self._refuse(out)
                     self._unload(f"its records could not be written ({exc})")
                     continue
+                finally:
+                    self._write = None
             self._deliver(out)
 
     def _deliver(self, out: C.Output) -> None:
