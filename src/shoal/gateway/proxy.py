@@ -3,7 +3,8 @@
 Per request: read the head (bounded size and time), buffer a small body so the request can
 be retried, ask the caller for an exchange (pick, connect from the pool, send, read the
 response head), then stream the response body back and return the backend connection to its
-pool. Errors the gateway makes itself are 400/408/413/431/501/505 for bad requests and
+pool. Plain requests do all of that inline, in protocol callbacks; the rest in a task (see
+HttpProxy). Errors the gateway makes itself are 400/408/413/431/501/505 for bad requests and
 502/503/504 for backends, each with a plain-text body that says what happened."""
 
 from __future__ import annotations
