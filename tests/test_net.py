@@ -558,3 +558,28 @@ def test_send_before_start_is_a_local_error() -> None:
     t = Transport(1, LOCAL, {2: ("127.0.0.1", 1)}, "test", Inbox())
     with pytest.raises(LocalProtocolError, match="not started"):
         t.send(0, msg(1, 2, 0))
+
+
+def test_a_peer_that_hangs_up_is_reported_lost_and_one_we_drop_is_not(run: Run) -> None:
+    async def main() -> None:
+        lost: list[int] = []
+        b = Transport(2, LOCAL, {}, "test", Inbox(), config=FAST, on_peer_lost=lost.append)
+        await b.start()
+        b.set_peers({1: ("127.0.0.1", free_port()), 3: ("127.0.0.1", free_port())})
+        for peer in (1, 3):  # we play nodes 1 and 3, each dialing b
+            reader, writer = await asyncio.open_connection(*b.address)
+            hello = Handshake("test", peer, "raft").encode()
+            writer.write(hello + message_frame(4, encode_message(msg(peer, 2, 1))))
+            await eventually(lambda p=peer: p in {c.peer for c in b._inbound.values()})
+            if peer == 1:
+                writer.close()  # node 1's process exits: its end of the connection closes
+                await eventually(lambda: lost == [1])
+            else:
+                b.set_peers({1: ("127.0.0.1", free_port())})  # we drop node 3 ourselves
+                assert await asyncio.wait_for(_read_to_eof(reader), 5)
+                writer.close()
+        await b.settle()
+        assert lost == [1]
+        await b.stop()
+
+    run(main())

@@ -11,6 +11,7 @@ import pytest
 
 from shoal.consensus.confchange import ConfChange, ConfChangeError
 from shoal.consensus.messages import (
+    NONE,
     ConfState,
     Durable,
     Entry,
@@ -454,3 +455,37 @@ def test_a_repaired_sole_voter_leads_again() -> None:
     assert n.recovering
     n = c.elect(1)
     assert not n.recovering and n.log.committed == n.log.last_index() == 4  # and its no-op
+
+
+def test_followers_that_forget_a_dead_leader_elect_within_one_election_timeout() -> None:
+    """forget_leader (etcd's ForgetLeader): a leaderless follower grants pre-votes at once
+    instead of honouring check_quorum's lease, and campaigns within election_tick ticks;
+    without it no follower can even campaign before a whole election timeout."""
+    for forget in (True, False):
+        c = Cluster()
+        c.elect(1)
+        c.isolated = {1}  # the leader's process is gone
+        if forget:
+            for i in (2, 3):
+                c.nodes[i].forget_leader()
+                assert c.nodes[i].leader == NONE
+        ticks = 0
+        while not any(c.nodes[i].role == "leader" for i in (2, 3)):
+            for i in (2, 3):
+                c.tick(i)
+            ticks += 1
+            assert ticks < 100
+        election_tick = RaftConfig().election_tick
+        assert ticks <= election_tick if forget else ticks > election_tick
+
+
+def test_forget_leader_is_undone_by_the_leader_and_off_with_lease_reads() -> None:
+    c = Cluster()
+    c.elect(1)
+    c.nodes[2].forget_leader()
+    c.tick(1)  # a heartbeat: the leader was alive after all
+    assert c.nodes[2].leader == 1 and c.nodes[2].role == "follower"
+    lease = Cluster(read_only="lease")
+    lease.elect(1)
+    lease.nodes[2].forget_leader()  # lease reads trust followers to wait out the timeout
+    assert lease.nodes[2].leader == 1

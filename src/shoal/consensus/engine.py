@@ -64,6 +64,11 @@ class Engine(Protocol):
     def transfer_leadership(self, to: NodeId) -> None:
         """Hand leadership to `to` (graceful shutdown)."""
 
+    def forget_leader(self) -> None:
+        """The host has seen the leader's process go (its connection closed): a follower
+        stops counting on it and stands for election within a random part of one election
+        timeout, not a whole one. Timing only: no vote is granted that would not be."""
+
     def compact(self, index: int, data: bytes) -> Snapshot:
         """The state machine as of applied `index` is `data`: drop the log up to it and
         return the snapshot, which the driver persists atomically."""

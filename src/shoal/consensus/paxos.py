@@ -290,6 +290,15 @@ class MultiPaxos(RawNode[PaxosMessage]):
         if self.elapsed >= self.timeout and self._is_voter():
             self._campaign()
 
+    def forget_leader(self) -> None:
+        # Acceptors promise any higher ballot, so only the wait is shortened.
+        self._refuse_mid_ready()
+        if self.role is not Role.FOLLOWER or self.leader == NONE:
+            return
+        self.leader = NONE
+        self.elapsed = max(self.elapsed,
+                           self.timeout - 1 - self.rng.randrange(self.cfg.election_ticks))
+
     def step(self, msg: object) -> None:
         self._refuse_mid_ready()
         if not isinstance(msg, PaxosMessage):

@@ -213,6 +213,18 @@ class Raft(RawNode[Message]):
         else:
             self._send_append(to)
 
+    def forget_leader(self) -> None:
+        # etcd's ForgetLeader: leaderless, it grants pre-votes at once instead of honouring
+        # check_quorum's lease for a leader that is gone; and its own campaign comes within
+        # 1 to election_tick ticks. Lease reads rely on no follower voting within an
+        # election timeout of hearing the leader, so with them this does nothing.
+        self._refuse_mid_ready()
+        if self.role is not Role.FOLLOWER or self.leader == NONE or self.cfg.read_only == "lease":
+            return
+        self.leader = NONE
+        soon = self.randomized_timeout - 1 - self.rng.randrange(self.cfg.election_tick)
+        self.election_elapsed = max(self.election_elapsed, soon)
+
     def compact(self, index: int, data: bytes) -> Snapshot:
         self._refuse_mid_ready()
         if index != self.log.applied:

@@ -4,8 +4,9 @@ The state machine never reads a clock. Expiries are in the clock of the leader t
 last grant, keep-alive or promotion (`now_ms` in the request). The leader asks `expired(now_ms)`
 with its own clock and proposes a LeaseExpire for each answer; every replica then deletes the
 same keys at the same revision. A new leader first proposes LeasePromote with its clock, which
-gives every lease a full TTL (etcd's Promote), so no lease expires because of the failover or
-because two leaders' clocks disagree."""
+gives every lease a full TTL, and the replica stamps it one election timeout ahead (etcd's
+Promote(extend)), so no lease expires because of the failover or because two leaders' clocks
+disagree."""
 
 from __future__ import annotations
 

@@ -304,6 +304,22 @@ class LocalProcessCluster:
                                    f"see {self.log_path(i)}")
             time.sleep(0.05)
 
+    def wait_caught_up(self, i: int, timeout: float = 30.0) -> None:
+        """Wait until node i follows a leader and has applied what that leader had committed
+        when we asked: back in the cluster, not merely started."""
+        self.wait_serving(i, timeout)
+        deadline = time.monotonic() + timeout
+        while True:
+            leader = self.leader()
+            st, lead = self.status(i), self.status(leader) if leader is not None else None
+            if st is not None and lead is not None and st.get("leader") == leader \
+                    and int(st.get("applied") or 0) >= int(lead.get("commit") or 0):
+                return
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"node {i} did not catch up within {timeout:.0f}s; "
+                                   f"see {self.log_path(i)}")
+            time.sleep(0.05)
+
     # ------------------------------------------------------------------ the state file
     def state(self, control: str | None) -> dict[str, Any]:
         """What ROOT/cluster.json holds (shape: docs/cli.md)."""

@@ -124,6 +124,7 @@ class Transport:
         seed: int | None = None,
         on_host: Callable[[NodeId, bytes], None] | None = None,
         peer_secret_file: str | Path | None = None,
+        on_peer_lost: Callable[[NodeId], None] | None = None,
     ):
         if node_id <= 0:
             raise LocalProtocolError(f"node ids start at 1, got {node_id}")
@@ -132,6 +133,9 @@ class Transport:
         self.cluster_id = cluster_id
         self.on_message = on_message
         self.on_host = on_host  # frames of HOST_GROUP: process to process, no engine codec
+        # A peer's own connection to us closed from its end (its process exited, or its
+        # socket was reset): a sign it is gone, sooner than any timeout (node.py).
+        self.on_peer_lost = on_peer_lost
         self.codec = get_codec(codec) if isinstance(codec, str) else codec
         self.cfg = config or NetConfig()
         self.faults = faults or FaultPlan()
@@ -336,6 +340,7 @@ class Transport:
             await self._accept(reader, conn)
             where = f"node {conn.peer} at {where}"
             await self._read_loop(reader, conn)
+            self._lost(conn)
         except RemoteProtocolError as e:
             self._stats.rejected_connections += 1
             self._refusals.log(logging.WARNING, "closing connection from %s: %s", where, e)
@@ -345,11 +350,18 @@ class Transport:
         except (OSError, asyncio.IncompleteReadError) as e:
             self._refusals.log(logging.INFO, "connection from %s lost: %s", where,
                                e or type(e).__name__)
+            self._lost(conn)
         finally:
             del self._handlers[task]
             if conn.peer is not None and self._inbound.get(conn.peer) is conn:
                 del self._inbound[conn.peer]
             writer.close()
+
+    def _lost(self, conn: _Accepted) -> None:
+        """The peer ended its current connection (not one we closed, nor one it replaced)."""
+        if (conn.live and conn.peer is not None and self._inbound.get(conn.peer) is conn
+                and self.on_peer_lost is not None):
+            self.on_peer_lost(conn.peer)
 
     async def _accept(self, reader: asyncio.StreamReader, conn: _Accepted) -> None:
         async with asyncio.timeout(self.cfg.handshake_timeout):  # not wait_for: see peer.py

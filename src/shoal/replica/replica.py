@@ -122,6 +122,10 @@ class ReplicaConfig:
     # ticking once it has heard nothing for FOLLOWER_QUIET_TICKS while its leader's process
     # is alive. Any request or message wakes the group. 0 = never (Paxos: never).
     quiesce_after_ticks: int = 0
+    # etcd's Promote(extend): a new leader gives every lease its full TTL plus this much
+    # (etcd: one election timeout), time for clients that were talking to the old leader to
+    # find the new one before their leases run out.
+    lease_promote_extend_ms: int = 0
     # etcd's --quota-backend-bytes, checked by the leader against KVStore.size_bytes before
     # it proposes a write that adds data; past it, it raises NOSPACE (0 = no quota). Each
     # member checks its own setting, as in etcd: give every member the same one.
@@ -135,6 +139,7 @@ class ReplicaConfig:
     def __post_init__(self) -> None:
         assert self.snapshot_entries > 0 and self.max_pending > 0 and self.lease_expiry_batch > 0
         assert self.auto_compact_revisions >= 0 and self.quiesce_after_ticks >= 0
+        assert self.lease_promote_extend_ms >= 0
         assert self.quota_bytes >= 0
         if unknown := self.bugs - BUGS:
             raise ValueError(f"unknown replica bugs {sorted(unknown)}; known: {sorted(BUGS)}")
@@ -339,6 +344,13 @@ class Replica:
             self.engine.transfer_leadership(to)
         except ConsensusError as exc:
             raise NodeError("bad_request", str(exc)) from None
+
+    def forget_leader(self, peer: int) -> None:
+        """`peer`'s process went away (the host saw its connection close): if it led this
+        group, elect another without waiting out a whole election timeout."""
+        if self.role == "follower" and self.engine.leader == peer:
+            self._wake()
+            self.engine.forget_leader()
 
     def forget(self, token: int) -> None:
         """The host stopped waiting for `token` (a timeout): report nothing more about it."""
@@ -620,7 +632,8 @@ class Replica:
             return
         token = next(self._tokens)
         try:
-            self._propose(token, encode_command(LeasePromoteRequest(self.now_ms)))
+            stamp = self.now_ms + self.cfg.lease_promote_extend_ms
+            self._propose(token, encode_command(LeasePromoteRequest(stamp)))
             self._promote_token = token
         except NodeError:
             pass

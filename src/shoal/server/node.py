@@ -112,6 +112,11 @@ class _Tick:
 
 
 @dataclass(slots=True)
+class _PeerLost:
+    peer: int
+
+
+@dataclass(slots=True)
 class _Step:
     group: int
     msg: Any
@@ -156,7 +161,7 @@ class _Alarm(_Request):
     alarm: str = ""
 
 
-_Input = _Tick | _Step | _Propose | _ReadIndex | _ChangeMembers | _Transfer | _Alarm
+_Input = _Tick | _PeerLost | _Step | _Propose | _ReadIndex | _ChangeMembers | _Transfer | _Alarm
 
 
 class _Peak:
@@ -269,7 +274,8 @@ class Node:
         self.transport = Transport(self.id, self.cfg.me.peer, {}, self.cfg.cluster_id,
                                    self._on_peer_message, self.cfg.tls(), codec=self.cfg.engine,
                                    faults=self.faults, on_host=self._on_claims,
-                                   peer_secret_file=self.cfg.peer_secret_file)
+                                   peer_secret_file=self.cfg.peer_secret_file,
+                                   on_peer_lost=self._on_peer_lost)
         self._sync_peers()
         self._watch_directory()
         await self.transport.start()
@@ -295,6 +301,7 @@ class Node:
                               quiesce_after_ticks=self.cfg.election_ticks
                               if self.cfg.engine == "raft" else 0,
                               quota_bytes=self.cfg.quota_backend_bytes,
+                              lease_promote_extend_ms=self.cfg.election_ticks * self.cfg.tick_ms,
                               batch_proposals=self.cfg.engine == "paxos"),
                           limits=KVLimits(quota_bytes=0), files=SegmentFiles(dir / "log"))
         group = Group(group_id, replica, storage)
@@ -557,12 +564,24 @@ class Node:
             raise RemoteProtocolError(f"node {peer} sent a malformed heartbeat: {exc}") from None
         self._claims[peer] = (now_ms(), claims)
 
+    def _on_peer_lost(self, peer: int) -> None:
+        """`peer` closed its connection to us (its process exited): its claims are void, and
+        the groups it led elect another within part of one election timeout."""
+        self._claims.pop(peer, None)
+        self._inputs.append(_PeerLost(peer))  # engines take input between Readies only
+        self._wake.set()
+
     def _drain(self) -> None:
         while self._inputs:
             item = self._inputs.popleft()
             if isinstance(item, _Tick):
                 self._tick_queued = False
                 self._tick_all()
+                continue
+            if isinstance(item, _PeerLost):
+                for g in self.groups.values():
+                    if g.id not in self._held:
+                        g.replica.forget_leader(item.peer)
                 continue
             g = self.groups.get(item.group)  # type: ignore[assignment]
             if g is None:

@@ -49,7 +49,15 @@ class Change:
     job: int
 
 
-Input = Tick | Step | Ask | Change
+@dataclass(frozen=True, slots=True)
+class PeerLost:
+    """A peer's process died and its connection to this host closed (the FIN its kernel
+    sends): what server/node.py hears from the transport."""
+
+    peer: NodeId
+
+
+Input = Tick | Step | Ask | Change | PeerLost
 
 INBOX_LIMIT = 5000  # a paused process's socket buffers fill up; beyond this, input is lost
 

@@ -42,7 +42,7 @@ from ..consensus.raft import Raft, RaftConfig
 from ..kv.limits import KVLimits
 from ..replica import Applied, NodeError, Replica, ReplicaConfig, bootstrap
 from .disk import Disk
-from .host import INBOX_LIMIT, Ask, Change, Host, Input, Step, Tick
+from .host import INBOX_LIMIT, Ask, Change, Host, Input, PeerLost, Step, Tick
 from .invariants import Invariants, Violation
 from .log_workload import LogWorkload
 from .network import Network
@@ -258,6 +258,8 @@ class World:
                                          quiesce_after_ticks=self.cfg.quiesce_after_ticks
                                          if self.cfg.engine == "raft" else 0,
                                          auto_compact_revisions=self.cfg.auto_compact_revisions,
+                                         lease_promote_extend_ms=self.cfg.election_tick
+                                         * self.cfg.tick_us // 1000,
                                          batch_proposals=self.cfg.engine == "paxos",
                                          bugs=self.cfg.bugs - _RAFT_BUGS - _PAXOS_BUGS),
                        limits=KVLimits(), files=disk.segments)
@@ -317,6 +319,9 @@ class World:
             elif isinstance(item, Ask):
                 token = r.propose(item.cmd) if item.cmd is not None else r.read_index()
                 h.asks[token] = item
+            elif isinstance(item, PeerLost):
+                h.claims.pop(item.peer, None)
+                r.forget_leader(item.peer)
             else:
                 h.changes[r.change_membership(item.op, item.node, item.spec)] = item.job
         except NodeError as exc:
@@ -447,6 +452,11 @@ class World:
         self.log(f"nemesis: crash n{h.id} (lost {lost} unsynced writes)")
         self.workload.crashed(h)
         h.reset()
+        if self.rng.random() < 0.5:  # the process died, not its machine: its kernel closes
+            for other in self.hosts.values():  # its connections, and those who hear forget it
+                if other is not h:
+                    for lat in self.net.latencies(h.id, other.id)[:1]:
+                        self.at(lat, partial(self.input, other, PeerLost(h.id)))
 
     def _restart(self, h: Host) -> None:
         if h.up:
