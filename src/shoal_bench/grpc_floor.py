@@ -1,9 +1,11 @@
 """What Python's gRPC server costs before Shoal does anything: a grpc.aio server answering etcd's
 KV Put and Range with constant responses, driven by the `--grpc` bench's load generator (aetcd,
 the same processes and clients), its CPU per operation read the same way. With `--mux` the
-requests pass through the etcd port's front listener (PortMux) as they do on a node.
+requests pass through the etcd port's front listener (PortMux) as they do on a node; with
+`--shoal` the same process serves a 1-node Shoal (fsync off) through its EtcdServer instead,
+which is the floor plus Shoal's own path without replication or the disk.
 
-    .venv/bin/python -m shoal_bench.grpc_floor [--mux] [--seconds 5]
+    .venv/bin/python -m shoal_bench.grpc_floor [--mux | --shoal] [--seconds 5]
 
 Compare the figures with `shoal bench --compare-etcd --grpc`: a Shoal cluster's server CPU per
 operation cannot fall below this floor (it pays it on the member the client talks to)."""
@@ -15,6 +17,7 @@ import asyncio
 import os
 import tempfile
 import threading
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -62,9 +65,28 @@ async def _serve(port: int, mux: bool) -> Any:
     return server, front
 
 
+async def _shoal(port: int) -> Any:
+    from shoal.etcdapi.server import EtcdServer
+    from shoal.server.config import Member, NodeConfig
+    from shoal.server.main import Server
+
+    peer, client, http = free_ports(3)
+    me = Member(1, ("127.0.0.1", peer), ("127.0.0.1", client))
+    cfg = NodeConfig(id=1, data_dir=Path(tempfile.mkdtemp()) / "n1", members=(me,),
+                     http=("127.0.0.1", http), fsync=False).validate()
+    server = Server(cfg)
+    await server.start()
+    while server.node.role != "leader":
+        await asyncio.sleep(0.02)
+    etcd = EtcdServer(server.node, f"127.0.0.1:{port}")
+    await etcd.start()
+    return server, etcd
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--mux", action="store_true", help="through the etcd port's PortMux")
+    ap.add_argument("--shoal", action="store_true", help="a 1-node Shoal's EtcdServer instead")
     ap.add_argument("--seconds", type=float, default=5.0)
     ap.add_argument("--clients", type=int, default=64)
     args = ap.parse_args()
@@ -77,7 +99,8 @@ def main() -> None:
     # The server on a thread of this process, so this process's CPU is the server's.
     threading.Thread(target=loop.run_forever, daemon=True).start()
     port = free_ports(1)[0]
-    _kept = asyncio.run_coroutine_threadsafe(_serve(port, args.mux), loop).result()  # (collected, it stops)
+    serve = _shoal(port) if args.shoal else _serve(port, args.mux)
+    _kept = asyncio.run_coroutine_threadsafe(serve, loop).result()  # (collected, it stops)
     spec = DriverSpec("grpc-floor", "etcd", (f"127.0.0.1:{port}",))
     for mix in ("put", "get"):
         r = run_load_procs(spec, clients=args.clients, seconds=args.seconds, value_size=256,
