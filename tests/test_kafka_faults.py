@@ -17,6 +17,8 @@ from shoal.events.protocol import fetch as fe
 from shoal.events.protocol import find_coordinator as fc
 from shoal.events.protocol import init_producer_id as ip
 from shoal.events.protocol import metadata as md
+from shoal.events.protocol import produce as pr
+from shoal.events.protocol.records import NewRecord, build_batch
 from shoal.local.cluster import LocalProcessCluster
 
 TOPIC = "faults"
@@ -79,6 +81,14 @@ def test_a_node_without_a_quorum_answers_at_once(cluster: LocalProcessCluster) -
     for i in others:
         cluster.kill(i, signal.SIGSTOP)
     try:
+        # A produce it takes as leader, then steps down with (no quorum): answered when it
+        # steps down, as of unknown outcome, not at the request's 20 s timeout.
+        resp, took = _call(addr, pr.ProduceRequest(acks=-1, timeout_ms=20_000, topic_data=[
+            pr.TopicProduceData(name=TOPIC, partition_data=[pr.PartitionProduceData(
+                index=0, records=build_batch([NewRecord(b"cut off")]).encode())])]), 9)
+        code = resp.responses[0].partition_responses[0].error_code  # type: ignore[attr-defined]
+        assert code in (ErrorCode.REQUEST_TIMED_OUT, ErrorCode.NOT_LEADER_OR_FOLLOWER), code
+        assert took < PROMPT_S, f"Produce answered after {took:.1f} s"
         # Metadata from its own view, with no quorum to confirm it: brokers and partitions.
         started = time.monotonic()
         meta = _metadata(addr)

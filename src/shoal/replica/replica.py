@@ -165,6 +165,7 @@ class Applied:
     store_replaced: bool = False  # a snapshot replaced the store: its watches have ended
     store_changed: bool = False  # entries were applied: watchers may have news
     became_leader: bool = False
+    lost_leadership: bool = False  # its writes in flight may be cut or applied by the next
 
 
 class Replica:
@@ -471,6 +472,7 @@ class Replica:
                 self._promote()
             if self.role != "leader":
                 self._expiring.clear()
+                out.lost_leadership = was_leader
             # The engine drops the reads it has not confirmed when its leader changes (a
             # forwarded one dies with the old leader): fail them now, not at their callers'
             # timeouts, so they ask the new leader.

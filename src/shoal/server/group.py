@@ -26,6 +26,7 @@ class Group:
         self.replica = replica
         self.storage = storage
         self.waiters: dict[int, asyncio.Future[Any]] = {}  # replica token -> its caller
+        self.writes: set[int] = set()  # the waiters' tokens that are writes
         self.watch_sinks: dict[int, WatchSink] = {}
         self.watch_ranges: dict[int, tuple[bytes, bytes]] = {}
         # Watch ids are unique per node: a group's start at its id << 32 (the meta group's at
@@ -41,6 +42,7 @@ class Group:
     def settle(self, out: Applied) -> None:
         """Hand the outcomes of one advance to whoever waits for them."""
         for done in out.done:
+            self.writes.discard(done.token)
             fut = self.waiters.pop(done.token, None)
             if fut is None or fut.done():
                 continue
@@ -57,6 +59,16 @@ class Group:
             self.watch_sinks.clear()
         if out.store_changed:
             self.push_watch_events()
+
+    def fail_writes(self, error: Exception) -> list[int]:
+        """Fail every write still waited for; their tokens (for the replica to forget)."""
+        tokens = [t for t in self.writes if t in self.waiters]
+        for t in tokens:
+            fut = self.waiters.pop(t)
+            if not fut.done():
+                fut.set_exception(error)
+        self.writes.clear()
+        return tokens
 
     def fail_all(self, error: Exception) -> None:
         for fut in self.waiters.values():

@@ -63,6 +63,7 @@ from ..kv.requests import (
     LeaseLeasesRequest,
     LeaseLeasesResponse,
     LeaseTimeToLiveRequest,
+    LogAppendRequest,
     PutRequest,
     RangeRequest,
     ResponseHeader,
@@ -509,6 +510,16 @@ class Node:
         g.settle(out)
         if out.became_leader:
             log.info("node %d is leader of group %d in term %d", self.id, g.id, g.replica.engine.term)
+        if out.lost_leadership:
+            # Answer its writes in flight now, as of unknown outcome (the next leader may cut
+            # them or apply them), not at their deadlines: a Kafka producer would wait out its
+            # request timeout here, and every request behind it on its connection too. Only
+            # those a retry cannot apply twice (a session's, an idempotent producer's; Kafka
+            # answers NOT_LEADER_OR_FOLLOWER to the others too); the rest, a create_group
+            # say, wait to learn their outcome as before.
+            for token in g.fail_writes(NodeError("timeout", "leadership was lost before "
+                                                 "the write applied; it may still apply")):
+                g.replica.forget(token)
         if out.members is not None:
             self._sync_peers()
         if out.snapshot is not None:
@@ -611,6 +622,8 @@ class Node:
         match item:
             case _Propose(cmd=cmd, data=data) if cmd is not None:
                 item.token = r.propose(cmd, data)
+                if cmd.session is not None or isinstance(cmd.request, LogAppendRequest):
+                    g.writes.add(item.token)  # a retry is answered once: fail it fast
             case _ReadIndex():
                 item.token = r.read_index()
             case _ChangeMembers(op=op, node_id=n, spec=spec):
@@ -775,6 +788,7 @@ class Node:
             timer.cancel()
             if item.token:
                 g.waiters.pop(item.token, None)
+                g.writes.discard(item.token)
                 g.replica.forget(item.token)
 
     def _future(self) -> asyncio.Future[Any]:
