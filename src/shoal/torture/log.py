@@ -1,7 +1,10 @@
 """The event log on real processes, through Kafka's own client: `shoal torture --workload log`.
 
 Producers (confluent-kafka, so librdkafka's idempotent producer: acks=all,
-enable.idempotence, its own retries of the same batch under the same sequence numbers) write
+enable.idempotence, its own retries of the same batch under the same sequence numbers; its
+default delivery timeout, message.timeout.ms 300 s, since a shorter one makes librdkafka bump
+its epoch after timeouts and send records that may already be written again under the new
+epoch, where no broker can recognise them: librdkafka issue #4953) write
 into a topic of several partitions; each record's value names its producer and a sequence
 number of the producer's own, its key spreads records over the partitions. Consumers in one
 group poll, and commit what they polled synchronously after recording it (at least once).
@@ -182,7 +185,7 @@ class LogWorkload:
         while not self._stop_producing.is_set():
             p = Producer({**self.base, "acks": "all",
                           "enable.idempotence": True, "linger.ms": 5,
-                          "message.timeout.ms": 30_000, "partitioner": "murmur2_random"})
+                          "partitioner": "murmur2_random"})
             fatal = False
 
             def report(err: Any, msg: Any) -> None:
@@ -223,7 +226,7 @@ class LogWorkload:
         seen = self.seen
         c = Consumer({**self.base, "group.id": GROUP,
                       "client.id": name, "auto.offset.reset": "earliest",
-                      "enable.auto.commit": False, "session.timeout.ms": 6000,
+                      "enable.auto.commit": False,
                       "heartbeat.interval.ms": 1000})
         c.subscribe([TOPIC])
         try:

@@ -44,6 +44,7 @@ class Nemesis:
         self.paused: set[int] = set()
         self.restarts: set[asyncio.Task[None]] = set()  # pending restarts of killed nodes
         self.isolated: set[int] = set()
+        self.starting: set[int] = set()  # restarted, not yet serving: still down
         self.done: list[str] = []
 
     def _note(self, text: str) -> None:
@@ -67,13 +68,23 @@ class Nemesis:
         await self.heal()
 
     def _live(self) -> list[int]:
-        return [i for i in self.cluster.ids if self.cluster.alive(i) and i not in self.paused]
+        return [i for i in self.cluster.ids if self.cluster.alive(i)
+                and i not in self.paused and i not in self.starting]
 
     async def _restart_later(self, i: int, after: float) -> None:
         await asyncio.sleep(after)
         if not self.cluster.alive(i):
             self.cluster.start_node(i)
             self._note(f"restart n{i}")
+            # A node takes seconds to start on a loaded machine: until it serves it is down,
+            # and taking another meanwhile would leave no quorum, not one node down.
+            self.starting.add(i)
+            try:
+                await asyncio.to_thread(self.cluster.wait_serving, i, 60.0)
+            except (TimeoutError, RuntimeError) as exc:
+                self._note(f"n{i} did not come back: {exc}")
+            finally:
+                self.starting.discard(i)
 
     async def kill(self, target: int | None = None) -> None:
         live = self._live()
