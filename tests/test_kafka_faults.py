@@ -5,13 +5,13 @@ being held until a timeout or having the connection closed."""
 from __future__ import annotations
 
 import signal
-import socket
 import time
 from collections.abc import Iterator
 
 import pytest
 
-from shoal.events.protocol import ErrorCode, KafkaClientConnection, ResponseReceived
+from kafka_wire import call
+from shoal.events.protocol import ErrorCode
 from shoal.events.protocol import create_topics as ct
 from shoal.events.protocol import fetch as fe
 from shoal.events.protocol import find_coordinator as fc
@@ -33,20 +33,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalProcessCl
 
 
 def _call(addr: str, body: object, version: int) -> tuple[object, float]:
-    """The answer to one request, and how long it took."""
-    host, _, port = addr.rpartition(":")
-    started = time.monotonic()
-    with socket.create_connection((host, int(port)), timeout=60) as s:
-        client = KafkaClientConnection()
-        _, frame = client.send_request(body, version)  # type: ignore[arg-type]
-        s.sendall(frame)
-        while True:
-            data = s.recv(1 << 16)
-            assert data, "the server closed the connection instead of answering"
-            client.receive_data(data)
-            got = client.next_response()
-            if isinstance(got, ResponseReceived):
-                return got.body, time.monotonic() - started
+    return call(addr, body, version, timeout=60)
 
 
 def _metadata(addr: str) -> md.MetadataResponse:

@@ -5,7 +5,6 @@ idempotent producer's retried batch is written once; bad requests get Kafka's er
 from __future__ import annotations
 
 import asyncio
-import socket
 import subprocess
 import threading
 import time
@@ -13,10 +12,9 @@ from collections.abc import Iterator
 
 import pytest
 
+from kafka_wire import call
 from shoal.events.protocol import (
     ErrorCode,
-    KafkaClientConnection,
-    ResponseReceived,
     build_batch,
 )
 from shoal.events.protocol import produce as pr
@@ -126,18 +124,7 @@ def test_aiokafka_produces_and_fetches_with_long_polling(bootstrap: list[str]) -
 
 
 def _call(addr: str, body: object, version: int) -> object:
-    host, _, port = addr.rpartition(":")
-    with socket.create_connection((host, int(port)), timeout=20) as s:
-        client = KafkaClientConnection()
-        _, frame = client.send_request(body, version)  # type: ignore[arg-type]
-        s.sendall(frame)
-        while True:
-            data = s.recv(1 << 16)
-            client.receive_data(data)
-            got = client.next_response()
-            if isinstance(got, ResponseReceived):
-                return got.body
-            assert data, "the server closed the connection"
+    return call(addr, body, version)[0]
 
 
 def test_idempotent_retries_are_written_once_and_gaps_refused(bootstrap: list[str]) -> None:
